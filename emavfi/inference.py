@@ -1,0 +1,186 @@
+"""`interpolate`: padding, validation, HR mode, TTA and multiple timesteps around the network."""
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .model import EMAVFI, Features
+from .model.network import blend
+from .model.flow import resize
+
+Timesteps = float | Sequence[float]
+
+
+def _check_frames(img0: torch.Tensor, img1: torch.Tensor, aux0: torch.Tensor | None, aux1: torch.Tensor | None) -> None:
+    for name, img in (("img0", img0), ("img1", img1)):
+        if not isinstance(img, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor [B,3,H,W]; got {type(img).__name__}")
+        if not img.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor with values in 0..1; got {img.dtype} "
+                            "(convert 8-bit images with img.float() / 255)")
+        if img.dim() != 4 or img.shape[1] != 3:
+            raise ValueError(f"{name} must have shape [B,3,H,W]; got {list(img.shape)} "
+                             "(ComfyUI images are [B,H,W,C]: use img.movedim(-1, 1))")
+        if img.shape[0] == 0 or img.shape[2] == 0 or img.shape[3] == 0:
+            raise ValueError(f"{name} is empty: shape {list(img.shape)}")
+    if img0.shape != img1.shape:
+        raise ValueError(f"img0 and img1 must have the same shape; got {list(img0.shape)} and {list(img1.shape)}")
+    if img0.dtype != img1.dtype or img0.device != img1.device:
+        raise TypeError(f"img0 and img1 must share dtype and device; got {img0.dtype}/{img0.device} "
+                        f"and {img1.dtype}/{img1.device}")
+    for name, img in (("img0", img0), ("img1", img1)):
+        if not torch.isfinite(img).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+        lo, hi = img.min().item(), img.max().item()
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise ValueError(f"{name} values must be in [0, 1]; got [{lo:.4g}, {hi:.4g}] (for HDR or linear-light "
+                             "frames use emavfi.clip.interpolate_clip, which maps them into range and back)")
+    if (aux0 is None) != (aux1 is None):
+        raise ValueError("pass both aux0 and aux1, or neither")
+    if aux0 is not None:
+        for name, aux in (("aux0", aux0), ("aux1", aux1)):
+            if not isinstance(aux, torch.Tensor) or aux.dim() != 4 or aux.shape[0] != img0.shape[0] \
+                    or aux.shape[2:] != img0.shape[2:]:
+                raise ValueError(f"{name} must be a tensor [B,K,H,W] matching img0 {list(img0.shape)}; "
+                                 f"got {list(aux.shape) if isinstance(aux, torch.Tensor) else type(aux).__name__}")
+            if not torch.isfinite(aux).all():
+                raise ValueError(f"{name} contains NaN or Inf values")
+        if aux0.shape != aux1.shape:
+            raise ValueError(f"aux0 and aux1 must have the same shape; got {list(aux0.shape)} and {list(aux1.shape)}")
+
+
+def _check_timesteps(timesteps: Timesteps) -> list[float]:
+    single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
+    if isinstance(timesteps, (str, bytes)):
+        raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r} "
+                        "(parse strings with emavfi.schedule.parse_timesteps)")
+    if isinstance(timesteps, torch.Tensor):
+        values = [float(v) for v in timesteps.reshape(-1).tolist()]
+    elif single:
+        values = [float(timesteps)]
+    else:
+        try:
+            values = [float(v) for v in timesteps]
+        except (TypeError, ValueError):
+            raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r}") from None
+    if not values:
+        raise ValueError("timesteps is empty; pass at least one t in [0, 1]")
+    for t in values:
+        if not math.isfinite(t) or not 0.0 <= t <= 1.0:
+            raise ValueError(f"timesteps must be in [0, 1]; got {t}")
+    return values
+
+
+def padding_divisor(scale: float) -> int:
+    """Frame sides are padded to a multiple of this: 32 at full resolution, more in HR mode."""
+    if not (isinstance(scale, (int, float)) and 0 < scale <= 1):
+        raise ValueError(f"scale must be in (0, 1] (e.g. 1, 0.5, 0.25); got {scale!r}")
+    steps = 16 / scale
+    if abs(steps - round(steps)) > 1e-6:
+        raise ValueError(f"scale must divide 16 into a whole number (1, 0.5, 0.25, 0.125 ...); got {scale}")
+    return math.lcm(32, round(steps))
+
+
+def pad_amounts(height: int, width: int, divisor: int) -> tuple[int, int, int, int]:
+    """Centred padding (left, right, top, bottom) up to the next multiple of `divisor`."""
+    ph = -height % divisor
+    pw = -width % divisor
+    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
+
+
+class _Pass:
+    """One model evaluation over a (possibly TTA-batched) stack of frame pairs, reused for every t."""
+
+    def __init__(self, model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, scale: float):
+        self.model, self.img0, self.img1, self.scale = model, img0, img1, scale
+        if scale == 1:
+            self.full = self.low = model.extract(img0, img1)
+            self.low_imgs = (img0, img1)
+        else:
+            low = resize(torch.cat([img0, img1], 1), scale)
+            self.low_imgs = (low[:, :3], low[:, 3:])
+            self.low = model.extract(*self.low_imgs)
+            self.full = Features(model.extract(img0, img1, with_motion=False).appearance, None)
+
+    def at(self, t: float, aux: tuple[torch.Tensor, torch.Tensor] | None):
+        est = self.model.estimate_flow(*self.low_imgs, self.low, t)
+        flow, mask = est.flow, est.mask_logit
+        if self.scale != 1:
+            flow = resize(flow, 1 / self.scale) * (1 / self.scale)
+            mask = resize(mask, 1 / self.scale)
+        out = self.model.synthesize(self.img0, self.img1, self.full.appearance, flow, mask)
+        if aux is None:
+            return out.frame, None
+        return out.frame, blend(aux[0], aux[1], flow, out.weight0)[2]
+
+
+def _rot180(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-2, -1)
+
+
+_WARNED_T: "weakref.WeakSet[EMAVFI]" = weakref.WeakSet()  # models already warned about t != 0.5
+
+
+@torch.inference_mode()
+def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps: Timesteps = 0.5, *,
+                tta: bool = False, fast_tta: bool = False, scale: float = 1.0,
+                aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None):
+    """Frames between img0 and img1 [B,3,H,W] (float, 0..1) at each t in [0, 1].
+
+    A float `timesteps` gives [B,3,H,W]; a sequence gives [T,B,3,H,W]. The backbone runs once for all t.
+    tta: average with a pass on the 180-degree-rotated frames; fast_tta: the same, batched into one pass.
+    scale < 1: estimate flow at that fraction of the resolution (HR mode: 0.5 for 2K, 0.25 for 4K).
+    aux0/aux1 [B,K,H,W]: extra channels (alpha, mattes) warped and fused like the RGB frames; when given,
+    returns (frames, aux) with matching leading dims. Results come back on the inputs' device and dtype.
+    """
+    single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
+    ts = _check_timesteps(timesteps)
+    _check_frames(img0, img1, aux0, aux1)
+    divisor = padding_divisor(scale)
+    if not model.config.arbitrary_t and any(abs(t - 0.5) > 1e-9 for t in ts) and model not in _WARNED_T:
+        _WARNED_T.add(model)
+        warnings.warn(f"EMA-VFI variant {model.variant or 'custom'} was trained for t = 0.5 only; other timesteps "
+                      "work but look worse. Use a `_t` variant or recursive (bisection) mode.", stacklevel=2)
+    param = next(model.parameters())
+    in_dtype, in_device = img0.dtype, img0.device
+    b, _, h, w = img0.shape
+    left, right, top, bottom = pad_amounts(h, w, divisor)
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device=param.device, dtype=param.dtype)
+        return F.pad(x, (left, right, top, bottom), mode="replicate") if left + right + top + bottom else x
+
+    x0, x1 = prep(img0), prep(img1)
+    aux = (prep(aux0), prep(aux1)) if aux0 is not None else None
+    frames = torch.empty((len(ts), b, 3, h, w), dtype=in_dtype, device=in_device)
+    aux_out = None if aux is None else torch.empty((len(ts), b, aux0.shape[1], h, w), dtype=in_dtype, device=in_device)
+
+    if fast_tta:
+        both = _Pass(model, torch.cat([x0, _rot180(x0)]), torch.cat([x1, _rot180(x1)]), scale)
+        both_aux = None if aux is None else (torch.cat([aux[0], _rot180(aux[0])]), torch.cat([aux[1], _rot180(aux[1])]))
+    else:
+        main = _Pass(model, x0, x1, scale)
+        rotated = _Pass(model, _rot180(x0), _rot180(x1), scale) if tta else None
+    for i, t in enumerate(ts):
+        if fast_tta:
+            frame, fused = both.at(t, both_aux)
+            frame = (frame[:b] + _rot180(frame[b:])) / 2
+            fused = None if fused is None else (fused[:b] + _rot180(fused[b:])) / 2
+        else:
+            frame, fused = main.at(t, aux)
+            if rotated is not None:
+                frame_r, fused_r = rotated.at(t, None if aux is None else (_rot180(aux[0]), _rot180(aux[1])))
+                frame = (frame + _rot180(frame_r)) / 2
+                fused = None if fused is None else (fused + _rot180(fused_r)) / 2
+        frames[i] = frame[:, :, top:top + h, left:left + w]
+        if aux_out is not None:
+            aux_out[i] = fused[:, :, top:top + h, left:left + w]
+    if single:
+        frames = frames[0]
+        aux_out = None if aux_out is None else aux_out[0]
+    return frames if aux_out is None else (frames, aux_out)

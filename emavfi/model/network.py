@@ -1,0 +1,116 @@
+"""EMA-VFI: backbone -> coarse-to-fine flow heads -> backward warp + mask fusion -> U-Net refinement."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .backbone import Features, MotionFormer
+from .flow import FlowHead, resize, shuffle_features
+from .refine import RefineUNet
+from .warp import backward_warp, base_grid
+
+
+@dataclass
+class FlowEstimate:
+    """Per-stage results for one timestep: accumulated flows [B,4,H,W] and mask logits [B,1,H,W]."""
+
+    flows: list[torch.Tensor]
+    mask_logits: list[torch.Tensor]
+
+    @property
+    def flow(self) -> torch.Tensor:
+        return self.flows[-1]
+
+    @property
+    def mask_logit(self) -> torch.Tensor:
+        return self.mask_logits[-1]
+
+
+@dataclass
+class Synthesis:
+    """The refined frame, the pre-refine blend and the fusion weight of frame 0 (sigmoid of the mask)."""
+
+    frame: torch.Tensor
+    merged: torch.Tensor
+    weight0: torch.Tensor
+
+
+def blend(img0: torch.Tensor, img1: torch.Tensor, flow: torch.Tensor, weight0: torch.Tensor,
+          grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Warp both frames to time t and fuse them: returns (warped0, warped1, merged)."""
+    warped0 = backward_warp(img0, flow[:, 0:2], grid)
+    warped1 = backward_warp(img1, flow[:, 2:4], grid)
+    return warped0, warped1, warped0 * weight0 + warped1 * (1 - weight0)
+
+
+class EMAVFI(nn.Module):
+    """The whole network; state-dict keys match the official checkpoints (`feature_bone.*`, `block.*`, `unet.*`)."""
+
+    def __init__(self, cfg: ModelConfig, variant: str | None = None):
+        super().__init__()
+        self.config = cfg
+        self.variant = variant
+        self.feature_bone = MotionFormer(cfg)
+        dims = cfg.embed_dims
+        # block[0] works on stride-16 features, block[1] on stride-8 ones
+        head_in = [2 * (16 * cfg.width + dims[4]) // 16 + 6, 2 * (8 * cfg.width + dims[3]) // 16 + 17]
+        self.block = nn.ModuleList([FlowHead(head_in[0], cfg.head_hidden, 16),
+                                    FlowHead(head_in[1], cfg.head_hidden, 8)])
+        self.unet = RefineUNet(cfg.unet_width)
+
+    def extract(self, img0: torch.Tensor, img1: torch.Tensor, with_motion: bool = True) -> Features:
+        """Backbone features of both frames; the part of the work that does not depend on t."""
+        return self.feature_bone(torch.cat([img0, img1], 0), with_motion)
+
+    def estimate_flow(self, img0: torch.Tensor, img1: torch.Tensor, feats: Features, t: float) -> FlowEstimate:
+        """Coarse (stride 16) then fine (stride 8) flow and mask logit at timestep t."""
+        assert feats.motion is not None, "flow estimation needs motion features"
+        b = img0.shape[0]
+        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, img0.dtype)
+        flows, masks = [], []
+        flow = mask = None
+        for i, head in enumerate(self.block):
+            level = 4 - i
+            mot, app = feats.motion[1 - i], feats.appearance[level]
+            shuffled = shuffle_features(torch.cat([t * mot[:b], (1 - t) * mot[b:], app[:b], app[b:]], 1))
+            if flow is None:
+                flow, mask = head(shuffled, resize(torch.cat([img0, img1], 1), 0.25))
+            else:
+                warped0 = backward_warp(img0, flow[:, 0:2], grid)
+                warped1 = backward_warp(img1, flow[:, 2:4], grid)
+                side = torch.cat([resize(torch.cat([img0, img1, warped0, warped1, mask], 1), 0.5),
+                                  resize(flow, 0.5) * 0.5], 1)
+                d_flow, d_mask = head(shuffled, side)
+                flow, mask = flow + d_flow, mask + d_mask
+            flows.append(flow)
+            masks.append(mask)
+        return FlowEstimate(flows, masks)
+
+    def synthesize(self, img0: torch.Tensor, img1: torch.Tensor, appearance: list[torch.Tensor],
+                   flow: torch.Tensor, mask_logit: torch.Tensor) -> Synthesis:
+        """Warp frames and features with `flow`, fuse with sigmoid(mask_logit), refine with the U-Net."""
+        b = img0.shape[0]
+        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, img0.dtype)
+        weight0 = torch.sigmoid(mask_logit)
+        warped0, warped1, merged = blend(img0, img1, flow, weight0, grid)
+        feats0, feats1, level_flow = [], [], flow
+        for level, app in enumerate(appearance):
+            if level:
+                level_flow = resize(level_flow, 0.5) * 0.5
+            feats0.append(backward_warp(app[:b], level_flow[:, 0:2]))
+            feats1.append(backward_warp(app[b:], level_flow[:, 2:4]))
+        side = torch.cat([img0, img1, warped0, warped1, mask_logit, flow], 1)
+        res = self.unet(side, feats0, feats1)
+        return Synthesis(torch.clamp(merged + res, 0, 1), merged, weight0)
+
+    def forward(self, img0: torch.Tensor, img1: torch.Tensor, t: float = 0.5) -> dict[str, object]:
+        """Training-style pass: per-stage flows, fusion weights and blends, plus the refined prediction."""
+        feats = self.extract(img0, img1)
+        est = self.estimate_flow(img0, img1, feats, t)
+        merged = [blend(img0, img1, f, torch.sigmoid(m))[2] for f, m in zip(est.flows, est.mask_logits)]
+        out = self.synthesize(img0, img1, feats.appearance, est.flow, est.mask_logit)
+        return {"flows": est.flows, "masks": [torch.sigmoid(m) for m in est.mask_logits],
+                "merged": merged, "pred": out.frame}

@@ -1,0 +1,248 @@
+"""Weights: safetensors loading, official key mapping, variant detection, and .pkl conversion."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Mapping, Union
+
+import torch
+
+from .config import VARIANTS, ModelConfig, get_config
+from .errors import WeightsError
+from .model import EMAVFI
+
+log = logging.getLogger("emavfi")
+
+StateDict = Mapping[str, torch.Tensor]
+VariantOrConfig = Union[str, ModelConfig]
+
+# sha256 of the authors' released .pkl files (see README, "Official checkpoints")
+OFFICIAL_PKL_SHA256 = {
+    "f9085bb32d8b2eaa70eb1df08cc25bc7e973c50a74d74fb593ebe0d5e100a11f": "ours",
+    "c09e82d193e303d7b91f1e36bf535886b820cb56105574355211d60a6b557a99": "ours_t",
+    "ef0e455a7fe75c24d415bbcd83c29a9c0134ba853942bde0cd4dc4ed01e3f98f": "ours_small",
+    "ad845671f7250d408937718aca19eaf87aa1ca79215070f7641eea332b703233": "ours_small_t",
+}
+_PREFIXES = ("module.", "model.")
+_RUNTIME_BUFFERS = (".attn_mask", ".HW")
+METADATA_VARIANT = "emavfi.variant"
+
+
+def _config(variant: VariantOrConfig) -> ModelConfig:
+    return variant if isinstance(variant, ModelConfig) else get_config(variant)
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes_for(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = EMAVFI(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def expected_shapes(variant: VariantOrConfig) -> dict[str, tuple[int, ...]]:
+    """Official state-dict key names and shapes of a variant (or config)."""
+    return dict(_shapes_for(_config(variant)))
+
+
+def canonical_keys(state: Mapping[str, object]) -> dict[str, object]:
+    """Strip `module.`/`model.` prefixes and drop the attention-mask buffers the reference recomputes."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(_PREFIXES):
+            key = key.split(".", 1)[1]
+        if not key.endswith(_RUNTIME_BUFFERS):
+            out[key] = value
+    return out
+
+
+def _mismatch(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig) -> tuple[list[str], list[str], list[str]]:
+    want = _shapes_for(cfg)
+    missing = [k for k in want if k not in shapes]
+    unexpected = [k for k in shapes if k not in want]
+    wrong = [f"{k} {list(shapes[k])} (expected {list(want[k])})" for k in want if k in shapes and tuple(shapes[k]) != want[k]]
+    return missing, unexpected, wrong
+
+
+def _architectures() -> dict[str, ModelConfig]:
+    """One representative variant name per distinct architecture, `_t` names first."""
+    found: dict[tuple, str] = {}
+    for name in sorted(VARIANTS, key=lambda v: not v.endswith("_t")):
+        found.setdefault(get_config(name).architecture, name)
+    return {name: get_config(name) for name in found.values()}
+
+
+def match_variant(shapes: Mapping[str, tuple[int, ...]], variant: VariantOrConfig | None = None,
+                  hint: str | None = None) -> str:
+    """Name of the variant whose keys and shapes `shapes` (canonical keys) match exactly, else WeightsError.
+
+    Shapes cannot tell `ours` from `ours_t`: `variant`, then `hint` (file metadata) decide; without
+    either the `_t` twin is assumed, since it accepts any timestep.
+    """
+    if variant is not None:
+        cfg = _config(variant)
+        missing, unexpected, wrong = _mismatch(shapes, cfg)
+        if not (missing or unexpected or wrong):
+            return variant if isinstance(variant, str) else (hint or "custom")
+        raise WeightsError(_mismatch_message(shapes, variant if isinstance(variant, str) else "the given config",
+                                             missing, unexpected, wrong))
+    for name, cfg in _architectures().items():
+        if not any(_mismatch(shapes, cfg)):
+            if hint in VARIANTS and get_config(hint).architecture == cfg.architecture:
+                return hint
+            return name
+    closest = _closest(shapes)
+    raise WeightsError(_mismatch_message(shapes, closest, *_mismatch(shapes, get_config(closest)), detected=False))
+
+
+def _closest(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    def score(name: str) -> int:
+        want = _shapes_for(get_config(name))
+        return sum(1 for k, s in shapes.items() if want.get(k) == tuple(s))
+    return max(_architectures(), key=score)
+
+
+def _mismatch_message(shapes, name: str, missing: list[str], unexpected: list[str], wrong: list[str],
+                      detected: bool = True) -> str:
+    if not shapes:
+        return "the weights contain no tensors; is this an EMA-VFI checkpoint?"
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatches (first: {'; '.join(wrong[:2])})")
+    head = (f"weights do not match variant {name!r}" if detected
+            else f"weights match no EMA-VFI variant; closest is {name!r}")
+    return f"{head}: {', '.join(parts)}. Use the file made for this variant or pick the variant it was made for."
+
+
+def _open_safetensors(path: Path):
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="pt")
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {path}") from None
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise WeightsError(f"{path} is not a valid safetensors file ({exc}); it may be truncated or corrupt: "
+                           "delete it and download or convert it again") from exc
+
+
+def inspect_safetensors(path: str | os.PathLike, variant: VariantOrConfig | None = None) -> str:
+    """Check a .safetensors header against the variant's keys and shapes without loading tensors."""
+    path = Path(path)
+    with _open_safetensors(path) as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        hint = (f.metadata() or {}).get(METADATA_VARIANT)
+    return match_variant(canonical_keys(shapes), variant, hint)
+
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in (".pkl", ".pth", ".pt", ".ckpt", ".bin"):
+        raise WeightsError(f"{path.name} is a pickle checkpoint; pickles can run code, so they are not loaded "
+                           f"directly. Convert it once: python -m emavfi convert {path} -o {path.with_suffix('.safetensors')}")
+
+
+def read_weights(path: str | os.PathLike, variant: VariantOrConfig | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """Load a .safetensors file and return (canonical state dict, variant name), verifying the header first."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    _refuse_pickle(path)
+    name = inspect_safetensors(path, variant)
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise WeightsError(f"could not read tensors from {path} ({exc}); the file is corrupt: download or convert it again") from exc
+    return canonical_keys(state), name
+
+
+def build_model(variant: VariantOrConfig = "ours_small_t") -> EMAVFI:
+    """A randomly initialised EMA-VFI for a variant name or a ModelConfig."""
+    cfg = _config(variant)
+    return EMAVFI(cfg, variant if isinstance(variant, str) else None)
+
+
+def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig | None = None,
+               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> EMAVFI:
+    """Build the model for `weights` (a .safetensors path or a state dict) in eval mode on device/dtype."""
+    if isinstance(weights, Mapping):
+        state = canonical_keys(weights)
+        bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise WeightsError(f"state dict entry {bad[0]!r} is not a tensor")
+        name = match_variant({k: tuple(v.shape) for k, v in state.items()}, variant)
+    else:
+        state, name = read_weights(weights, variant)
+    cfg = variant if isinstance(variant, ModelConfig) else get_config(name)
+    with torch.device("meta"):
+        model = EMAVFI(cfg, name if name in VARIANTS else None)
+    cast = {k: v.detach().to(device=device, dtype=dtype) for k, v in state.items()}
+    for tensor in cast.values():
+        if not torch.isfinite(tensor).all():
+            raise WeightsError("the weights contain NaN or Inf values; the file is corrupt")
+    model.load_state_dict(cast, strict=True, assign=True)
+    return model.eval()
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_safetensors(state: StateDict, path: str | os.PathLike, variant: str) -> None:
+    """Write canonical weights atomically, recording the variant in the file's metadata."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in canonical_keys(state).items()}
+    match_variant({k: tuple(v.shape) for k, v in tensors.items()}, variant)
+    _atomic_save(tensors, Path(path), {METADATA_VARIANT: variant})
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None = None) -> str:
+    """Convert an official .pkl checkpoint to .safetensors without executing pickled code; returns the variant."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise WeightsError(f"checkpoint not found: {src}")
+    official = OFFICIAL_PKL_SHA256.get(sha256_of(src))
+    if official and variant and variant != official:
+        raise WeightsError(f"{src.name} is the official {official!r} checkpoint, not {variant!r}")
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(f"refusing {src.name}: it holds pickled objects other than tensors (possibly code), "
+                           f"so it is not an EMA-VFI checkpoint that can be loaded safely ({exc})") from None
+    except Exception as exc:
+        raise WeightsError(f"could not read {src.name} as a PyTorch checkpoint ({exc}); is it truncated?") from exc
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{src.name} does not hold a state dict of tensors")
+    state = canonical_keys(state)
+    name = match_variant({k: tuple(v.shape) for k, v in state.items()}, variant or official)
+    if not official:
+        log.warning("%s is not one of the official EMA-VFI files (unknown sha256); converted as %r", src.name, name)
+    save_safetensors(state, dst, name)
+    return name

@@ -1,0 +1,31 @@
+"""Shared test settings: fast deterministic CPU runs, paths to ../shared, and a parity summary line."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMAVFI_SHARED", REPO.parent / "shared"))
+PARITY_RESULTS: list[tuple[str, float, float]] = []  # (case, worst abs difference, tolerance)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test with a clear reason where it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (parity fixtures and manifests live in ../shared beside the checkout)")
+    return path
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if PARITY_RESULTS:
+        worst = max(PARITY_RESULTS, key=lambda r: r[1] / r[2])
+        terminalreporter.write_line(
+            f"parity: {len(PARITY_RESULTS)} official cases checked, worst max-abs difference "
+            f"{worst[1]:.3g} ({worst[0]}, tolerance {worst[2]:g})")

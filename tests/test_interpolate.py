@@ -1,0 +1,171 @@
+"""The public `interpolate` call: shapes, padding, TTA, HR mode, timestep reuse, aux channels, bad input."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import emavfi
+from helpers import frames, tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def _count_backbone_calls(model):
+    calls = []
+    handle = model.feature_bone.register_forward_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+def test_shapes_dtype_and_device_follow_the_inputs(model):
+    img0, img1 = frames(2, 40, 56)
+    one = emavfi.interpolate(model, img0, img1, 0.5)
+    many = emavfi.interpolate(model, img0, img1, [0.25, 0.5, 0.75])
+    assert one.shape == (2, 3, 40, 56) and many.shape == (3, 2, 3, 40, 56)
+    assert one.dtype == torch.float32 and not one.requires_grad
+    assert 0 <= one.min() and one.max() <= 1
+    half = emavfi.interpolate(model, img0.double(), img1.double(), 0.5)
+    assert half.dtype == torch.float64  # computed in the model's dtype, returned in the input's
+    assert torch.allclose(half.float(), one, atol=1e-6)
+
+
+def test_timesteps_share_one_backbone_pass(model):
+    img0, img1 = frames(1, 64, 64)
+    for kwargs, expected in (({}, 1), ({"tta": True}, 2), ({"fast_tta": True}, 1), ({"scale": 0.5}, 2)):
+        calls, handle = _count_backbone_calls(model)
+        try:
+            emavfi.interpolate(model, img0, img1, [0.125 * i for i in range(1, 8)], **kwargs)
+        finally:
+            handle.remove()
+        assert len(calls) == expected, kwargs
+
+
+def test_several_timesteps_equal_single_calls(model):
+    img0, img1 = frames(2, 64, 96, seed=1)
+    ts = [0.2, 0.5, 0.9]
+    together = emavfi.interpolate(model, img0, img1, ts)
+    for i, t in enumerate(ts):
+        assert torch.allclose(together[i], emavfi.interpolate(model, img0, img1, t), atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (5, 7), (33, 65), (50, 70)])
+def test_odd_sizes_match_the_official_padded_pipeline(model, h, w):
+    img0, img1 = frames(1, h, w, seed=2)
+    ours = emavfi.interpolate(model, img0, img1, 0.5)
+    # the official InputPadder: replicate padding, centred, to the next multiple of 32
+    d = 32
+    ph, pw = ((h // d + 1) * d - h) % d, ((w // d + 1) * d - w) % d
+    pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    padded = [F.pad(x, pad, mode="replicate") for x in (img0, img1)]
+    with torch.no_grad():
+        feats = model.extract(*padded)
+        est = model.estimate_flow(*padded, feats, 0.5)
+        full = model.synthesize(*padded, feats.appearance, est.flow, est.mask_logit).frame
+    assert ours.shape == (1, 3, h, w)
+    assert torch.equal(ours, full[:, :, pad[2]:pad[2] + h, pad[0]:pad[0] + w])
+
+
+def test_hr_mode_pads_to_its_larger_divisor(model):
+    img0, img1 = frames(1, 70, 90, seed=3)
+    assert emavfi.inference.padding_divisor(0.25) == 64
+    out = emavfi.interpolate(model, img0, img1, 0.5, scale=0.25)
+    assert out.shape == (1, 3, 70, 90)
+    assert not torch.allclose(out, emavfi.interpolate(model, img0, img1, 0.5))
+
+
+def test_fast_tta_is_correct_for_any_batch(model):
+    img0, img1 = frames(3, 64, 64, seed=4)
+    fast = emavfi.interpolate(model, img0, img1, [0.3, 0.6], fast_tta=True)
+    slow = emavfi.interpolate(model, img0, img1, [0.3, 0.6], tta=True)
+    assert torch.allclose(fast, slow, atol=2e-6)
+    for i in range(3):
+        alone = emavfi.interpolate(model, img0[i:i + 1], img1[i:i + 1], [0.3, 0.6], tta=True)
+        assert torch.allclose(fast[:, i], alone[:, 0], atol=2e-6)
+    assert not torch.allclose(slow, emavfi.interpolate(model, img0, img1, [0.3, 0.6]), atol=1e-4)
+
+
+def test_results_do_not_depend_on_earlier_calls(model):
+    # the reference caches shifted-window masks by padded area, so a 96x64 call after a 64x96 one differs
+    a0, a1 = frames(1, 64, 96, seed=5)
+    b0, b1 = frames(1, 96, 64, seed=6)
+    first = emavfi.interpolate(model, a0, a1, 0.5)
+    emavfi.interpolate(model, b0, b1, 0.5)
+    assert torch.equal(first, emavfi.interpolate(model, a0, a1, 0.5))
+    assert len(list(model.buffers())) == 0
+
+
+def test_aux_channels_follow_the_rgb_flow(model):
+    img0, img1 = frames(2, 48, 64, seed=7)
+    const = torch.full((2, 1, 48, 64), 0.7)
+    rgb, alpha = emavfi.interpolate(model, img0, img1, [0.25, 0.75], aux0=const, aux1=const)
+    assert alpha.shape == (2, 2, 1, 48, 64)
+    assert torch.allclose(alpha, torch.full_like(alpha, 0.7), atol=1e-6)
+    assert torch.equal(rgb, emavfi.interpolate(model, img0, img1, [0.25, 0.75]))
+    # warping the frames themselves as aux gives the pre-refine blend of the network
+    _, blended = emavfi.interpolate(model, img0, img1, 0.25, aux0=img0, aux1=img1)
+    d = 32
+    pad = (0, 0, (-48 % d) // 2, -48 % d - (-48 % d) // 2)
+    p0, p1 = (F.pad(x, pad, mode="replicate") for x in (img0, img1))
+    with torch.no_grad():
+        feats = model.extract(p0, p1)
+        est = model.estimate_flow(p0, p1, feats, 0.25)
+        merged = model.synthesize(p0, p1, feats.appearance, est.flow, est.mask_logit).merged
+    assert torch.allclose(blended, merged[:, :, pad[2]:pad[2] + 48], atol=1e-6)
+    _, tta_alpha = emavfi.interpolate(model, img0, img1, 0.5, aux0=const, aux1=const, fast_tta=True)
+    assert torch.allclose(tta_alpha, torch.full_like(tta_alpha, 0.7), atol=1e-6)
+
+
+def test_non_t_variant_warns_once_for_other_timesteps():
+    model = tiny_model(arbitrary_t=False)
+    img0, img1 = frames(1, 32, 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emavfi.interpolate(model, img0, img1, 0.5)
+        assert not caught
+        emavfi.interpolate(model, img0, img1, [0.25, 0.5])
+        emavfi.interpolate(model, img0, img1, 0.75)
+    assert len(caught) == 1 and "trained for t = 0.5 only" in str(caught[0].message)
+
+
+def _bad(model, img0, img1, t=0.5, **kw):
+    return emavfi.interpolate(model, img0, img1, t, **kw)
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda a, b: (a[0], b[0]), ValueError, r"shape \[B,3,H,W\]"),
+    (lambda a, b: (a[:, :2], b[:, :2]), ValueError, r"shape \[B,3,H,W\]"),
+    (lambda a, b: (a, b[:, :, :16]), ValueError, "same shape"),
+    (lambda a, b: (a, b.double()), TypeError, "share dtype"),
+    (lambda a, b: ((a * 255).to(torch.uint8), b), TypeError, "float tensor"),
+    (lambda a, b: (a[:0], b[:0]), ValueError, "empty"),
+    (lambda a, b: (a.clone().index_fill_(3, torch.tensor([3]), float("nan")), b), ValueError, "NaN"),
+    (lambda a, b: (a, b.clone().index_fill_(2, torch.tensor([1]), float("inf"))), ValueError, "NaN or Inf"),
+    (lambda a, b: (a * 2, b), ValueError, r"values must be in \[0, 1\]"),
+    (lambda a, b: (a.numpy(), b), TypeError, "torch.Tensor"),
+])
+def test_bad_frames_get_one_clear_error(model, make, error, match):
+    img0, img1 = frames(1, 32, 32)
+    with pytest.raises(error, match=match):
+        _bad(model, *make(img0, img1))
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"t": 1.5}, ValueError, r"in \[0, 1\]; got 1.5"),
+    ({"t": [0.5, -0.1]}, ValueError, r"in \[0, 1\]; got -0.1"),
+    ({"t": float("nan")}, ValueError, r"in \[0, 1\]"),
+    ({"t": []}, ValueError, "empty"),
+    ({"t": "0.5"}, TypeError, "float or a sequence"),
+    ({"scale": 0}, ValueError, r"scale must be in \(0, 1\]"),
+    ({"scale": 0.3}, ValueError, "whole number"),
+    ({"aux0": torch.zeros(1, 1, 32, 32)}, ValueError, "both aux0 and aux1"),
+    ({"aux0": torch.zeros(1, 1, 16, 32), "aux1": torch.zeros(1, 1, 16, 32)}, ValueError, "aux0 must be"),
+])
+def test_bad_options_get_one_clear_error(model, kwargs, error, match):
+    img0, img1 = frames(1, 32, 32)
+    with pytest.raises(error, match=match):
+        _bad(model, img0, img1, **kwargs)

@@ -3,12 +3,12 @@ Inter-Frame Attention for Efficient Video Frame Interpolation"), compatible with
 from . import loss, weights
 from .config import VARIANTS, ModelConfig, get_config
 from .errors import Cancelled, EmaVfiError, HubError, WeightsError
-from .inference import interpolate
+from .inference import interpolate, interpolate_sequence
 from .model import EMAVFI
 from .weights import build_model, load_model
 
 __version__ = "0.1.0"
 __all__ = [
     "EMAVFI", "VARIANTS", "Cancelled", "EmaVfiError", "HubError", "ModelConfig", "WeightsError",
-    "build_model", "get_config", "interpolate", "load_model", "loss", "weights",
+    "build_model", "get_config", "interpolate", "interpolate_sequence", "load_model", "loss", "weights",
 ]

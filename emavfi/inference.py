@@ -94,18 +94,23 @@ def pad_amounts(height: int, width: int, divisor: int) -> tuple[int, int, int, i
 
 
 class _Pass:
-    """One model evaluation over a (possibly TTA-batched) stack of frame pairs, reused for every t."""
+    """Backbone features of frame pairs (frames[first[i]], frames[second[i]]), reused for every t.
 
-    def __init__(self, model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, scale: float):
-        self.model, self.img0, self.img1, self.scale = model, img0, img1, scale
+    Per-frame work is done once per frame, so a frame shared by two consecutive pairs costs one pass.
+    """
+
+    def __init__(self, model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, scale: float):
+        self.model, self.scale = model, scale
+        self.img0, self.img1 = frames.index_select(0, first), frames.index_select(0, second)
+        bone = model.feature_bone
         if scale == 1:
-            self.full = self.low = model.extract(img0, img1)
-            self.low_imgs = (img0, img1)
+            self.low_imgs = (self.img0, self.img1)
+            self.low = self.full = bone.pair_features(bone.frame_features(frames), first, second)
         else:
-            low = resize(torch.cat([img0, img1], 1), scale)
-            self.low_imgs = (low[:, :3], low[:, 3:])
-            self.low = model.extract(*self.low_imgs)
-            self.full = Features(model.extract(img0, img1, with_motion=False).appearance, None)
+            small = resize(frames, scale)
+            self.low_imgs = (small.index_select(0, first), small.index_select(0, second))
+            self.low = bone.pair_features(bone.frame_features(small), first, second)
+            self.full = bone.pair_features(bone.frame_features(frames), first, second, with_motion=False)
 
     def at(self, t: float, aux: tuple[torch.Tensor, torch.Tensor] | None):
         est = self.model.estimate_flow(*self.low_imgs, self.low, t)
@@ -126,6 +131,24 @@ def _rot180(x: torch.Tensor) -> torch.Tensor:
 _WARNED_T: "weakref.WeakSet[EMAVFI]" = weakref.WeakSet()  # models already warned about t != 0.5
 
 
+def _preparation(model: EMAVFI, ts: list[float], scale: float, size: torch.Size):
+    """Warn about t != 0.5 on non-`_t` models; return (cast-and-pad function, crop box) for the frame size."""
+    divisor = padding_divisor(scale)
+    if not model.config.arbitrary_t and any(abs(t - 0.5) > 1e-9 for t in ts) and model not in _WARNED_T:
+        _WARNED_T.add(model)
+        warnings.warn(f"EMA-VFI variant {model.variant or 'custom'} was trained for t = 0.5 only; other timesteps "
+                      "work but look worse. Use a `_t` variant or recursive (bisection) mode.", stacklevel=3)
+    param = next(model.parameters())
+    h, w = size
+    left, right, top, bottom = pad_amounts(h, w, divisor)
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device=param.device, dtype=param.dtype)
+        return F.pad(x, (left, right, top, bottom), mode="replicate") if left + right + top + bottom else x
+
+    return prep, (top, left, h, w)
+
+
 @torch.inference_mode()
 def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps: Timesteps = 0.5, *,
                 tta: bool = False, fast_tta: bool = False, scale: float = 1.0,
@@ -141,46 +164,76 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     ts = _check_timesteps(timesteps)
     _check_frames(img0, img1, aux0, aux1)
-    divisor = padding_divisor(scale)
-    if not model.config.arbitrary_t and any(abs(t - 0.5) > 1e-9 for t in ts) and model not in _WARNED_T:
-        _WARNED_T.add(model)
-        warnings.warn(f"EMA-VFI variant {model.variant or 'custom'} was trained for t = 0.5 only; other timesteps "
-                      "work but look worse. Use a `_t` variant or recursive (bisection) mode.", stacklevel=2)
-    param = next(model.parameters())
+    prep, crop = _preparation(model, ts, scale, img0.shape[-2:])
+    b = img0.shape[0]
     in_dtype, in_device = img0.dtype, img0.device
-    b, _, h, w = img0.shape
-    left, right, top, bottom = pad_amounts(h, w, divisor)
+    frames = prep(torch.cat([img0, img1]))
+    idx = torch.arange(2 * b, device=frames.device)
+    aux = None if aux0 is None else (prep(aux0), prep(aux1))
+    out = _run(model, frames, idx[:b], idx[b:], ts, tta, fast_tta, scale, aux, crop)
+    return _finish(out, single, in_device, in_dtype)
 
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device=param.device, dtype=param.dtype)
-        return F.pad(x, (left, right, top, bottom), mode="replicate") if left + right + top + bottom else x
 
-    x0, x1 = prep(img0), prep(img1)
-    aux = (prep(aux0), prep(aux1)) if aux0 is not None else None
-    frames = torch.empty((len(ts), b, 3, h, w), dtype=in_dtype, device=in_device)
-    aux_out = None if aux is None else torch.empty((len(ts), b, aux0.shape[1], h, w), dtype=in_dtype, device=in_device)
+def _finish(out: tuple[torch.Tensor, torch.Tensor | None], single: bool, device: torch.device, dtype: torch.dtype):
+    frames, aux = (None if x is None else x.to(device=device, dtype=dtype) for x in out)
+    if single:
+        frames, aux = frames[0], None if aux is None else aux[0]
+    return frames if aux is None else (frames, aux)
 
+
+def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
+         tta: bool, fast_tta: bool, scale: float, aux: tuple[torch.Tensor, torch.Tensor] | None,
+         crop: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[T,P,3,h,w] frames (and fused aux) for the pairs (first[i], second[i]) of padded `frames`."""
+    top, left, h, w = crop
+    pairs = first.shape[0]
+    out = torch.empty((len(ts), pairs, 3, h, w), dtype=frames.dtype, device=frames.device)
+    aux_out = None if aux is None else torch.empty((len(ts), pairs, aux[0].shape[1], h, w),
+                                                   dtype=frames.dtype, device=frames.device)
     if fast_tta:
-        both = _Pass(model, torch.cat([x0, _rot180(x0)]), torch.cat([x1, _rot180(x1)]), scale)
-        both_aux = None if aux is None else (torch.cat([aux[0], _rot180(aux[0])]), torch.cat([aux[1], _rot180(aux[1])]))
+        n = frames.shape[0]
+        passes = [_Pass(model, torch.cat([frames, _rot180(frames)]), torch.cat([first, first + n]),
+                        torch.cat([second, second + n]), scale)]
+        aux_in = None if aux is None else [tuple(torch.cat([a, _rot180(a)]) for a in aux)]
     else:
-        main = _Pass(model, x0, x1, scale)
-        rotated = _Pass(model, _rot180(x0), _rot180(x1), scale) if tta else None
+        passes = [_Pass(model, frames, first, second, scale)]
+        aux_in = None if aux is None else [aux]
+        if tta:
+            passes.append(_Pass(model, _rot180(frames), first, second, scale))
+            aux_in = None if aux is None else aux_in + [tuple(_rot180(a) for a in aux)]
     for i, t in enumerate(ts):
+        results = [p.at(t, None if aux_in is None else aux_in[k]) for k, p in enumerate(passes)]
         if fast_tta:
-            frame, fused = both.at(t, both_aux)
-            frame = (frame[:b] + _rot180(frame[b:])) / 2
-            fused = None if fused is None else (fused[:b] + _rot180(fused[b:])) / 2
-        else:
-            frame, fused = main.at(t, aux)
-            if rotated is not None:
-                frame_r, fused_r = rotated.at(t, None if aux is None else (_rot180(aux[0]), _rot180(aux[1])))
-                frame = (frame + _rot180(frame_r)) / 2
-                fused = None if fused is None else (fused + _rot180(fused_r)) / 2
-        frames[i] = frame[:, :, top:top + h, left:left + w]
+            results = [(r[:pairs], None if a is None else a[:pairs]) for r, a in results] + \
+                      [(r[pairs:], None if a is None else a[pairs:]) for r, a in results]
+        frame, fused = results[0]
+        if len(results) == 2:
+            frame = (frame + _rot180(results[1][0])) / 2
+            fused = None if fused is None else (fused + _rot180(results[1][1])) / 2
+        out[i] = frame[:, :, top:top + h, left:left + w]
         if aux_out is not None:
             aux_out[i] = fused[:, :, top:top + h, left:left + w]
-    if single:
-        frames = frames[0]
-        aux_out = None if aux_out is None else aux_out[0]
-    return frames if aux_out is None else (frames, aux_out)
+    return out, aux_out
+
+
+@torch.inference_mode()
+def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timesteps = 0.5, *, tta: bool = False,
+                         fast_tta: bool = False, scale: float = 1.0, aux: torch.Tensor | None = None):
+    """In-between frames for every consecutive pair of `frames` [N,3,H,W] (N >= 2).
+
+    Like `interpolate` with img0 = frames[:-1], img1 = frames[1:] (a float t gives [N-1,3,H,W], a sequence
+    [T,N-1,3,H,W]), but each frame's per-frame features are computed once although it belongs to two pairs.
+    aux [N,K,H,W]: extra channels warped and fused with the same flows; then returns (frames, aux).
+    """
+    if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[0] < 2:
+        raise ValueError("frames must be a tensor [N,3,H,W] with at least two frames "
+                         f"(got {list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__})")
+    single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
+    ts = _check_timesteps(timesteps)
+    _check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
+    prep, crop = _preparation(model, ts, scale, frames.shape[-2:])
+    n = frames.shape[0]
+    idx = torch.arange(n, device=next(model.parameters()).device)
+    out = _run(model, prep(frames), idx[:-1], idx[1:], ts, tta, fast_tta, scale,
+               None if aux is None else (prep(aux[:-1]), prep(aux[1:])), crop)
+    return _finish(out, single, frames.device, frames.dtype)

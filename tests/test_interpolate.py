@@ -16,10 +16,23 @@ def model():
     return tiny_model()
 
 
-def _count_backbone_calls(model):
-    calls = []
-    handle = model.feature_bone.register_forward_hook(lambda *_: calls.append(1))
-    return calls, handle
+def _spy_backbone(model, monkeypatch) -> list[tuple[str, int]]:
+    """Record (stage, number of frames or pairs) for every backbone call."""
+    calls: list[tuple[str, int]] = []
+    bone = model.feature_bone
+    frame_features, pair_features = bone.frame_features, bone.pair_features
+
+    def spy_frames(frames):
+        calls.append(("frames", frames.shape[0]))
+        return frame_features(frames)
+
+    def spy_pairs(feats, first, second, with_motion=True):
+        calls.append(("pairs", first.shape[0]))
+        return pair_features(feats, first, second, with_motion)
+
+    monkeypatch.setattr(bone, "frame_features", spy_frames)
+    monkeypatch.setattr(bone, "pair_features", spy_pairs)
+    return calls
 
 
 def test_shapes_dtype_and_device_follow_the_inputs(model):
@@ -34,15 +47,33 @@ def test_shapes_dtype_and_device_follow_the_inputs(model):
     assert torch.allclose(half.float(), one, atol=1e-6)
 
 
-def test_timesteps_share_one_backbone_pass(model):
+@pytest.mark.parametrize("kwargs,expected", [
+    ({}, [("frames", 2), ("pairs", 1)]),
+    ({"tta": True}, [("frames", 2), ("pairs", 1)] * 2),
+    ({"fast_tta": True}, [("frames", 4), ("pairs", 2)]),
+    ({"scale": 0.5}, [("frames", 2), ("pairs", 1)] * 2),
+])
+def test_timesteps_share_one_backbone_pass(model, monkeypatch, kwargs, expected):
+    calls = _spy_backbone(model, monkeypatch)
     img0, img1 = frames(1, 64, 64)
-    for kwargs, expected in (({}, 1), ({"tta": True}, 2), ({"fast_tta": True}, 1), ({"scale": 0.5}, 2)):
-        calls, handle = _count_backbone_calls(model)
-        try:
-            emavfi.interpolate(model, img0, img1, [0.125 * i for i in range(1, 8)], **kwargs)
-        finally:
-            handle.remove()
-        assert len(calls) == expected, kwargs
+    emavfi.interpolate(model, img0, img1, [0.125 * i for i in range(1, 8)], **kwargs)
+    assert calls == expected
+
+
+def test_sequence_computes_each_frame_once_and_matches_pairwise_calls(model, monkeypatch):
+    clip = torch.cat(frames(3, 48, 64, seed=8))[:5]
+    expected = emavfi.interpolate(model, clip[:-1], clip[1:], [0.25, 0.5])
+    calls = _spy_backbone(model, monkeypatch)
+    together = emavfi.interpolate_sequence(model, clip, [0.25, 0.5])
+    assert calls == [("frames", 5), ("pairs", 4)]
+    assert together.shape == (2, 4, 3, 48, 64)
+    assert torch.allclose(together, expected, atol=1e-6)
+    alpha = torch.rand(5, 1, 48, 64)
+    _, fused = emavfi.interpolate_sequence(model, clip, 0.5, aux=alpha, fast_tta=True)
+    _, pairwise = emavfi.interpolate(model, clip[:-1], clip[1:], 0.5, aux0=alpha[:-1], aux1=alpha[1:], fast_tta=True)
+    assert torch.allclose(fused, pairwise, atol=1e-6)
+    with pytest.raises(ValueError, match="at least two frames"):
+        emavfi.interpolate_sequence(model, clip[:1])
 
 
 def test_several_timesteps_equal_single_calls(model):

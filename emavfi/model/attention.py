@@ -31,23 +31,24 @@ class InterFrameAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """tokens/partner [W,N,C] (W windows of N tokens), coords [W,N,2], mask [nW,N,N] or None."""
         nwin, n, c = tokens.shape
-        heads = self.num_heads
-        q = self.q(tokens).view(nwin, n, heads, c // heads).transpose(1, 2)
-        k, v = self.kv(partner).view(nwin, n, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-2, -1)) * self.scale
+        heads, head_dim = self.num_heads, c // self.num_heads
+        q = self.q(tokens).view(nwin, n, heads, head_dim).transpose(1, 2)
+        k, v = self.kv(partner).view(nwin, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        if with_motion:
+            # The partner's coordinates travel as two extra value channels, so one attention call yields both
+            # the appearance (A.V) and the expected partner position (A.cor) of every query token.
+            v = torch.cat([v, coords[:, None].expand(-1, heads, -1, -1)], -1)
         if mask is not None:
-            per_image = mask.shape[0]
-            scores = scores.view(-1, per_image, heads, n, n) + mask[None, :, None]
-            scores = scores.view(nwin, heads, n, n)
-        attn = scores.softmax(dim=-1)
-        appearance = self.proj((attn @ v).transpose(1, 2).reshape(nwin, n, c))
+            mask = mask.repeat(nwin // mask.shape[0], 1, 1).unsqueeze(1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        appearance = self.proj(out[..., :head_dim].transpose(1, 2).reshape(nwin, n, c))
         if not with_motion:
             return appearance, None
-        cor = self.cor_embed(coords)
-        motion_dim = cor.shape[-1]
-        cor_heads = cor.view(nwin, n, heads, motion_dim // heads).transpose(1, 2)
-        moved = (attn @ cor_heads).transpose(1, 2).reshape(nwin, n, motion_dim)
-        return appearance, self.motion_proj(moved - cor)
+        # cor_embed(A.cor) - cor_embed(cor) per head: the bias cancels because attention rows sum to one
+        displacement = out[..., head_dim:] - coords[:, None]
+        weight = self.cor_embed.weight.view(heads, -1, 2)
+        motion = torch.einsum("whnk,hmk->wnhm", displacement, weight).reshape(nwin, n, -1)
+        return appearance, self.motion_proj(motion)
 
 
 class Mlp(nn.Module):
@@ -91,9 +92,7 @@ class MotionFormerBlock(nn.Module):
         if shift:
             grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
             cor = torch.roll(cor, shifts=(-shift, -shift), dims=(1, 2))
-        mask = attention_mask(h, w, win, shift, x.device)
-        if mask is not None:
-            mask = mask.to(x.dtype)
+        mask = attention_mask(h, w, win, shift, x.device, x.dtype)
         windows = self.norm1(partition(grid, win))
         half = windows.shape[0] // 2
         partner = torch.cat([windows[half:], windows[:half]], 0)

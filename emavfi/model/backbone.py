@@ -64,6 +64,15 @@ class OverlapPatchEmbed(nn.Module):
 
 
 @dataclass
+class FrameFeatures:
+    """Per-frame backbone work (no mixing between frames): conv maps at strides 1, 2, 4 and stage-4 tokens."""
+
+    convs: list[torch.Tensor]
+    tokens4: torch.Tensor
+    grid4: tuple[int, int]
+
+
+@dataclass
 class Features:
     """Backbone output for a batch of frame pairs (rows 0..B-1 frame 0, rows B..2B-1 frame 1).
 
@@ -102,22 +111,27 @@ class MotionFormer(nn.Module):
             for j in range(depth)
         )
 
-    def conv_features(self, frames: torch.Tensor) -> list[torch.Tensor]:
-        """Stages 1-3 for frames [N,3,H,W]; purely per-frame (no mixing across the pair)."""
+    def frame_features(self, frames: torch.Tensor) -> FrameFeatures:
+        """Everything that is purely per-frame: stages 1-3 and the stage-4 patch embedding of frames [N,3,H,W]."""
         s1 = self.block1(frames)
         s2 = self.block2(self.patch_embed2(s1))
         s3 = self.block3(self.patch_embed3(s2))
-        return [s1, s2, s3]
+        tokens, h, w = self.patch_embed4([s1, s2, s3])
+        return FrameFeatures([s1, s2, s3], tokens, (h, w))
 
     def forward(self, frames: torch.Tensor, with_motion: bool = True) -> Features:
-        """frames [2B,3,H,W] (frame-0 rows first) -> Features."""
-        return self.transformer_features(self.conv_features(frames), with_motion)
+        """frames [2B,3,H,W] (frame-0 rows first) -> Features of the B pairs."""
+        b = frames.shape[0] // 2
+        idx = torch.arange(2 * b, device=frames.device)
+        return self.pair_features(self.frame_features(frames), idx[:b], idx[b:], with_motion)
 
-    def transformer_features(self, convs: list[torch.Tensor], with_motion: bool = True) -> Features:
-        """Stages 4-5 from the conv features of both frames (pairs attend across the batch halves)."""
-        appearance = list(convs)
+    def pair_features(self, frames: FrameFeatures, first: torch.Tensor, second: torch.Tensor,
+                      with_motion: bool = True) -> Features:
+        """Features of the pairs (frames[first[i]], frames[second[i]]): the transformer stages attend across each pair."""
+        order = torch.cat([first, second])
+        appearance = [c.index_select(0, order) for c in frames.convs]
         motion: list[torch.Tensor] = []
-        tokens, h, w = self.patch_embed4(convs)
+        tokens, (h, w) = frames.tokens4.index_select(0, order), frames.grid4
         for blocks, norm, embed in ((self.block4, self.norm4, None), (self.block5, self.norm5, self.patch_embed5)):
             if embed is not None:
                 tokens, h, w = embed(appearance[-1])

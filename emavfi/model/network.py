@@ -69,7 +69,7 @@ class EMAVFI(nn.Module):
         """Coarse (stride 16) then fine (stride 8) flow and mask logit at timestep t."""
         assert feats.motion is not None, "flow estimation needs motion features"
         b = img0.shape[0]
-        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, img0.dtype)
+        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, torch.promote_types(img0.dtype, torch.float32))
         flows, masks = [], []
         flow = mask = None
         for i, head in enumerate(self.block):
@@ -93,7 +93,7 @@ class EMAVFI(nn.Module):
                    flow: torch.Tensor, mask_logit: torch.Tensor) -> Synthesis:
         """Warp frames and features with `flow`, fuse with sigmoid(mask_logit), refine with the U-Net."""
         b = img0.shape[0]
-        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, img0.dtype)
+        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, torch.promote_types(img0.dtype, torch.float32))
         weight0 = torch.sigmoid(mask_logit)
         warped0, warped1, merged = blend(img0, img1, flow, weight0, grid)
         feats0, feats1, level_flow = [], [], flow

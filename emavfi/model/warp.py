@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .geometry_cache import geometry_cache
 
+
+@geometry_cache()
 def base_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Normalised sampling grid [1,2,H,W] (x then y), each axis linspace(-1, 1)."""
     gx = torch.linspace(-1.0, 1.0, width, device=device, dtype=torch.float32).view(1, 1, 1, width)
@@ -15,14 +18,18 @@ def base_grid(height: int, width: int, device: torch.device, dtype: torch.dtype)
 def backward_warp(image: torch.Tensor, flow: torch.Tensor, grid: torch.Tensor | None = None) -> torch.Tensor:
     """Sample `image` [B,C,H,W] at (x + flow_x, y + flow_y); flow [B,2,H,W] in pixels; borders replicate.
 
-    `grid` may pass a precomputed `base_grid` of the same size to avoid rebuilding it.
+    Sampling positions are always computed in float32: in fp16/bf16 a normalised coordinate near 1 is only
+    resolved to about half a pixel at 2K. `grid` may pass the float32 `base_grid` of this size.
     """
     height, width = flow.shape[-2:]
-    if grid is None:
-        grid = base_grid(height, width, flow.device, flow.dtype)
+    work = torch.promote_types(flow.dtype, torch.float32)
+    if grid is None or grid.dtype != work:
+        grid = base_grid(height, width, flow.device, work)
+    flow = flow.to(work)
     # Same arithmetic order as the reference: normalise the flow, then add it to the linspace grid.
     norm_flow = torch.cat([flow[:, 0:1] / ((width - 1.0) / 2.0), flow[:, 1:2] / ((height - 1.0) / 2.0)], 1)
     coords = (grid + norm_flow).permute(0, 2, 3, 1)
-    if image.dtype != coords.dtype:
-        coords = coords.to(image.dtype)
-    return F.grid_sample(image, coords, mode="bilinear", padding_mode="border", align_corners=True)
+    if image.dtype in (torch.float16, torch.bfloat16):
+        return F.grid_sample(image.to(work), coords, mode="bilinear", padding_mode="border",
+                             align_corners=True).to(image.dtype)
+    return F.grid_sample(image, coords.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)

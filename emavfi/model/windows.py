@@ -1,12 +1,15 @@
 """Window geometry for the transformer stages: centred padding, partitions and attention masks.
 
-Masks are built for the exact (h, w, shift) of every call; nothing is cached across calls.
+Masks are built for the exact geometry (h, w, window, shift), never keyed by area alone; a small bounded
+cache keeps the latest ones.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+from .geometry_cache import geometry_cache
 
 MASKED = -100.0  # the reference masks with -100, not -inf (padded keys stay slightly visible)
 
@@ -45,7 +48,9 @@ def _three_way(size: int, first: int, second: int, device: torch.device) -> torc
     return (idx >= first).long() + (idx >= second).long()
 
 
-def attention_mask(h: int, w: int, window: int, shift: int, device: torch.device) -> torch.Tensor | None:
+@geometry_cache()
+def attention_mask(h: int, w: int, window: int, shift: int, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
     """Additive mask [nW, w*w, w*w] for one image of an h x w token grid, or None when nothing is masked.
 
     Unshifted blocks mask across the centred padding regions. Shifted blocks use the usual shifted-window
@@ -60,15 +65,16 @@ def attention_mask(h: int, w: int, window: int, shift: int, device: torch.device
         cols = _three_way(wp, left, left + w, device)
         pad_mask = _region_mask(rows[:, None] * 3 + cols[None, :], window)
     if shift == 0:
-        return pad_mask
+        return None if pad_mask is None else pad_mask.to(dtype)
     rows = _three_way(hp, hp - window, hp - shift, device)
     cols = _three_way(wp, wp - window, wp - shift, device)
     mask = _region_mask(rows[:, None] * 3 + cols[None, :], window)
     if pad_mask is not None:
         mask = mask.masked_fill(pad_mask != 0, MASKED)
-    return mask
+    return mask.to(dtype)
 
 
+@geometry_cache()
 def coordinate_map(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """[1,h,w,2] grid of (x, y) coordinates, each linspace(-1, 1) over the unpadded token grid."""
     xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=torch.float32)

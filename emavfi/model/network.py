@@ -1,6 +1,7 @@
 """EMA-VFI: backbone -> coarse-to-fine flow heads -> backward warp + mask fusion -> U-Net refinement."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,26 @@ def blend(img0: torch.Tensor, img1: torch.Tensor, flow: torch.Tensor, weight0: t
     return warped0, warped1, warped0 * weight0 + warped1 * (1 - weight0)
 
 
+def _init_conv(module: nn.Module) -> None:
+    """He-normal over fan-out for convolutions, as the reference initialises them (transposed convs keep the default)."""
+    if type(module) is nn.Conv2d:
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        nn.init.zeros_(module.bias)
+
+
+def _init_backbone(module: nn.Module) -> None:
+    """The reference backbone's initialisation: truncated-normal linears, unit LayerNorms, He-normal convs."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02, a=-2.0, b=2.0)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    else:
+        _init_conv(module)
+
+
 class EMAVFI(nn.Module):
     """The whole network; state-dict keys match the official checkpoints (`feature_bone.*`, `block.*`, `unet.*`)."""
 
@@ -60,6 +81,8 @@ class EMAVFI(nn.Module):
         self.block = nn.ModuleList([FlowHead(head_in[0], cfg.head_hidden, 16),
                                     FlowHead(head_in[1], cfg.head_hidden, 8)])
         self.unet = RefineUNet(cfg.unet_width)
+        self.feature_bone.apply(_init_backbone)
+        self.unet.apply(_init_conv)
 
     def extract(self, img0: torch.Tensor, img1: torch.Tensor, with_motion: bool = True) -> Features:
         """Backbone features of both frames; the part of the work that does not depend on t."""

@@ -1,0 +1,240 @@
+"""emavfi.schedule: exact timesteps, plans, fps retiming and scene-cut detection."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emavfi import schedule
+from emavfi.schedule import OutputFrame
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors run fastest on one thread, and spinning OpenMP threads crawl on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------------- timesteps
+
+@pytest.mark.parametrize("m", [2, 3, 7, 16])
+def test_multiplier_timesteps_are_exact_and_even(m):
+    ts = schedule.multiplier_timesteps(m)
+    assert len(ts) == m - 1
+    assert all(isinstance(t, Fraction) for t in ts)
+    gaps = [b - a for a, b in zip([Fraction(0)] + ts, ts + [Fraction(1)])]
+    assert set(gaps) == {Fraction(1, m)}
+
+
+@pytest.mark.parametrize("bad", [1, 17, 0, -2, 2.0, True, "4"])
+def test_multiplier_out_of_range_is_rejected_with_the_value(bad):
+    with pytest.raises(ValueError, match="2 to 16"):
+        schedule.multiplier_timesteps(bad)
+
+
+def test_parse_timesteps_decimals_and_fractions():
+    assert schedule.parse_timesteps("0.25, 0.5,0.75") == [0.25, 0.5, 0.75]
+    assert schedule.parse_timesteps("1/3 2/3") == pytest.approx([1 / 3, 2 / 3])
+    assert schedule.parse_timesteps_exact("1/3, 0.5") == [Fraction(1, 3), Fraction(1, 2)]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("0.5, 1.5", "got 1.5 in '0.5, 1.5'"),
+    ("0, 0.5", "got 0 in"),
+    ("0.5, 0.25", "increasing; got 0.25 after 0.5"),
+    ("0.5, 0.5", "increasing"),
+    ("0.5, abc", "'abc'"),
+    ("1/0", "'1/0'"),
+    ("  ", "no timesteps"),
+])
+def test_parse_timesteps_errors_name_the_bad_item(text, fragment):
+    with pytest.raises(ValueError) as info:
+        schedule.parse_timesteps(text)
+    assert fragment in str(info.value)
+
+
+def test_recursive_levels_power_of_two_only():
+    assert [schedule.recursive_levels(m) for m in (2, 4, 8, 16)] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="power-of-two.*got 6"):
+        schedule.recursive_levels(6)
+
+
+def test_nearest_dyadic():
+    assert schedule.nearest_dyadic(0.3, 2) == Fraction(1, 4)
+    assert schedule.nearest_dyadic(Fraction(3, 8), 2) == Fraction(1, 2)  # halves round up
+    assert schedule.nearest_dyadic(0.1, 2) == 0
+    assert schedule.nearest_dyadic(0.95, 3) == 1
+    for t in (0.13, 0.5, 0.77):
+        snapped = schedule.nearest_dyadic(t, 3)
+        assert abs(snapped - Fraction(t)) <= Fraction(1, 16)
+        assert schedule.dyadic_depth(snapped) <= 3
+
+
+# ----------------------------------------------------------------------------------------------- plans
+
+def test_multiplier_plan_layout():
+    plan = schedule.multiplier_plan(4, 3)
+    assert len(plan) == (4 - 1) * 3 + 1
+    assert [f.position for f in plan] == [Fraction(k, 3) for k in range(10)]
+    assert [f.source for f in plan if f.is_copy] == [0, 1, 2, 3]
+    assert schedule.multiplier_plan(1, 4) == [OutputFrame(0)]
+
+
+def test_timesteps_plan_validates_and_orders():
+    plan = schedule.timesteps_plan(3, [0.25, Fraction(1, 3)])
+    assert [(f.source, f.t) for f in plan] == [
+        (0, 0), (0, Fraction(1, 4)), (0, Fraction(1, 3)), (1, 0), (1, Fraction(1, 4)), (1, Fraction(1, 3)), (2, 0)]
+    with pytest.raises(ValueError, match="increasing"):
+        schedule.timesteps_plan(3, [0.5, 0.25])
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        schedule.timesteps_plan(3, [1.0])
+
+
+def test_output_frame_validation():
+    with pytest.raises(ValueError):
+        OutputFrame(0, 1)
+    with pytest.raises(ValueError):
+        OutputFrame(-1)
+    assert OutputFrame(2, 0.25).t == Fraction(1, 4)
+
+
+def test_pair_timesteps_and_cuts():
+    plan = schedule.multiplier_plan(4, 4)
+    assert schedule.pair_timesteps(plan) == {i: (Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)) for i in range(3)}
+    cut = schedule.apply_cuts(plan, [1])
+    assert len(cut) == len(plan)
+    # inside the cut pair: t <= 1/2 repeats frame 1, t > 1/2 repeats frame 2; other pairs untouched
+    assert [f for f in cut if f.position >= 1 and f.position <= 2] == [
+        OutputFrame(1), OutputFrame(1), OutputFrame(1), OutputFrame(2), OutputFrame(2)]
+    assert set(schedule.pair_timesteps(cut)) == {0, 2}
+
+
+def test_check_plan_rejects_missing_frames():
+    schedule.check_plan([OutputFrame(2)], 3)
+    with pytest.raises(ValueError, match="needs source frame 3"):
+        schedule.check_plan([OutputFrame(2, 0.5)], 3)
+
+
+# ----------------------------------------------------------------------------------------------- fps
+
+@pytest.mark.parametrize("given, exact", [
+    (23.976, Fraction(24000, 1001)), (23.98, Fraction(24000, 1001)), (29.97, Fraction(30000, 1001)),
+    (59.94, Fraction(60000, 1001)), ("29.97", Fraction(30000, 1001)), ("24000/1001", Fraction(24000, 1001)),
+    (25, Fraction(25)), (12.5, Fraction(25, 2)), (29.9, Fraction(299, 10)), ("30", Fraction(30)),
+])
+def test_parse_fps(given, exact):
+    assert schedule.parse_fps(given) == exact
+
+
+@pytest.mark.parametrize("bad", [0, -24, "abc", float("nan"), "1/0"])
+def test_parse_fps_rejects(bad):
+    with pytest.raises(ValueError):
+        schedule.parse_fps(bad)
+
+
+def _check_retime(plan, n, src, dst, speed=Fraction(1)):
+    step = speed * src / dst
+    assert len(plan) == math.floor((n - 1) / step) + 1
+    num, den = step.numerator, step.denominator
+    for k, frame in enumerate(plan):
+        # exact: output k sits at k * step source frames, so there is no drift however long the clip
+        assert frame.source * den * frame.t.denominator + frame.t.numerator * den == k * num * frame.t.denominator
+    assert plan[-1].position <= n - 1  # nothing after the last source frame ...
+    assert len(plan) * step > n - 1  # ... and the next output would fall after it
+
+
+def test_retime_ntsc_doubling_long_clip_is_exact():
+    n = 100_001
+    plan = schedule.retime_plan(n, 29.97, 59.94)
+    _check_retime(plan, n, Fraction(30000, 1001), Fraction(60000, 1001))
+    assert len(plan) == 2 * (n - 1) + 1
+    assert all(f.is_copy == (k % 2 == 0) for k, f in enumerate(plan))
+
+
+def test_retime_film_to_60_no_drift():
+    n = 24_000
+    plan = schedule.retime_plan(n, "24000/1001", 60)
+    _check_retime(plan, n, Fraction(24000, 1001), Fraction(60))
+    # the same clip timed by integers: output k lands on source position k * 400 / 1001
+    assert len(plan) == (n - 1) * 1001 // 400 + 1
+    assert plan[-1].position == (len(plan) - 1) * Fraction(400, 1001)
+
+
+def test_retime_down_60_to_24_drops_and_blends():
+    plan = schedule.retime_plan(11, 60, 24)
+    assert [f.position for f in plan] == [0, Fraction(5, 2), 5, Fraction(15, 2), 10]
+    assert [f.is_copy for f in plan] == [True, False, True, False, True]
+
+
+def test_retime_speed_slow_motion_and_snapping():
+    plan = schedule.retime_plan(5, 30, speed=0.25)
+    assert len(plan) == 17 and [f.t for f in plan[:4]] == [0, Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)]
+    snapped = schedule.retime_plan(50, 24, 60, dyadic_depth=2)
+    assert all(schedule.dyadic_depth(f.t) <= 2 for f in snapped)
+    assert len(snapped) == len(schedule.retime_plan(50, 24, 60))
+    # within 1/8 of a source frame of the exact time
+    for exact, snap in zip(schedule.retime_plan(50, 24, 60), snapped):
+        assert abs(exact.position - snap.position) <= Fraction(1, 8)
+    with pytest.raises(ValueError, match="speed"):
+        schedule.retime_plan(5, 30, speed=0)
+
+
+def test_retime_snaps_float_noise_to_copies():
+    # 1/3 fps steps: positions land on whole frames exactly every third output
+    plan = schedule.retime_plan(4, 10, 30)
+    assert [f.is_copy for f in plan] == [True, False, False] * 3 + [True]
+
+
+# ----------------------------------------------------------------------------------------------- cuts
+
+def _scene(seed: int, tint: tuple[float, float, float], h: int = 120, w: int = 200) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, 5, 8, generator=gen) * 0.6
+    img = F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0]
+    img = img + torch.tensor(tint).view(3, 1, 1) + 0.05 * torch.randn(3, h, w, generator=gen)
+    return img.clamp(0, 1)
+
+
+def _moving_square(n: int, step: int, h: int = 120, w: int = 200) -> torch.Tensor:
+    background = _scene(1, (0.2, 0.2, 0.2), h, w)
+    texture = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2))
+    frames = background.repeat(n, 1, 1, 1)
+    for i in range(n):
+        x = 5 + step * i
+        frames[i, :, 40:80, x:x + 40] = texture
+    return frames
+
+
+def test_hard_cuts_are_flagged_and_motion_is_not():
+    # each shot pans 4 px per frame
+    dark_blue = [_scene(10, (0.0, 0.05, 0.3)).roll(4 * i, dims=2) for i in range(3)]
+    warm = [_scene(20, (0.35, 0.2, 0.0)).roll(4 * i, dims=2) for i in range(3)]
+    frames = torch.stack(dark_blue + warm + dark_blue[:1])
+    assert schedule.detect_cuts(frames) == [2, 5]
+    square = _moving_square(5, step=35)  # 35 px per frame on a 200 px frame
+    assert square[0].ne(square[1]).any()
+    assert schedule.detect_cuts(square) == []
+    scores = schedule.cut_scores(square)
+    assert scores.shape == (4,) and float(scores.max()) < schedule.DEFAULT_CUT_THRESHOLD / 2
+
+
+def test_cut_scores_ignore_extra_channels_and_zero_threshold_disables():
+    a, b = _scene(1, (0, 0, 0.4)), _scene(2, (0.4, 0.3, 0))
+    frames = torch.stack([a, b])
+    with_alpha = torch.cat([frames, torch.rand(2, 1, *a.shape[1:])], 1)
+    assert torch.allclose(schedule.cut_scores(frames), schedule.cut_scores(with_alpha))
+    assert schedule.detect_cuts(frames) == [0]
+    assert schedule.detect_cuts(frames, 0) == []
+    assert schedule.cut_scores(frames[:1]).numel() == 0
+
+
+def test_small_brightness_change_is_not_a_cut():
+    a = _scene(3, (0.1, 0.1, 0.1))
+    frames = torch.stack([a, (a * 1.04).clamp(0, 1), (a + 0.02).clamp(0, 1)])
+    assert schedule.detect_cuts(frames) == []

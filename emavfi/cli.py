@@ -172,10 +172,12 @@ def _load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dty
         if not args.weights.is_file():
             raise EmaVfiError(f"weights file not found: {args.weights}")
         return load_model(args.weights, variant=args.variant, device=device, dtype=dtype)
-    from .hub import resolve_weights
+    from .hub import default_models_dir, resolve_weights
 
     variant = args.variant or DEFAULT_VARIANT
-    path = resolve_weights(variant, offline=args.offline, progress=_download_progress())
+    # a <variant>.safetensors the user put into the default folder (e.g. a converted official file) comes first
+    path = resolve_weights(variant, models_dirs=[default_models_dir()], offline=args.offline,
+                           progress=_download_progress())
     return load_model(path, variant=variant, device=device, dtype=dtype)
 
 

@@ -112,16 +112,49 @@ class _Pass:
             self.low = bone.pair_features(bone.frame_features(small), first, second)
             self.full = bone.pair_features(bone.frame_features(frames), first, second, with_motion=False)
 
-    def at(self, t: float, aux: tuple[torch.Tensor, torch.Tensor] | None):
-        est = self.model.estimate_flow(*self.low_imgs, self.low, t)
+    def at(self, ts: list[float], aux: tuple[torch.Tensor, torch.Tensor] | None):
+        """Frames (and fused aux) for the timesteps `ts`, batched: rows ordered (timestep, pair)."""
+        k = len(ts)
+        img0, img1, low_imgs, low, full = self.img0, self.img1, self.low_imgs, self.low, self.full
+        if k == 1:
+            t: float | torch.Tensor = ts[0]
+        else:
+            img0, img1 = _tile(img0, k), _tile(img1, k)
+            low_imgs = (img0, img1) if self.scale == 1 else tuple(_tile(x, k) for x in low_imgs)
+            low = _tile_features(low, k)
+            full = low if self.scale == 1 else _tile_features(full, k)
+            aux = None if aux is None else (_tile(aux[0], k), _tile(aux[1], k))
+            per_row = torch.tensor(ts, dtype=img0.dtype, device=img0.device).repeat_interleave(self.img0.shape[0])
+            t = per_row.view(-1, 1, 1, 1)
+        est = self.model.estimate_flow(*low_imgs, low, t)
         flow, mask = est.flow, est.mask_logit
         if self.scale != 1:
             flow = resize(flow, 1 / self.scale) * (1 / self.scale)
             mask = resize(mask, 1 / self.scale)
-        out = self.model.synthesize(self.img0, self.img1, self.full.appearance, flow, mask)
+        out = self.model.synthesize(img0, img1, full.appearance, flow, mask)
         if aux is None:
             return out.frame, None
         return out.frame, blend(aux[0], aux[1], flow, out.weight0)[2]
+
+
+def _split_halves(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[k*2P, ...] rows ordered (t, half, pair) -> two [k*P, ...] tensors."""
+    x = x.view(k, 2, -1, *x.shape[1:])
+    return x[:, 0].flatten(0, 1), x[:, 1].flatten(0, 1)
+
+
+def _tile(x: torch.Tensor, k: int) -> torch.Tensor:
+    return x.repeat(k, *([1] * (x.dim() - 1)))
+
+
+def _tile_features(feats: Features, k: int) -> Features:
+    """Pair-stacked features (frame-0 rows, then frame-1 rows) repeated for k timesteps."""
+    def pairs(x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[0] // 2
+        return torch.cat([_tile(x[:half], k), _tile(x[half:], k)])
+
+    motion = None if feats.motion is None else [pairs(m) for m in feats.motion]
+    return Features([pairs(a) for a in feats.appearance], motion)
 
 
 def _rot180(x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +185,7 @@ def _preparation(model: EMAVFI, ts: list[float], scale: float, size: torch.Size)
 @torch.inference_mode()
 def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps: Timesteps = 0.5, *,
                 tta: bool = False, fast_tta: bool = False, scale: float = 1.0,
-                aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None):
+                aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None, t_batch: int | None = None):
     """Frames between img0 and img1 [B,3,H,W] (float, 0..1) at each t in [0, 1].
 
     A float `timesteps` gives [B,3,H,W]; a sequence gives [T,B,3,H,W]. The backbone runs once for all t.
@@ -160,6 +193,7 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     scale < 1: estimate flow at that fraction of the resolution (HR mode: 0.5 for 2K, 0.25 for 4K).
     aux0/aux1 [B,K,H,W]: extra channels (alpha, mattes) warped and fused like the RGB frames; when given,
     returns (frames, aux) with matching leading dims. Results come back on the inputs' device and dtype.
+    t_batch: timesteps pushed through the flow heads and U-Net together (default: all on CUDA, one on CPU).
     """
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     ts = _check_timesteps(timesteps)
@@ -170,7 +204,7 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     frames = prep(torch.cat([img0, img1]))
     idx = torch.arange(2 * b, device=frames.device)
     aux = None if aux0 is None else (prep(aux0), prep(aux1))
-    out = _run(model, frames, idx[:b], idx[b:], ts, tta, fast_tta, scale, aux, crop)
+    out = _run(model, frames, idx[:b], idx[b:], ts, tta, fast_tta, scale, aux, crop, t_batch)
     return _finish(out, single, in_device, in_dtype)
 
 
@@ -183,10 +217,14 @@ def _finish(out: tuple[torch.Tensor, torch.Tensor | None], single: bool, device:
 
 def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
          tta: bool, fast_tta: bool, scale: float, aux: tuple[torch.Tensor, torch.Tensor] | None,
-         crop: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+         crop: tuple[int, int, int, int], t_batch: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[T,P,3,h,w] frames (and fused aux) for the pairs (first[i], second[i]) of padded `frames`."""
     top, left, h, w = crop
     pairs = first.shape[0]
+    if t_batch is None:  # batching timesteps pays off on GPUs; on CPUs it only costs memory
+        t_batch = len(ts) if frames.device.type == "cuda" else 1
+    if not isinstance(t_batch, int) or t_batch < 1:
+        raise ValueError(f"t_batch must be a positive integer or None; got {t_batch!r}")
     out = torch.empty((len(ts), pairs, 3, h, w), dtype=frames.dtype, device=frames.device)
     aux_out = None if aux is None else torch.empty((len(ts), pairs, aux[0].shape[1], h, w),
                                                    dtype=frames.dtype, device=frames.device)
@@ -201,24 +239,27 @@ def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch
         if tta:
             passes.append(_Pass(model, _rot180(frames), first, second, scale))
             aux_in = None if aux is None else aux_in + [tuple(_rot180(a) for a in aux)]
-    for i, t in enumerate(ts):
-        results = [p.at(t, None if aux_in is None else aux_in[k]) for k, p in enumerate(passes)]
-        if fast_tta:
-            results = [(r[:pairs], None if a is None else a[:pairs]) for r, a in results] + \
-                      [(r[pairs:], None if a is None else a[pairs:]) for r, a in results]
+    for start in range(0, len(ts), t_batch):
+        batch = ts[start:start + t_batch]
+        results = [p.at(batch, None if aux_in is None else aux_in[k]) for k, p in enumerate(passes)]
+        if fast_tta:  # rows are (t, [original pairs, rotated pairs]): split the two halves per t
+            halves = [_split_halves(x, len(batch)) if x is not None else (None, None) for x in results[0]]
+            results = [(halves[0][0], halves[1][0]), (halves[0][1], halves[1][1])]
         frame, fused = results[0]
         if len(results) == 2:
             frame = (frame + _rot180(results[1][0])) / 2
             fused = None if fused is None else (fused + _rot180(results[1][1])) / 2
-        out[i] = frame[:, :, top:top + h, left:left + w]
+        window = slice(start, start + len(batch))
+        out[window] = frame[:, :, top:top + h, left:left + w].view(len(batch), pairs, 3, h, w)
         if aux_out is not None:
-            aux_out[i] = fused[:, :, top:top + h, left:left + w]
+            aux_out[window] = fused[:, :, top:top + h, left:left + w].view(len(batch), pairs, -1, h, w)
     return out, aux_out
 
 
 @torch.inference_mode()
 def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timesteps = 0.5, *, tta: bool = False,
-                         fast_tta: bool = False, scale: float = 1.0, aux: torch.Tensor | None = None):
+                         fast_tta: bool = False, scale: float = 1.0, aux: torch.Tensor | None = None,
+                         t_batch: int | None = None):
     """In-between frames for every consecutive pair of `frames` [N,3,H,W] (N >= 2).
 
     Like `interpolate` with img0 = frames[:-1], img1 = frames[1:] (a float t gives [N-1,3,H,W], a sequence
@@ -235,5 +276,5 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
     n = frames.shape[0]
     idx = torch.arange(n, device=next(model.parameters()).device)
     out = _run(model, prep(frames), idx[:-1], idx[1:], ts, tta, fast_tta, scale,
-               None if aux is None else (prep(aux[:-1]), prep(aux[1:])), crop)
+               None if aux is None else (prep(aux[:-1]), prep(aux[1:])), crop, t_batch)
     return _finish(out, single, frames.device, frames.dtype)

@@ -200,3 +200,16 @@ def test_bad_options_get_one_clear_error(model, kwargs, error, match):
     img0, img1 = frames(1, 32, 32)
     with pytest.raises(error, match=match):
         _bad(model, img0, img1, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"fast_tta": True}, {"tta": True}, {"scale": 0.5}])
+def test_batched_timesteps_equal_one_at_a_time(model, kwargs):
+    clip = torch.cat(frames(2, 64, 64, seed=9))[:3]
+    alpha = torch.rand(3, 1, 64, 64)
+    ts = [0.1, 0.4, 0.6, 0.9]
+    looped = emavfi.interpolate_sequence(model, clip, ts, aux=alpha, t_batch=1, **kwargs)
+    batched = emavfi.interpolate_sequence(model, clip, ts, aux=alpha, t_batch=3, **kwargs)
+    for one, many in zip(looped, batched):
+        assert torch.allclose(one, many, atol=2e-6)
+    with pytest.raises(ValueError, match="t_batch must be a positive integer"):
+        emavfi.interpolate_sequence(model, clip, ts, t_batch=0)

@@ -234,6 +234,9 @@ def _plan(mode: _Mode, n: int, config: ModelConfig) -> list[OutputFrame]:
     if mode.retime is not None:
         source_fps, target, speed = mode.retime
         depth = None if t_model else RETIME_DYADIC_DEPTH
+        if depth is not None:
+            print(f"note: this model was trained for t = 0.5 only; retime times snap to the nearest k/2^{depth} "
+                  "and are made by bisection (use a `_t` variant for exact times)", file=sys.stderr)
         return schedule.retime_plan(n, source_fps, target, speed=speed, dyadic_depth=depth)
     if not t_model and mode.multiplier is not None:
         schedule.recursive_levels(mode.multiplier)

@@ -74,16 +74,19 @@ def multiplier_timesteps(multiplier: int) -> list[Fraction]:
     return [Fraction(i, m) for i in range(1, m)]
 
 
+def _fraction(text: str) -> Fraction:
+    """'0.25' or '1/3' as an exact Fraction; ValueError/ZeroDivisionError when it is neither."""
+    if "/" in text:
+        num, den = text.split("/")
+        return Fraction(int(num), int(den))
+    return Fraction(text)
+
+
 def _parse_one(item: str, text: str) -> Fraction:
     try:
-        if "/" in item:
-            num, den = item.split("/")
-            value = Fraction(int(num), int(den))
-        else:
-            value = Fraction(item)
+        return _fraction(item)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"timesteps must be numbers such as 0.25 or 1/3; got {item!r} in {text!r}") from None
-    return value
 
 
 def parse_timesteps_exact(text: str) -> list[Fraction]:
@@ -179,11 +182,7 @@ def parse_fps(value: Number | str) -> Fraction:
     if isinstance(value, str):
         text = value.strip()
         try:
-            if "/" in text:
-                num, den = text.split("/")
-                fps = Fraction(int(num), int(den))
-            else:
-                fps = Fraction(text)
+            fps = _fraction(text)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"frame rate must be a number such as 24, 29.97 or 30000/1001; got {value!r}") from None
         if "/" in text:

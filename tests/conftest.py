@@ -23,6 +23,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """Small tensors run fastest on one thread, and spinning OpenMP threads crawl on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if PARITY_RESULTS:
         worst = max(PARITY_RESULTS, key=lambda r: r[1] / r[2])

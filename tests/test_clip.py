@@ -10,16 +10,10 @@ from emavfi.clip import ClipInterpolator, ClipMemoryError, interpolate_clip
 from emavfi.config import ModelConfig
 from emavfi.schedule import OutputFrame
 
-TINY = ModelConfig(width=4, depths=(1, 1, 1, 2, 2))
+from helpers import TINY
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread, and spinning OpenMP threads crawl on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeModel:

@@ -1,0 +1,194 @@
+"""Load EMA-VFI Model (`EMAVFI_LoadModel`): weights from the models folder or the Hub, loaded once and reused."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..emavfi import hub, load_model
+from ..emavfi.config import VARIANTS
+from . import host, weights_folder
+from .model import EmaVfiModel
+from .spec import MODEL_TYPE, Input, NodeBase, Output
+
+DEFAULT_VARIANT = "ours_small_t"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DOWNLOAD_EVENT = "emavfi.download"
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Models stay cached while anything (ComfyUI's output cache, another loader node) still holds them; once
+# ComfyUI drops them they are freed, so the cache never grows beyond what the open workflows use.
+_LOADED: "weakref.WeakValueDictionary[tuple, EmaVfiModel]" = weakref.WeakValueDictionary()
+_LOAD_LOCK = threading.Lock()
+# Downloads in progress, by variant, for /emavfi/status (a download runs inside a node, the route elsewhere).
+_DOWNLOADS: dict[str, dict[str, Any]] = {}
+
+
+def device_choices() -> list[str]:
+    choices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+def resolve_device(choice: str) -> torch.device:
+    """"auto" = ComfyUI's inference device (the CPU with --cpu); otherwise the named device."""
+    if choice == "auto":
+        return torch.device(host.model_management().get_torch_device())
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise ValueError(f"unknown device {choice!r}; choose one of {', '.join(device_choices())}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {choice!r} is not available on this machine; choose 'auto' or 'cpu'")
+    return device
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 where ComfyUI considers it safe and fast on `device` (CUDA, MPS), else fp32 (always on CPU)."""
+    if precision == "auto":
+        if device.type != "cpu" and host.model_management().should_use_fp16(device, prioritize_performance=True):
+            return torch.float16
+        return torch.float32
+    if precision not in _DTYPES:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; choose fp16, fp32 or auto")
+    return _DTYPES[precision]
+
+
+def parse_repo(text: str) -> hub.WeightsSource | None:
+    """"owner/name" or "owner/name@revision" -> the Hub source of `model.safetensors` there; "" -> None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    repo_id, _, revision = text.partition("@")
+    try:
+        return hub.WeightsSource(repo_id.strip(), revision=revision.strip() or "main")
+    except ValueError as exc:
+        raise ValueError(f"repo override {text!r} is not 'owner/name' or 'owner/name@revision': {exc}") from None
+
+
+def hub_cache_dir() -> str:
+    """Downloads live in a hidden Hub cache inside the first emavfi models folder (not listed as a local file)."""
+    return os.path.join(weights_folder.download_dir(), ".hub")
+
+
+def weights_status(variant: str, repo: str = "") -> dict[str, Any]:
+    """State of a variant's weights for the web extension: local / cached / missing, or a running download."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    running = _DOWNLOADS.get(variant)
+    if running is not None:
+        return dict(running)
+    source = parse_repo(repo)
+    status = hub.weights_status(variant, source=source, models_dirs=() if source else weights_folder.folders(),
+                                cache_dir=hub_cache_dir())
+    return {"variant": variant, **status}
+
+
+class _DownloadReporter:
+    """Relays download bytes to a ComfyUI ProgressBar and, a few times a second, to the web extension."""
+
+    def __init__(self, variant: str, repo: str, node_id: str | None):
+        self.variant, self.repo, self.node_id = variant, repo, node_id
+        self.bar = host.progress_bar(100, node_id)
+        self.last_sent = 0.0
+        self.percent = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        status = {"variant": self.variant, "state": "downloading", "downloaded": done, "total": total,
+                  "node": self.node_id}
+        _DOWNLOADS[self.variant] = status
+        percent = int(100 * done / total) if total else 0
+        now = time.monotonic()
+        if percent != self.percent or now - self.last_sent > 0.5:
+            self.percent = percent
+            self.bar.update_absolute(percent, 100)  # also a Cancel point: ComfyUI's hook raises when interrupted
+        if now - self.last_sent > 0.2 or (total and done >= total):
+            self.last_sent = now
+            host.send_event(DOWNLOAD_EVENT, status)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Tell the web extension how it ended: the weights' state now (local / cached), or the error."""
+        _DOWNLOADS.pop(self.variant, None)
+        if error is None:
+            status = weights_status(self.variant, self.repo)
+        else:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            status = {"variant": self.variant, "state": "error", "message": message}
+        host.send_event(DOWNLOAD_EVENT, {**status, "node": self.node_id})
+
+
+def resolve_weights_path(variant: str, weights: str, repo: str, node_id: str | None) -> Path:
+    """The verified .safetensors file for the loader's inputs, downloading it when needed."""
+    if weights and weights != weights_folder.DOWNLOAD_CHOICE:
+        return hub.resolve_weights(variant, weights=weights, models_dirs=weights_folder.folders())
+    source = parse_repo(repo)
+    reporter = _DownloadReporter(variant, repo, node_id)
+    try:
+        # An explicit repo means "these weights": a local <variant>.safetensors must not take precedence.
+        path = hub.resolve_weights(variant, source=source, models_dirs=() if source else weights_folder.folders(),
+                                   cache_dir=hub_cache_dir(), progress=reporter)
+    except BaseException as exc:  # including Cancel: the widget must not stay at "downloading"
+        reporter.finish(exc)
+        raise
+    reporter.finish()
+    return path
+
+
+class LoadModelNode(NodeBase):
+    NODE_ID = "EMAVFI_LoadModel"
+    DISPLAY_NAME = "Load EMA-VFI Model"
+    DESCRIPTION = ("Loads EMA-VFI frame-interpolation weights (downloaded on first use into "
+                   "models/frame_interpolation/emavfi) for the EMA-VFI Interpolate and Retime nodes.")
+    FUNCTION = "load"
+    INPUTS = (
+        Input("variant", "COMBO", "Model size and training: ours_small_t (fast, any timestep), ours_t (larger, "
+              "better on big motion), ours / ours_small (trained for t = 0.5 only: use recursive mode).",
+              {"default": DEFAULT_VARIANT}, choices=VARIANTS),
+        Input("precision", "COMBO", "Weights and activations precision. auto: fp16 on GPUs that run it well, "
+              "fp32 otherwise and always on the CPU.", {"default": "auto"}, choices=PRECISIONS),
+        Input("device", "COMBO", "Where to run: auto follows ComfyUI (its GPU, or the CPU with --cpu).",
+              {"default": "auto"}, choices=device_choices),
+        Input("weights", "COMBO", "(download): the variant's official weights from the Hugging Face Hub, "
+              "cached in models/frame_interpolation/emavfi. Or a .safetensors file from that folder.",
+              {"default": weights_folder.DOWNLOAD_CHOICE}, choices=lambda: weights_folder.choices(), optional=True),
+        Input("repo", "STRING", "Optional Hugging Face repo to download from instead of the default, as "
+              "owner/name or owner/name@revision (file model.safetensors). Used with weights = (download).",
+              {"default": "", "placeholder": "owner/name[@revision]"}, optional=True),
+    )
+    OUTPUTS = (Output(MODEL_TYPE, "model", "The loaded EMA-VFI model, for EMA-VFI Interpolate / Retime."),)
+    HIDDEN = {"unique_id": "UNIQUE_ID"}
+
+    def load(self, variant: str, precision: str = "auto", device: str = "auto",
+             weights: str = weights_folder.DOWNLOAD_CHOICE, repo: str = "",
+             unique_id: str | None = None) -> dict[str, Any]:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        load_device = resolve_device(device)
+        dtype = resolve_dtype(precision, load_device)
+        path = resolve_weights_path(variant, weights, repo, unique_id)
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, variant, dtype, str(load_device))
+        with _LOAD_LOCK:
+            model = _LOADED.get(key)
+            if model is None:
+                host.logger.info("loading EMA-VFI %s (%s) from %s for %s", variant, dtype, path, load_device)
+                network = load_model(path, variant=variant, device="cpu", dtype=dtype)
+                mm = host.model_management()
+                offload = (torch.device(mm.unet_offload_device()) if load_device == torch.device(mm.get_torch_device())
+                           else torch.device("cpu"))
+                model = EmaVfiModel.create(network, variant, dtype, load_device, offload, str(path))
+                _LOADED[key] = model
+        info = {"variant": variant, "dtype": str(dtype).removeprefix("torch."), "device": str(load_device),
+                "file": path.name, "state": "loaded"}
+        return {"ui": {"emavfi": [info]}, "result": (model,)}

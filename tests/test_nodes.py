@@ -1,0 +1,444 @@
+"""The ComfyUI nodes, imported without a ComfyUI server: declarations, frame counts, exact copies, masks, fps,
+progress/cancel and every input error. ComfyUI modules are stand-ins here (comfy_helpers.install_standins);
+test_comfy_e2e.py runs the same nodes inside a real ComfyUI."""
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfy_helpers import PACK_MODULE, REPO, STANDIN_MODULES, install_standins, load_pack
+from fakehub import FakeHub
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    state = install_standins(models)
+    if state is None:
+        pytest.skip("the real ComfyUI modules are importable here; these tests use stand-ins")
+    pack = load_pack()
+    yield pack, state
+    # leave no stand-ins (and no pack bound to them) behind for other test modules
+    for name in [n for n in sys.modules if n in STANDIN_MODULES or n.split(".")[0] == PACK_MODULE]:
+        del sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def _reset(env):
+    env[1].reset()
+    yield
+    env[1].reset()
+
+
+def wrap(pack, arbitrary_t: bool = True, seed: int = 0):
+    """A tiny random network as the EMAVFI_MODEL value the loader would output."""
+    lib = pack.emavfi
+    torch.manual_seed(seed)
+    network = lib.build_model(lib.ModelConfig(width=4, depths=(1, 1, 1, 2, 2), arbitrary_t=arbitrary_t)).eval()
+    return pack.nodes.model.EmaVfiModel.create(network, None, torch.float32, torch.device("cpu"),
+                                               torch.device("cpu"), "tiny test model")
+
+
+def clip(n: int = 3, h: int = 40, w: int = 56, seed: int = 0, channels: int = 3) -> torch.Tensor:
+    """[N,H,W,C] float32 frames in 0..1: a drifting random texture (ComfyUI IMAGE layout)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, h, w, channels, generator=g)
+    frames = [torch.roll(base, shifts=(i, 2 * i), dims=(1, 2)) for i in range(n)]
+    return torch.cat(frames).contiguous()
+
+
+def interpolate(pack, images, model=None, **kwargs):
+    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]()
+    kwargs.setdefault("multiplier", 2)
+    kwargs.setdefault("mode", "direct")
+    out = node.run(images, model if model is not None else wrap(pack), unique_id="7", **kwargs)
+    return out["result"], out["ui"]["emavfi"][0]
+
+
+# ----------------------------------------------------------------------------------------------- declarations
+
+def test_registration(env):
+    pack, _ = env
+    assert set(pack.NODE_CLASS_MAPPINGS) == {"EMAVFI_LoadModel", "EMAVFI_Interpolate", "EMAVFI_Retime"}
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(pack.NODE_CLASS_MAPPINGS)
+    assert (REPO / pack.WEB_DIRECTORY / "emavfi.js").is_file()
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert node_id.startswith("EMAVFI_")
+        assert cls.CATEGORY == "video/frame interpolation"
+        assert callable(getattr(cls, cls.FUNCTION))
+        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
+        assert all(t.isupper() for t in cls.RETURN_TYPES)
+    assert pack.NODE_CLASS_MAPPINGS["EMAVFI_LoadModel"].RETURN_TYPES == ("EMAVFI_MODEL",)
+    assert pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"].RETURN_TYPES == ("IMAGE", "FLOAT", "MASK")
+    assert pack.NODE_CLASS_MAPPINGS["EMAVFI_Retime"].RETURN_TYPES == ("IMAGE", "FLOAT", "STRING")
+    custom_types = {spec[0] for cls in pack.NODE_CLASS_MAPPINGS.values()
+                    for group in cls.INPUT_TYPES().values() if isinstance(group, dict)
+                    for spec in group.values() if isinstance(spec, tuple) and isinstance(spec[0], str)}
+    assert {t for t in custom_types if "MODEL" in t} == {"EMAVFI_MODEL"}
+
+
+@pytest.mark.parametrize("node_id", ["EMAVFI_LoadModel", "EMAVFI_Interpolate", "EMAVFI_Retime"])
+def test_inputs_declared_with_tooltips_and_matching_defaults(env, node_id):
+    pack, _ = env
+    cls = pack.NODE_CLASS_MAPPINGS[node_id]
+    types = cls.INPUT_TYPES()
+    params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+    assert set(types.get("hidden", {})) <= set(params)
+    for group in ("required", "optional"):
+        for name, (kind, options) in types.get(group, {}).items():
+            assert isinstance(options.get("tooltip"), str) and len(options["tooltip"]) > 10, name
+            assert name in params, f"{node_id}.{cls.FUNCTION} does not take input {name!r}"
+            if isinstance(kind, list):
+                assert kind and options.get("default") in kind, name
+            if group == "optional":
+                default = params[name].default
+                assert default is not inspect.Parameter.empty, f"optional input {name!r} needs a default"
+                if "default" in options:
+                    assert default == options["default"], f"{name}: function default {default!r} != widget default"
+            else:
+                assert params[name].default is inspect.Parameter.empty or "default" in options
+
+
+# ----------------------------------------------------------------------------------------------- interpolate
+
+@pytest.mark.parametrize("multiplier", [2, 3, 4])
+def test_frame_count_exact_copies_and_fps(env, multiplier):
+    pack, state = env
+    images = clip(n=3)
+    before = images.clone()
+    (out, fps, mask), ui = interpolate(pack, images, multiplier=multiplier, fps=24.0)
+    assert out.shape == ((3 - 1) * multiplier + 1, 40, 56, 3)
+    assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
+    for k in range(3):
+        assert torch.equal(out[k * multiplier], images[k]), f"source frame {k} changed"
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(images, before), "the input batch was modified"
+    assert fps == pytest.approx(24.0 * multiplier)
+    assert mask.shape == (out.shape[0], 64, 64) and not mask.any()
+    assert ui["frames_in"] == 3 and ui["frames_out"] == out.shape[0] and ui["fps_out"] == fps
+    # ProgressBar: total = output frames, increasing, ends full
+    values = [v for v, _ in state.progress]
+    assert values == sorted(values) and state.progress[-1] == (out.shape[0], out.shape[0])
+
+
+def test_timesteps_string_replaces_multiplier(env):
+    pack, _ = env
+    images = clip(n=2)
+    (out, fps, _), ui = interpolate(pack, images, multiplier=2, timesteps="0.25, 0.5, 0.75", fps=10.0)
+    assert out.shape[0] == 5 and fps == pytest.approx(40.0)
+    assert torch.equal(out[0], images[0]) and torch.equal(out[4], images[1])
+    (out3, _, _), _ = interpolate(pack, images, timesteps="1/3, 2/3")
+    assert out3.shape[0] == 4
+    # the same t from the multiplier and from the text give the same frame
+    (out_m, _, _), _ = interpolate(pack, images, multiplier=4)
+    assert torch.allclose(out_m, out, atol=1e-6)
+
+
+def test_ntsc_fps_and_unknown_fps(env):
+    pack, _ = env
+    (_, fps, _), _ = interpolate(pack, clip(n=2), multiplier=2, fps=23.976)
+    assert fps == pytest.approx(48000 / 1001, abs=1e-9)
+    (_, fps0, _), _ = interpolate(pack, clip(n=2), multiplier=2, fps=0.0)
+    assert fps0 == 0.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0.5, abc", "numbers such as 0.25"),
+    ("1.5", "in (0, 1)"),
+    ("0.7, 0.3", "increasing"),
+    ("0", "in (0, 1)"),
+])
+def test_bad_timesteps(env, text, message):
+    pack, _ = env
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        interpolate(pack, clip(n=2), timesteps=text)
+    assert repr(text) in str(info.value)
+    checked = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"].VALIDATE_INPUTS(timesteps=text)
+    assert isinstance(checked, str) and message in checked
+
+
+def test_validate_inputs_accepts_good_and_linked_values(env):
+    cls = env[0].NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]
+    assert cls.VALIDATE_INPUTS(timesteps="") is True
+    assert cls.VALIDATE_INPUTS(timesteps="0.25, 0.5") is True
+    assert cls.VALIDATE_INPUTS(timesteps="1/3; 2/3") is True
+    assert cls.VALIDATE_INPUTS(timesteps=None) is True  # linked: checked at run time
+    assert list(inspect.signature(cls.VALIDATE_INPUTS).parameters) == ["timesteps"]  # ComfyUI range-checks the rest
+
+
+def test_recursive_needs_power_of_two(env):
+    pack, _ = env
+    with pytest.raises(ValueError, match="power-of-two multiplier \\(2, 4, 8, 16\\); got 3"):
+        interpolate(pack, clip(n=2), multiplier=3, mode="recursive")
+    with pytest.raises(ValueError, match="from 2 to 16"):
+        interpolate(pack, clip(n=2), multiplier=17)
+    with pytest.raises(ValueError, match="k/2\\^d"):
+        interpolate(pack, clip(n=2), mode="recursive", timesteps="1/3, 2/3")
+
+
+@pytest.mark.filterwarnings("ignore:.*t = 0.5 only")
+def test_recursive_mode_runs_any_variant(env, caplog):
+    pack, _ = env
+    images = clip(n=3)
+    model = wrap(pack, arbitrary_t=False)
+    with caplog.at_level(logging.WARNING, logger="emavfi"):
+        (out, _, _), ui = interpolate(pack, images, model, multiplier=4, mode="recursive")
+    assert out.shape[0] == 9 and ui["warning"] is None
+    assert all(torch.equal(out[4 * k], images[k]) for k in range(3))
+    assert not [r for r in caplog.records if "t = 0.5 only" in r.getMessage()]
+
+
+@pytest.mark.filterwarnings("ignore:.*t = 0.5 only")  # the library's own warning; the node's is checked
+def test_non_t_model_in_direct_mode_warns(env, caplog):
+    pack, _ = env
+    model = wrap(pack, arbitrary_t=False)
+    with caplog.at_level(logging.WARNING, logger="emavfi"):
+        _, ui = interpolate(pack, clip(n=2), model, multiplier=4, mode="direct")
+    assert "t = 0.5 only" in ui["warning"]
+    assert any("t = 0.5 only" in r.getMessage() for r in caplog.records)
+    _, ui2 = interpolate(pack, clip(n=2), model, multiplier=2, mode="direct")
+    assert ui2["warning"] is None  # t = 0.5 is what it was trained for
+
+
+def test_one_frame_is_an_error(env):
+    pack, _ = env
+    with pytest.raises(ValueError, match="at least 2 frames.*got 1"):
+        interpolate(pack, clip(n=1))
+
+
+def test_nan_and_bad_layout_are_errors(env):
+    pack, _ = env
+    images = clip(n=3)
+    images[1, 5, 5, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or Inf.*frames \[1\]"):
+        interpolate(pack, images)
+    with pytest.raises(ValueError, match=r"\[frames, height, width, 3\]"):
+        interpolate(pack, clip(n=3).movedim(-1, 1))  # NCHW by mistake
+    with pytest.raises(ValueError, match="Load EMA-VFI Model"):
+        interpolate(pack, clip(n=2), model=torch.nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="scale must be one of"):
+        interpolate(pack, clip(n=2), scale="0.3")
+
+
+def test_mask_is_interpolated_alongside(env):
+    pack, _ = env
+    images = clip(n=3)
+    mask = torch.zeros(3, 40, 56)
+    mask[:, 10:30, 10 + torch.arange(3)] = 1.0  # something to warp
+    mask[1, :, :5] = 0.25
+    (out, _, out_mask), _ = interpolate(pack, images, multiplier=2, mask=mask)
+    assert out.shape == (5, 40, 56, 3) and out_mask.shape == (5, 40, 56)
+    assert out_mask.dtype == torch.float32 and out_mask.is_contiguous() and out.is_contiguous()
+    for k in range(3):
+        assert torch.equal(out_mask[2 * k], mask[k]) and torch.equal(out[2 * k], images[k])
+    assert out_mask.min() >= 0 and out_mask.max() <= 1 and out_mask[1].sum() > 0
+    # the RGB result does not depend on whether a mask rides along
+    (plain, _, _), _ = interpolate(pack, images, multiplier=2)
+    assert torch.allclose(plain, out, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_shape, message", [
+    ((2, 40, 56), "mask is \\[2, 40, 56\\].*images are 3 frames of 40x56"),
+    ((3, 20, 28), "mask is \\[3, 20, 28\\]"),
+    ((1, 64, 64), "does not match"),
+])
+def test_mask_must_match_images(env, mask_shape, message):
+    pack, _ = env
+    with pytest.raises(ValueError, match=message):
+        interpolate(pack, clip(n=3), mask=torch.zeros(mask_shape))
+
+
+def test_rgba_images_keep_alpha(env):
+    pack, _ = env
+    images = clip(n=2, channels=4)
+    (out, _, _), _ = interpolate(pack, images, multiplier=2)
+    assert out.shape == (3, 40, 56, 4)
+    assert torch.equal(out[0], images[0]) and torch.equal(out[2], images[1])
+
+
+def test_scene_cut_repeats_the_nearer_frame(env):
+    pack, _ = env
+    similar = clip(n=2, seed=1)
+    other = torch.zeros(1, 40, 56, 3)
+    other[..., 2] = 0.9  # a blue frame: another scene
+    images = torch.cat([similar, other])
+    (out, _, _), ui = interpolate(pack, images, multiplier=4, scene_cut_threshold=0.06)
+    assert ui["cuts"] == [1]
+    # pair 1 is a cut: t = 0.25, 0.5 repeat frame 1, t = 0.75 repeats frame 2
+    assert torch.equal(out[5], images[1]) and torch.equal(out[6], images[1]) and torch.equal(out[7], images[2])
+    assert not torch.equal(out[2], images[0]) and not torch.equal(out[2], images[1])  # pair 0 interpolated
+    _, ui_off = interpolate(pack, images, multiplier=4, scene_cut_threshold=0.0)
+    assert ui_off["cuts"] == []
+
+
+def test_cancel_stops_within_one_chunk(env):
+    pack, state = env
+    images = clip(n=9)
+    state.interrupt_after_updates = 1  # "Cancel" pressed while the first chunk is reported
+    with pytest.raises(Exception) as info:
+        interpolate(pack, images, multiplier=2, chunk_size=1)
+    assert type(info.value).__name__ == "InterruptProcessingException"
+    assert len(state.progress) == 1 and state.progress[0][0] <= 3  # one pair (1 new frame + copies) was done
+
+
+def test_chunk_size_does_not_change_results(env):
+    pack, _ = env
+    images = clip(n=4)
+    (auto, _, _), _ = interpolate(pack, images, multiplier=3, chunk_size=0)
+    (one, _, _), _ = interpolate(pack, images, multiplier=3, chunk_size=1)
+    assert torch.allclose(auto, one, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- retime
+
+@pytest.mark.filterwarnings("ignore:.*t = 0.5 only")
+def test_retime_counts_fps_and_report(env):
+    pack, _ = env
+    images = clip(n=5)
+    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Retime"]()
+    result = node.run(images, wrap(pack), source_fps=24.0, target_fps=60.0, scene_cut_threshold=0.0)
+    out, fps, report = result["result"]
+    assert out.shape[0] == 4 * 60 // 24 + 1  # 11 frames: k * 0.4 source frames for k = 0..10
+    assert fps == 60.0
+    assert torch.equal(out[0], images[0]) and torch.equal(out[5], images[2]) and torch.equal(out[10], images[4])
+    assert "5 frames at 24 fps -> 11 frames at 60 fps" in report and "detection off" in report
+    ui = result["ui"]["emavfi"][0]
+    assert ui["frames_out"] == 11 and ui["report"] == report
+    # a t = 0.5-only model gets there by bisection (t snapped to 1/16)
+    out_non_t, _, _ = node.run(images, wrap(pack, arbitrary_t=False), source_fps=24.0, target_fps=60.0)["result"]
+    assert out_non_t.shape == out.shape
+
+
+def test_retime_reports_cuts(env):
+    pack, _ = env
+    other = torch.zeros(2, 40, 56, 3)
+    other[..., 0] = 0.8
+    images = torch.cat([clip(n=2, seed=3), other])
+    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Retime"]()
+    _, _, report = node.run(images, wrap(pack), source_fps=10.0, target_fps=20.0, scene_cut_threshold=0.06)["result"]
+    assert "1 scene cut(s)" in report and "1|2" in report
+
+
+# ----------------------------------------------------------------------------------------------- loader
+
+@pytest.fixture(scope="module")
+def small_t_weights(env, tmp_path_factory):
+    """Random ours_small_t weights with the official key names (fp16 to keep the file small)."""
+    pack, _ = env
+    lib = pack.emavfi
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randn(shape, generator=g) * 0.02).half()
+             for k, shape in lib.weights.expected_shapes("ours_small_t").items()}
+    path = tmp_path_factory.mktemp("weights") / "model.safetensors"
+    lib.weights.save_safetensors(state, path, "ours_small_t")
+    return path
+
+
+def test_loader_local_file_cached_and_listed(env, small_t_weights):
+    pack, state = env
+    folder = Path(state.models_dir) / "frame_interpolation" / "emavfi"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "my_small_t.safetensors"
+    target.write_bytes(small_t_weights.read_bytes())
+    cls = pack.NODE_CLASS_MAPPINGS["EMAVFI_LoadModel"]
+    choices = cls.INPUT_TYPES()["optional"]["weights"][0]
+    assert choices[0] == "(download)" and "my_small_t.safetensors" in choices
+    node = cls()
+    first = node.load("ours_small_t", "auto", "cpu", weights="my_small_t.safetensors")
+    model = first["result"][0]
+    assert model.variant == "ours_small_t" and model.dtype == torch.float32 and model.arbitrary_t
+    assert not model.network.training
+    again = node.load("ours_small_t", "auto", "cpu", weights="my_small_t.safetensors")["result"][0]
+    assert again is model  # reused, not loaded twice
+    half = node.load("ours_small_t", "fp16", "cpu", weights="my_small_t.safetensors")["result"][0]
+    assert half is not model and next(half.network.parameters()).dtype == torch.float16
+    with pytest.raises(ValueError, match="do not match variant 'ours_t'"):
+        node.load("ours_t", "auto", "cpu", weights="my_small_t.safetensors")
+    # the model runs end to end through the interpolate node
+    (out, _, _), _ = interpolate(pack, clip(n=2, h=32, w=32), model, multiplier=2)
+    assert out.shape == (3, 32, 32, 3)
+    target.unlink()
+
+
+def test_loader_downloads_from_hub_with_progress(env, small_t_weights, monkeypatch):
+    pack, state = env
+    loader = pack.nodes.loader
+    source = pack.emavfi.hub.DEFAULT_SOURCES["ours_small_t"]
+    with FakeHub() as hub:
+        hub.add_repo(source.repo_id, {source.filename: small_t_weights.read_bytes()})
+        hub.add_repo("someone/other-small", {"model.safetensors": small_t_weights.read_bytes()}, branch="v2")
+        monkeypatch.setenv("EMAVFI_HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        assert loader.weights_status("ours_small_t")["state"] == "missing"
+        node = pack.NODE_CLASS_MAPPINGS["EMAVFI_LoadModel"]()
+        state.interrupt_after_updates = 1  # Cancel pressed as the download starts
+        with pytest.raises(Exception) as info:
+            node.load("ours_small_t", "auto", "cpu")
+        assert type(info.value).__name__ == "InterruptProcessingException"
+        assert loader.weights_status("ours_small_t")["state"] == "missing"  # nothing half-downloaded kept
+        assert not loader._DOWNLOADS
+        state.reset()
+        interrupted_downloads = hub.body_downloads()
+        result = node.load("ours_small_t", "auto", "cpu")
+        assert result["result"][0].variant == "ours_small_t"
+        assert state.progress and state.progress[-1] == (100, 100)  # download progress in percent
+        status = loader.weights_status("ours_small_t")
+        assert status["state"] == "cached"
+        assert Path(status["path"]).is_relative_to(Path(state.models_dir) / "frame_interpolation" / "emavfi")
+        # the Hub cache is not offered as a local file
+        assert pack.NODE_CLASS_MAPPINGS["EMAVFI_LoadModel"].INPUT_TYPES()["optional"]["weights"][0] == ["(download)"]
+        other = node.load("ours_small_t", "auto", "cpu", repo="someone/other-small@v2")["result"][0]
+        assert other.source != result["result"][0].source
+        assert hub.body_downloads() == interrupted_downloads + 2  # one per repo, reused afterwards
+    with pytest.raises(ValueError, match="repo override 'not a repo'"):
+        node.load("ours_small_t", "auto", "cpu", repo="not a repo")
+
+
+def test_device_and_precision_choices(env):
+    loader = env[0].nodes.loader
+    cpu = torch.device("cpu")
+    assert loader.resolve_dtype("auto", cpu) == torch.float32
+    assert loader.resolve_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown precision"):
+        loader.resolve_dtype("fp8", cpu)
+    assert loader.resolve_device("auto") == cpu
+    assert loader.device_choices()[:2] == ["auto", "cpu"]
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            loader.resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="unknown variant"):
+        loader.weights_status("ours_huge")
+
+
+def test_weights_folder_honours_extra_model_paths(env):
+    pack, state = env
+    import folder_paths
+
+    folder = pack.nodes.weights_folder
+    default = str(Path(state.models_dir) / "frame_interpolation" / "emavfi")
+    saved = folder_paths.folder_names_and_paths.pop("emavfi", None)
+    try:
+        folder_paths.add_model_folder_path("emavfi", "/extra/emavfi")  # what extra_model_paths.yaml does first
+        folder.register()
+        assert folder_paths.get_folder_paths("emavfi") == ["/extra/emavfi", default]
+        assert ".safetensors" in folder_paths.folder_names_and_paths["emavfi"][1]
+        assert folder.download_dir() == "/extra/emavfi"
+    finally:
+        folder_paths.folder_names_and_paths.pop("emavfi", None)
+        if saved is not None:
+            folder_paths.folder_names_and_paths["emavfi"] = saved
+    assert not Path(default).exists() or any(Path(default).iterdir()), "the folder is not created at import"
+
+
+def test_plan_steps_factor(env):
+    steps = env[0].nodes.interpolate.plan_steps
+    assert steps(4, "direct").timesteps == (Fraction(1, 4), Fraction(1, 2), Fraction(3, 4))
+    assert steps(4, "recursive").recursive and steps(4, "direct").factor == 4
+    assert steps(2, "direct", "0.1, 0.2, 0.3").factor == 4

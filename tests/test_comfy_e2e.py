@@ -27,6 +27,7 @@ from fakehub import FakeHub
 from helpers import random_state
 
 WORKFLOW_API = REPO / "examples" / "workflows" / "interpolate_x4_api.json"
+RETIME_API = REPO / "examples" / "workflows" / "retime_24_to_60_api.json"
 WORKFLOW_UI = REPO / "examples" / "workflows" / "interpolate_x4.json"
 FRAMES = [REPO / "examples" / "frames" / f"frame_00{i}.png" for i in range(2)]
 ARTIFACTS = REPO / "artifacts"
@@ -77,10 +78,7 @@ def _interrupt_workflow(tmp: Path) -> Path:
 def _variant_workflows(tmp: Path) -> list[tuple[Path, str]]:
     """Retime (success), one frame (error at run time), bad timesteps (rejected when queued)."""
     base = json.loads(WORKFLOW_API.read_text())
-    retime = {k: base[k] for k in ("1", "2", "3", "4")}
-    retime["7"] = {"class_type": "EMAVFI_Retime", "inputs": {"images": ["3", 0], "model": ["4", 0], "source_fps": 24.0,
-                                                             "target_fps": 60.0, "scene_cut_threshold": 0.06}}
-    retime["8"] = {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}}
+    retime = json.loads(RETIME_API.read_text())
     one_frame = json.loads(json.dumps(base))
     one_frame["5"]["inputs"]["images"] = ["1", 0]
     bad_timesteps = json.loads(json.dumps(base))
@@ -200,8 +198,8 @@ def test_interrupt_ends_the_run_cleanly(e2e):
 def test_retime_and_clear_errors(e2e):
     retime, one_frame, bad_timesteps = (_run(e2e, i) for i in (2, 3, 4))
     assert retime["status"] == "success", retime.get("execution_error") or retime
-    assert len([o for o in retime["outputs"] if o["node"] == "8" and o.get("path")]) == 3  # t = 0, 0.4, 0.8
-    report = next(o["value"] for o in retime["outputs"] if o["node"] == "7")["report"]
+    assert len([o for o in retime["outputs"] if o["node"] == "6" and o.get("path")]) == 3  # t = 0, 0.4, 0.8
+    report = next(o["value"] for o in retime["outputs"] if o["node"] == "5")["report"]
     assert report.startswith("2 frames at 24 fps -> 3 frames at 60 fps")
     assert one_frame["status"] == "error" and one_frame["server_alive_after"]
     error = one_frame["execution_error"]

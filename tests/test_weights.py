@@ -134,7 +134,7 @@ def test_converter_refuses_pickle_with_code(tmp_path, monkeypatch):
     state = {f"module.{k}": v for k, v in random_state("ours_small").items()}
     state["module.payload"] = _Payload()
     with open(src, "wb") as f:
-        pickle.dump(state, f)
+        pickle.dump(state, f, protocol=2)
     with pytest.raises(emavfi.WeightsError, match="refusing evil.pkl"):
         convert_pkl(src, tmp_path / "evil.safetensors")
     assert not (tmp_path / "PWNED").exists()

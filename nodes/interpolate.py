@@ -12,7 +12,7 @@ from . import host
 from .frames import check_images, check_mask
 from .model import require_model
 from .run import SCALES, non_t_warning, parse_scale, placeholder_mask, run_clip, scaled_fps
-from .spec import MODEL_TYPE, Input, NodeBase, Output
+from .spec import CLIP_INPUTS, Input, NodeBase, Output
 
 MODES = ("direct", "recursive")
 
@@ -56,8 +56,7 @@ class InterpolateNode(NodeBase):
     DESCRIPTION = ("Raises the frame rate of a clip: makes (N-1) x multiplier + 1 frames from N, keeping the "
                    "original frames unchanged. Optional mask is interpolated with the same motion.")
     INPUTS = (
-        Input("images", "IMAGE", "The clip: a batch of at least 2 frames, in order."),
-        Input("model", MODEL_TYPE, "From Load EMA-VFI Model."),
+        *CLIP_INPUTS,
         Input("multiplier", "INT", "Frame-rate factor: output has (N-1) x multiplier + 1 frames.",
               {"default": 2, "min": 2, "max": schedule.MAX_MULTIPLIER, "step": 1}),
         Input("mode", "COMBO", "direct: every in-between time i/multiplier from one feature pass (best with _t "

@@ -10,7 +10,7 @@ from . import host
 from .frames import check_images
 from .model import require_model
 from .run import SCALES, parse_scale, run_clip
-from .spec import MODEL_TYPE, Input, NodeBase, Output
+from .spec import CLIP_INPUTS, Input, NodeBase, Output
 
 # Models trained for t = 0.5 only reach other times by bisection, to the nearest 1/2^depth.
 NON_T_DYADIC_DEPTH = 4
@@ -33,8 +33,7 @@ class RetimeNode(NodeBase):
     DESCRIPTION = ("Converts a clip from one frame rate to another (e.g. 24 -> 60 fps), or slows it down, by "
                    "making frames at the new times; frames that fall on source frames are copied unchanged.")
     INPUTS = (
-        Input("images", "IMAGE", "The clip: a batch of at least 2 frames, in order."),
-        Input("model", MODEL_TYPE, "From Load EMA-VFI Model."),
+        *CLIP_INPUTS,
         Input("source_fps", "FLOAT", "Frame rate of the input clip (23.976 and 29.97 are read as 24000/1001 "
               "and 30000/1001).", {"default": 24.0, "min": 0.001, "max": 1000.0, "step": 0.001}),
         Input("target_fps", "FLOAT", "Frame rate of the output clip.",

@@ -59,6 +59,12 @@ class Output:
     tooltip: str
 
 
+CLIP_INPUTS = (
+    Input("images", "IMAGE", "The clip: a batch of at least 2 frames, in order."),
+    Input("model", MODEL_TYPE, "From Load EMA-VFI Model."),
+)
+
+
 class NodeBase:
     """Fills the V1 attributes from `INPUTS` / `OUTPUTS`; subclasses set `NODE_ID`, `DISPLAY_NAME`, `FUNCTION`."""
 

@@ -64,8 +64,12 @@ def test_sequence_computes_each_frame_once_and_matches_pairwise_calls(model, mon
     clip = torch.cat(frames(3, 48, 64, seed=8))[:5]
     expected = emavfi.interpolate(model, clip[:-1], clip[1:], [0.25, 0.5])
     calls = _spy_backbone(model, monkeypatch)
-    together = emavfi.interpolate_sequence(model, clip, [0.25, 0.5])
+    together = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pair_batch=4)
     assert calls == [("frames", 5), ("pairs", 4)]
+    calls.clear()
+    one_by_one = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pair_batch=3)
+    assert calls == [("frames", 4), ("pairs", 3), ("frames", 2), ("pairs", 1)]
+    assert torch.allclose(one_by_one, together, atol=1e-6)
     assert together.shape == (2, 4, 3, 48, 64)
     assert torch.allclose(together, expected, atol=1e-6)
     alpha = torch.rand(5, 1, 48, 64)

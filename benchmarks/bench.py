@@ -12,8 +12,11 @@ baseline RSS, and times, interleaved round-robin (A B C A B C ...):
   `extract` + `estimate_flow` + `synthesize` for one pair (B=1, channels-first, no sharing, no chunking).
 * `multi_inf`    (naive x8): the official `multi_inference`: backbone once per pair, then heads + refine
   per timestep, one pair at a time (B=1).
-* `ours`         (x2 and x8): the library's public API (`emavfi.interpolate_sequence`, falling back to
-  `emavfi.interpolate` on consecutive pairs) over a clip of `--frames` frames.
+* `ours`         (x2 and x8): the library's public API (`emavfi.interpolate_sequence`) over a clip of
+  `--frames` frames.
+
+The model, its official-style initialisation and the padding all come from the library itself
+(`emavfi.build_model`, `emavfi.inference.pad_amounts`); only the official loops are re-created here.
 
 All three are reported in ms per OUTPUT frame. The naive paths do the same work for every pair (nothing is
 shared between pairs), so each repeat runs one pair (rotating through the clip's pairs, so the output check
@@ -28,7 +31,6 @@ import ctypes
 import datetime as _dt
 import gc
 import json
-import math
 import os
 import platform
 import re
@@ -44,7 +46,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 JSON_TAG = "BENCHJSON "
 X8_TIMESTEPS = [k / 8 for k in range(1, 8)]
-PAD_DIVISOR = 32  # the official demos pad to multiples of 32 (spec section 7); so does emavfi.interpolate
+INITS = ("official init", "PyTorch default init")  # denormal check: emavfi.build_model's init, then torch's
 DIFF_LIMIT = 1e-4
 CPU_SIZES = ["256x256", "480x640", "720x1280"]
 CUDA_EXTRA_SIZES = ["1080x1920", "2160x3840"]
@@ -215,31 +217,6 @@ def machine_info(threads: int, device: str) -> dict:
 
 # ----------------------------------------------------------------------------------------------- worker
 
-def official_init(model) -> None:
-    """Initialise like the official code (spec section 10), so activations have realistic magnitudes."""
-    import torch
-    from torch import nn
-
-    for part in (model.feature_bone, model.unet):
-        for mod in part.modules():
-            if isinstance(mod, nn.Linear):
-                nn.init.trunc_normal_(mod.weight, std=0.02, a=-2.0, b=2.0)
-                if mod.bias is not None:
-                    nn.init.zeros_(mod.bias)
-            elif isinstance(mod, nn.LayerNorm):
-                nn.init.ones_(mod.weight)
-                nn.init.zeros_(mod.bias)
-            elif type(mod) is nn.Conv2d:
-                k = mod.kernel_size[0] * mod.kernel_size[1] * mod.out_channels // mod.groups
-                nn.init.normal_(mod.weight, 0.0, math.sqrt(2.0 / k))
-                if mod.bias is not None:
-                    nn.init.zeros_(mod.bias)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.PReLU):
-                mod.weight.fill_(0.25)
-
-
 def make_clip(n: int, h: int, w: int, seed: int = 0):
     """n frames [n,3,h,w] in 0..1: a smooth random image plus texture, drifting a few pixels per frame."""
     import torch
@@ -252,38 +229,29 @@ def make_clip(n: int, h: int, w: int, seed: int = 0):
     return torch.cat([torch.roll(base, shifts=(2 * k, 3 * k), dims=(2, 3)) for k in range(n)])
 
 
-def centred_pad(x, divisor: int = PAD_DIVISOR):
+def pad_like_official(x):
+    """Replicate-pad x [1,3,H,W] centred to multiples of 32 like the official demos' InputPadder, with the
+    library's own padding arithmetic; returns (padded, (top, h, left, w))."""
     import torch.nn.functional as F
+    from emavfi.inference import pad_amounts, padding_divisor
 
     h, w = x.shape[-2:]
-    ph, pw = -h % divisor, -w % divisor
-    box = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    return (F.pad(x, box, mode="replicate") if any(box) else x), (ph // 2, h, pw // 2, w)
+    box = pad_amounts(h, w, padding_divisor(1.0))
+    return (F.pad(x, box, mode="replicate") if any(box) else x), (box[2], h, box[0], w)
 
 
-class Runner:
-    """The timed paths of one (variant, size) measurement."""
+class Paths:
+    """The timed paths of one (variant, size) measurement: ours, and the re-created official loops."""
 
     def __init__(self, model, clip, device: str):
         import torch
         import emavfi
 
-        self.torch, self.model, self.clip, self.device = torch, model, clip, device
+        self.torch, self.emavfi, self.model, self.clip, self.device = torch, emavfi, model, clip, device
         self.pairs = clip.shape[0] - 1
-        fn = getattr(emavfi, "interpolate_sequence", None)
-        if fn is None:
-            fn = getattr(getattr(emavfi, "inference", None), "interpolate_sequence", None)
-        if fn is not None:
-            self.api = f"{fn.__module__}.interpolate_sequence"
-            self._sequence = lambda ts: fn(model, clip, ts)
-        else:
-            self.api = "emavfi.interpolate (consecutive pairs)"
-            self._sequence = lambda ts: self._pairs_fallback(emavfi.interpolate, ts)
+        self.api = "emavfi.interpolate_sequence"
         self.naive_model = model
         self.naive_note = None
-
-    def _pairs_fallback(self, interpolate, ts):
-        return interpolate(self.model, self.clip[:-1], self.clip[1:], ts)
 
     def _naive_model(self):
         """The model as the official code would hold it: channels-first weights (the library may change layout)."""
@@ -304,8 +272,8 @@ class Runner:
         return model.synthesize(x0, x1, feats.appearance, est.flow, est.mask_logit).frame
 
     def _padded_pair(self, j):
-        x0, box = centred_pad(self.clip[j:j + 1].contiguous())
-        x1, _ = centred_pad(self.clip[j + 1:j + 2].contiguous())
+        x0, box = pad_like_official(self.clip[j:j + 1].contiguous())
+        x1, _ = pad_like_official(self.clip[j + 1:j + 2].contiguous())
         return x0, x1, box
 
     def naive_per_t(self, j: int, ts):
@@ -325,18 +293,8 @@ class Runner:
                                    for t in ts])
 
     def ours(self, ts):
-        """The library over the whole clip, normalised to [pairs, T, 3, H, W]."""
-        out = self._sequence(ts if len(ts) > 1 else ts[0])
-        if out.dim() == 4:  # a float t: [pairs, 3, H, W]
-            return out.unsqueeze(1)
-        # A sequence of t: `interpolate` documents [T, pairs, ...]; accept [pairs, T, ...] too (the API is young).
-        # If T == pairs the documented order is assumed; the output check would expose a wrong guess.
-        t, p = len(ts), self.pairs
-        if tuple(out.shape[:2]) == (t, p):
-            return out.transpose(0, 1)
-        if tuple(out.shape[:2]) == (p, t):
-            return out
-        raise RuntimeError(f"unexpected output shape {list(out.shape)} for {p} pairs and {t} timesteps")
+        """The library over the whole clip ([T, pairs, 3, H, W] as documented), as [pairs, T, 3, H, W]."""
+        return self.emavfi.interpolate_sequence(self.model, self.clip, ts).transpose(0, 1)
 
 
 def worker(args) -> dict:
@@ -351,11 +309,10 @@ def worker(args) -> dict:
     h, w = parse_size(args.size)
     variant = args.variant
     torch.manual_seed(0)
-    model = emavfi.build_model(variant)
-    official_init(model)
+    model = emavfi.build_model(variant)  # initialised like the official code (spec section 10)
     model = model.eval().to(device=device, dtype=dtype)
     clip = make_clip(args.frames, h, w).to(device=device, dtype=dtype)
-    runner = Runner(model, clip, device)
+    runner = Paths(model, clip, device)
     pairs = runner.pairs
     cuda = device == "cuda"
 
@@ -471,8 +428,8 @@ def worker(args) -> dict:
 
 
 def denormal_check(args) -> dict:
-    """Count subnormal float32 values produced by every aten op of one naive x2 call (official init and the
-    library's default init), then time that call with `torch.set_flush_denormal` off and on, interleaved."""
+    """Count subnormal float32 values produced by every aten op of one naive x2 call (the official init, which
+    emavfi.build_model uses, and PyTorch's default init), then time that call with flush_denormal off and on."""
     import collections
 
     import torch
@@ -501,13 +458,15 @@ def denormal_check(args) -> dict:
 
     out = {"variant": args.variant, "size": args.size, "threads": args.threads, "repeats": args.repeats,
            "load_before": read_loadavg()}
-    for init in ("official init", "library default init"):
+    for init in INITS:
         torch.manual_seed(0)
         model = emavfi.build_model(args.variant)
-        if init == "official init":
-            official_init(model)
+        if init == INITS[1]:
+            for module in model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
         model.eval()
-        runner = Runner(model, make_clip(2, h, w), "cpu")
+        runner = Paths(model, make_clip(2, h, w), "cpu")
         with CountSubnormals() as counter:
             runner.naive_per_t(0, [0.5])
         total = sum(counter.values.values())
@@ -706,8 +665,10 @@ def denormal_lines(d: dict) -> list[str]:
         return [f"- denormal check failed: {d['fatal']}"]
     lines = [f"Denormal check: {d['variant']} {d['size']}, naive x2 call, {d['threads']} threads, "
              f"{d['repeats']} interleaved repeats, load before {d['load_before']} / after {d['load_after']}."]
-    for init in ("official init", "library default init"):
-        e = d[init]
+    for init in INITS:
+        e = d.get(init)
+        if e is None:  # a result recorded before the inits were renamed
+            continue
         ops = ", ".join(f"{op} {v}" for op, v in e["subnormal_by_op"].items()) or "none"
         lines.append(f"- {init}: subnormal weights {e['weights_subnormal']}; subnormal op outputs "
                      f"{e['op_output_subnormal']:,} of {e['op_output_values']:,} "

@@ -1,15 +1,34 @@
 """EMA-VFI video frame interpolation in pure PyTorch (CVPR 2023, "Extracting Motion and Appearance via
-Inter-Frame Attention for Efficient Video Frame Interpolation"), compatible with the official weights."""
-from . import loss, weights
-from .config import VARIANTS, ModelConfig, get_config
-from .errors import Cancelled, EmaVfiError, HubError, WeightsError
-from .inference import interpolate, interpolate_sequence
-from .model import EMAVFI
-from .optimize import optimize
-from .weights import build_model, load_model
+Inter-Frame Attention for Efficient Video Frame Interpolation"), compatible with the official weights.
+
+The public names below are imported on first use, so `python -m emavfi` starts (and answers Ctrl-C or
+`--help`) before PyTorch has loaded.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "EMAVFI", "VARIANTS", "Cancelled", "EmaVfiError", "HubError", "ModelConfig", "WeightsError",
-    "build_model", "get_config", "interpolate", "interpolate_sequence", "optimize", "load_model", "loss", "weights",
-]
+
+_EXPORTS = {
+    "EMAVFI": ".model", "VARIANTS": ".config", "ModelConfig": ".config", "get_config": ".config",
+    "EmaVfiError": ".errors", "HubError": ".errors", "WeightsError": ".errors",
+    "interpolate": ".inference", "interpolate_sequence": ".inference", "optimize": ".optimize",
+    "build_model": ".weights", "load_model": ".weights",
+}
+_MODULES = ("loss", "weights")
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'emavfi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

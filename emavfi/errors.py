@@ -12,7 +12,3 @@ class WeightsError(EmaVfiError, ValueError):
 
 class HubError(EmaVfiError, OSError):
     """Downloading or verifying weights from the Hugging Face Hub failed."""
-
-
-class Cancelled(EmaVfiError):
-    """Work was cancelled by the caller (Ctrl-C, ComfyUI's Cancel)."""

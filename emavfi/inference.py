@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 import warnings
-import weakref
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,42 +16,64 @@ from .model.flow import resize
 Timesteps = float | Sequence[float]
 
 
+def _check_image(name: str, img: object) -> None:
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [B,3,H,W]; got {type(img).__name__}")
+    if not img.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor with values in 0..1; got {img.dtype} "
+                        "(convert 8-bit images with img.float() / 255)")
+    if img.dim() != 4 or img.shape[1] != 3:
+        raise ValueError(f"{name} must have shape [B,3,H,W]; got {list(img.shape)} "
+                         "(ComfyUI images are [B,H,W,C]: use img.movedim(-1, 1))")
+    if img.shape[0] == 0 or img.shape[2] == 0 or img.shape[3] == 0:
+        raise ValueError(f"{name} is empty: shape {list(img.shape)}")
+    if not torch.isfinite(img).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    lo, hi = img.min().item(), img.max().item()
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise ValueError(f"{name} values must be in [0, 1]; got [{lo:.4g}, {hi:.4g}] (for HDR or linear-light "
+                         "frames use emavfi.runner.interpolate_clip, which maps them into range and back)")
+
+
+def _check_aux(name: str, aux: object, like: torch.Tensor) -> None:
+    if not isinstance(aux, torch.Tensor) or aux.dim() != 4 or aux.shape[0] != like.shape[0] \
+            or aux.shape[2:] != like.shape[2:]:
+        raise ValueError(f"{name} must be a tensor [B,K,H,W] matching {list(like.shape)}; "
+                         f"got {list(aux.shape) if isinstance(aux, torch.Tensor) else type(aux).__name__}")
+    if not torch.isfinite(aux).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
 def _check_frames(img0: torch.Tensor, img1: torch.Tensor, aux0: torch.Tensor | None, aux1: torch.Tensor | None) -> None:
-    for name, img in (("img0", img0), ("img1", img1)):
-        if not isinstance(img, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor [B,3,H,W]; got {type(img).__name__}")
-        if not img.is_floating_point():
-            raise TypeError(f"{name} must be a float tensor with values in 0..1; got {img.dtype} "
-                            "(convert 8-bit images with img.float() / 255)")
-        if img.dim() != 4 or img.shape[1] != 3:
-            raise ValueError(f"{name} must have shape [B,3,H,W]; got {list(img.shape)} "
-                             "(ComfyUI images are [B,H,W,C]: use img.movedim(-1, 1))")
-        if img.shape[0] == 0 or img.shape[2] == 0 or img.shape[3] == 0:
-            raise ValueError(f"{name} is empty: shape {list(img.shape)}")
+    _check_image("img0", img0)
+    _check_image("img1", img1)
     if img0.shape != img1.shape:
         raise ValueError(f"img0 and img1 must have the same shape; got {list(img0.shape)} and {list(img1.shape)}")
     if img0.dtype != img1.dtype or img0.device != img1.device:
         raise TypeError(f"img0 and img1 must share dtype and device; got {img0.dtype}/{img0.device} "
                         f"and {img1.dtype}/{img1.device}")
-    for name, img in (("img0", img0), ("img1", img1)):
-        if not torch.isfinite(img).all():
-            raise ValueError(f"{name} contains NaN or Inf values")
-        lo, hi = img.min().item(), img.max().item()
-        if lo < -1e-4 or hi > 1 + 1e-4:
-            raise ValueError(f"{name} values must be in [0, 1]; got [{lo:.4g}, {hi:.4g}] (for HDR or linear-light "
-                             "frames use emavfi.clip.interpolate_clip, which maps them into range and back)")
     if (aux0 is None) != (aux1 is None):
         raise ValueError("pass both aux0 and aux1, or neither")
     if aux0 is not None:
-        for name, aux in (("aux0", aux0), ("aux1", aux1)):
-            if not isinstance(aux, torch.Tensor) or aux.dim() != 4 or aux.shape[0] != img0.shape[0] \
-                    or aux.shape[2:] != img0.shape[2:]:
-                raise ValueError(f"{name} must be a tensor [B,K,H,W] matching img0 {list(img0.shape)}; "
-                                 f"got {list(aux.shape) if isinstance(aux, torch.Tensor) else type(aux).__name__}")
-            if not torch.isfinite(aux).all():
-                raise ValueError(f"{name} contains NaN or Inf values")
+        _check_aux("aux0", aux0, img0)
+        _check_aux("aux1", aux1, img0)
         if aux0.shape != aux1.shape:
             raise ValueError(f"aux0 and aux1 must have the same shape; got {list(aux0.shape)} and {list(aux1.shape)}")
+
+
+def _check_indices(first: object, second: object, n_frames: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """first/second as 1-D long tensors on `device`, same length >= 1, each an index into n_frames frames."""
+    out = []
+    for name, idx in (("first", first), ("second", second)):
+        idx = torch.as_tensor(idx, device=device)
+        if idx.dim() != 1 or idx.numel() == 0 or idx.is_floating_point() or idx.dtype == torch.bool:
+            raise ValueError(f"{name} must be a non-empty 1-D sequence of frame indices; got {idx.tolist()!r}")
+        if int(idx.min()) < 0 or int(idx.max()) >= n_frames:
+            raise ValueError(f"{name} indices must be in 0..{n_frames - 1}; got {idx.tolist()}")
+        out.append(idx.long())
+    if out[0].numel() != out[1].numel():
+        raise ValueError(f"first and second must have the same length; got {out[0].numel()} and {out[1].numel()}")
+    return tuple(out)
 
 
 def _check_timesteps(timesteps: Timesteps) -> list[float]:
@@ -134,7 +156,8 @@ class _Pass:
         out = self.model.synthesize(img0, img1, full.appearance, flow, mask)
         if aux is None:
             return out.frame, None
-        return out.frame, blend(aux[0], aux[1], flow, out.weight0)[2]
+        grid = self.model.sampling_grid(flow.shape[-2], flow.shape[-1], flow.device, flow.dtype)
+        return out.frame, blend(aux[0], aux[1], flow, out.weight0, grid)[2]
 
 
 def _split_halves(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,16 +184,24 @@ def _rot180(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-2, -1)
 
 
-_WARNED_T: "weakref.WeakSet[EMAVFI]" = weakref.WeakSet()  # models already warned about t != 0.5
+class UntrainedTimestepWarning(UserWarning):
+    """A model trained for t = 0.5 only was asked for another timestep (it works, but looks worse)."""
 
 
-def _preparation(model: EMAVFI, ts: list[float], scale: float, size: torch.Size):
-    """Warn about t != 0.5 on non-`_t` models; return (cast-and-pad function, crop box) for the frame size."""
+UNTRAINED_T_MESSAGE = ("this EMA-VFI variant was trained for t = 0.5 only; other timesteps work but look worse. "
+                       "Use a `_t` variant or bisection (recursive mode).")
+
+
+def _warn_untrained_t(model: EMAVFI, ts: list[float]) -> None:
+    # A constant message and category: Python's own filter then shows it once per calling line. Level 4:
+    # this helper, the public function, torch's inference_mode wrapper, then the caller.
+    if not model.config.arbitrary_t and any(abs(t - 0.5) > 1e-9 for t in ts):
+        warnings.warn(UNTRAINED_T_MESSAGE, UntrainedTimestepWarning, stacklevel=4)
+
+
+def _preparation(model: EMAVFI, scale: float, size: torch.Size):
+    """(cast-and-pad function, crop box) for frames of `size` on the model's device and dtype."""
     divisor = padding_divisor(scale)
-    if not model.config.arbitrary_t and any(abs(t - 0.5) > 1e-9 for t in ts) and model not in _WARNED_T:
-        _WARNED_T.add(model)
-        warnings.warn(f"EMA-VFI variant {model.variant or 'custom'} was trained for t = 0.5 only; other timesteps "
-                      "work but look worse. Use a `_t` variant or recursive (bisection) mode.", stacklevel=3)
     param = next(model.parameters())
     h, w = size
     left, right, top, bottom = pad_amounts(h, w, divisor)
@@ -184,8 +215,8 @@ def _preparation(model: EMAVFI, ts: list[float], scale: float, size: torch.Size)
 
 @torch.inference_mode()
 def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps: Timesteps = 0.5, *,
-                tta: bool = False, fast_tta: bool = False, scale: float = 1.0,
-                aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None, t_batch: int | None = None):
+                tta: bool = False, fast_tta: bool = False, scale: float = 1.0, aux0: torch.Tensor | None = None,
+                aux1: torch.Tensor | None = None, timesteps_per_call: int | None = None):
     """Frames between img0 and img1 [B,3,H,W] (float, 0..1) at each t in [0, 1].
 
     A float `timesteps` gives [B,3,H,W]; a sequence gives [T,B,3,H,W]. The backbone runs once for all t.
@@ -193,19 +224,45 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     scale < 1: estimate flow at that fraction of the resolution (HR mode: 0.5 for 2K, 0.25 for 4K).
     aux0/aux1 [B,K,H,W]: extra channels (alpha, mattes) warped and fused like the RGB frames; when given,
     returns (frames, aux) with matching leading dims. Results come back on the inputs' device and dtype.
-    t_batch: timesteps pushed through the flow heads and U-Net together (default: all on CUDA, one on CPU).
+    timesteps_per_call: timesteps pushed through the flow heads and U-Net together (default: all on CUDA,
+    one on CPU).
     """
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     ts = _check_timesteps(timesteps)
     _check_frames(img0, img1, aux0, aux1)
-    prep, crop = _preparation(model, ts, scale, img0.shape[-2:])
+    _warn_untrained_t(model, ts)
+    prep, crop = _preparation(model, scale, img0.shape[-2:])
     b = img0.shape[0]
-    in_dtype, in_device = img0.dtype, img0.device
     frames = prep(torch.cat([img0, img1]))
     idx = torch.arange(2 * b, device=frames.device)
     aux = None if aux0 is None else (prep(aux0), prep(aux1))
-    out = _run(model, frames, idx[:b], idx[b:], ts, tta, fast_tta, scale, aux, crop, t_batch)
-    return _finish(out, single, in_device, in_dtype)
+    out = _run(model, frames, idx[:b], idx[b:], ts, (tta, fast_tta, scale), aux, crop, timesteps_per_call)
+    return _finish(out, single, img0.device, img0.dtype)
+
+
+@torch.inference_mode()
+def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] | torch.Tensor,
+                      second: Sequence[int] | torch.Tensor, timesteps: Sequence[float], *, tta: bool = False,
+                      fast_tta: bool = False, scale: float = 1.0, aux: torch.Tensor | None = None,
+                      timesteps_per_call: int | None = None):
+    """Frames [T,P,3,H,W] between frames[first[i]] and frames[second[i]] of frames [F,3,H,W] (float, 0..1).
+
+    Each of the F frames gets its per-frame features once, however many pairs share it; this is what
+    `interpolate` and `interpolate_sequence` run. aux [F,K,H,W]: extra channels warped and fused with the
+    same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`.
+    """
+    ts = _check_timesteps(timesteps)
+    _check_image("frames", frames)
+    if aux is not None:
+        _check_aux("aux", aux, frames)
+    _warn_untrained_t(model, ts)
+    prep, crop = _preparation(model, scale, frames.shape[-2:])
+    padded = prep(frames)
+    first, second = _check_indices(first, second, frames.shape[0], padded.device)
+    pair_aux = None if aux is None else (prep(aux.index_select(0, first.to(aux.device))),
+                                         prep(aux.index_select(0, second.to(aux.device))))
+    out = _run(model, padded, first, second, ts, (tta, fast_tta, scale), pair_aux, crop, timesteps_per_call)
+    return _finish(out, False, frames.device, frames.dtype)
 
 
 def _finish(out: tuple[torch.Tensor, torch.Tensor | None], single: bool, device: torch.device, dtype: torch.dtype):
@@ -215,34 +272,45 @@ def _finish(out: tuple[torch.Tensor, torch.Tensor | None], single: bool, device:
     return frames if aux is None else (frames, aux)
 
 
-def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
-         tta: bool, fast_tta: bool, scale: float, aux: tuple[torch.Tensor, torch.Tensor] | None,
-         crop: tuple[int, int, int, int], t_batch: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[T,P,3,h,w] frames (and fused aux) for the pairs (first[i], second[i]) of padded `frames`."""
-    top, left, h, w = crop
-    pairs = first.shape[0]
-    if t_batch is None:  # batching timesteps pays off on GPUs; on CPUs it only costs memory
-        t_batch = len(ts) if frames.device.type == "cuda" else 1
-    if not isinstance(t_batch, int) or t_batch < 1:
-        raise ValueError(f"t_batch must be a positive integer or None; got {t_batch!r}")
-    out = torch.empty((len(ts), pairs, 3, h, w), dtype=frames.dtype, device=frames.device)
-    aux_out = None if aux is None else torch.empty((len(ts), pairs, aux[0].shape[1], h, w),
-                                                   dtype=frames.dtype, device=frames.device)
+def _passes(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+            options: tuple[bool, bool, float], aux: tuple[torch.Tensor, torch.Tensor] | None):
+    """The feature passes (plain, plus rotated with TTA) and the aux pair each of them fuses."""
+    tta, fast_tta, scale = options
     if fast_tta:
         n = frames.shape[0]
         passes = [_Pass(model, torch.cat([frames, _rot180(frames)]), torch.cat([first, first + n]),
                         torch.cat([second, second + n]), scale)]
-        aux_in = None if aux is None else [tuple(torch.cat([a, _rot180(a)]) for a in aux)]
-    else:
-        passes = [_Pass(model, frames, first, second, scale)]
-        aux_in = None if aux is None else [aux]
-        if tta:
-            passes.append(_Pass(model, _rot180(frames), first, second, scale))
-            aux_in = None if aux is None else aux_in + [tuple(_rot180(a) for a in aux)]
-    for start in range(0, len(ts), t_batch):
-        batch = ts[start:start + t_batch]
+        return passes, None if aux is None else [tuple(torch.cat([a, _rot180(a)]) for a in aux)]
+    passes = [_Pass(model, frames, first, second, scale)]
+    aux_in = None if aux is None else [aux]
+    if tta:
+        passes.append(_Pass(model, _rot180(frames), first, second, scale))
+        aux_in = None if aux is None else aux_in + [tuple(_rot180(a) for a in aux)]
+    return passes, aux_in
+
+
+def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
+         options: tuple[bool, bool, float], aux: tuple[torch.Tensor, torch.Tensor] | None,
+         crop: tuple[int, int, int, int], timesteps_per_call: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[T,P,3,h,w] frames (and fused aux) for the pairs (first[i], second[i]) of padded `frames`.
+
+    options: (tta, fast_tta, scale).
+    """
+    top, left, h, w = crop
+    pairs = first.shape[0]
+    per_call = timesteps_per_call
+    if per_call is None:  # batching timesteps pays off on GPUs; on CPUs it only costs memory
+        per_call = len(ts) if frames.device.type == "cuda" else 1
+    if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
+        raise ValueError(f"timesteps_per_call must be a positive integer or None; got {timesteps_per_call!r}")
+    out = torch.empty((len(ts), pairs, 3, h, w), dtype=frames.dtype, device=frames.device)
+    aux_out = None if aux is None else torch.empty((len(ts), pairs, aux[0].shape[1], h, w),
+                                                   dtype=frames.dtype, device=frames.device)
+    passes, aux_in = _passes(model, frames, first, second, options, aux)
+    for start in range(0, len(ts), per_call):
+        batch = ts[start:start + per_call]
         results = [p.at(batch, None if aux_in is None else aux_in[k]) for k, p in enumerate(passes)]
-        if fast_tta:  # rows are (t, [original pairs, rotated pairs]): split the two halves per t
+        if options[1]:  # fast TTA: rows are (t, [original pairs, rotated pairs]): split the two halves per t
             halves = [_split_halves(x, len(batch)) if x is not None else (None, None) for x in results[0]]
             results = [(halves[0][0], halves[1][0]), (halves[0][1], halves[1][1])]
         frame, fused = results[0]
@@ -259,13 +327,13 @@ def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch
 @torch.inference_mode()
 def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timesteps = 0.5, *, tta: bool = False,
                          fast_tta: bool = False, scale: float = 1.0, aux: torch.Tensor | None = None,
-                         t_batch: int | None = None, pair_batch: int | None = None):
+                         timesteps_per_call: int | None = None, pairs_per_call: int | None = None):
     """In-between frames for every consecutive pair of `frames` [N,3,H,W] (N >= 2).
 
     Like `interpolate` with img0 = frames[:-1], img1 = frames[1:] (a float t gives [N-1,3,H,W], a sequence
     [T,N-1,3,H,W]), but each frame's per-frame features are computed once although it belongs to two pairs.
     aux [N,K,H,W]: extra channels warped and fused with the same flows; then returns (frames, aux).
-    pair_batch: pairs evaluated together, sharing their frames' features (default: all on CUDA, one on CPU).
+    pairs_per_call: pairs evaluated together, sharing their frames' features (default: all on CUDA, one on CPU).
     """
     if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[0] < 2:
         raise ValueError("frames must be a tensor [N,3,H,W] with at least two frames "
@@ -273,20 +341,23 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     ts = _check_timesteps(timesteps)
     _check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
-    prep, crop = _preparation(model, ts, scale, frames.shape[-2:])
+    _warn_untrained_t(model, ts)
+    prep, crop = _preparation(model, scale, frames.shape[-2:])
     device = next(model.parameters()).device
     pairs = frames.shape[0] - 1
-    if pair_batch is None:  # measured on a 2-core CPU: batches of pairs run slower and double peak memory
-        pair_batch = pairs if device.type == "cuda" else 1
-    if not isinstance(pair_batch, int) or pair_batch < 1:
-        raise ValueError(f"pair_batch must be a positive integer or None; got {pair_batch!r}")
+    per_call = pairs_per_call
+    if per_call is None:  # measured on a 2-core CPU: batches of pairs run slower and double peak memory
+        per_call = pairs if device.type == "cuda" else 1
+    if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
+        raise ValueError(f"pairs_per_call must be a positive integer or None; got {pairs_per_call!r}")
     out = aux_out = None
-    for start in range(0, pairs, pair_batch):
-        window = slice(start, min(start + pair_batch, pairs) + 1)  # frames shared inside a window
+    for start in range(0, pairs, per_call):
+        window = slice(start, min(start + per_call, pairs) + 1)  # frames shared inside a window
         k = window.stop - start
         idx = torch.arange(k, device=device)
-        part = _run(model, prep(frames[window]), idx[:-1], idx[1:], ts, tta, fast_tta, scale,
-                    None if aux is None else (prep(aux[window][:-1]), prep(aux[window][1:])), crop, t_batch)
+        part = _run(model, prep(frames[window]), idx[:-1], idx[1:], ts, (tta, fast_tta, scale),
+                    None if aux is None else (prep(aux[window][:-1]), prep(aux[window][1:])), crop,
+                    timesteps_per_call)
         if out is None:
             out = part[0].new_empty((len(ts), pairs, *part[0].shape[2:]))
             aux_out = None if part[1] is None else part[1].new_empty((len(ts), pairs, *part[1].shape[2:]))
@@ -294,3 +365,19 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
         if aux_out is not None:
             aux_out[:, start:start + k - 1] = part[1]
     return _finish((out, aux_out), single, frames.device, frames.dtype)
+
+
+@dataclass(frozen=True)
+class ModelBackend:
+    """The network as a `runner.Backend`: one `interpolate_pairs` call per device call."""
+
+    model: EMAVFI
+    tta: bool = False
+    scale: float = 1.0
+
+    def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, timesteps: Sequence[float],
+                 aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """See runner.Backend."""
+        result: Any = interpolate_pairs(self.model, frames, first, second, timesteps, tta=self.tta,
+                                        scale=self.scale, aux=aux)
+        return result if aux is not None else (result, None)

@@ -1,7 +1,8 @@
-"""Which frames to make: timesteps (exact fractions), output plans, retiming and scene cuts. Pure functions.
+"""Which frames to make: timesteps (exact fractions), output plans, retiming, and the one policy that picks
+between them (`make_schedule`). Pure functions; scene cuts live in emavfi.cuts.
 
 A *plan* is a list of `OutputFrame`s, one per output frame in output order. Every mode (multiplier,
-explicit timesteps, recursive bisection, fps retime) produces the same representation, so `emavfi.clip`
+explicit timesteps, recursive bisection, fps retime) produces the same representation, so `emavfi.runner`
 runs them all the same way.
 """
 from __future__ import annotations
@@ -12,15 +13,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-import torch
-import torch.nn.functional as F
-
 MAX_MULTIPLIER = 16
 # Times closer than 1/SNAP_DENOMINATOR source frames to a source frame are that frame, copied bit-exactly.
 SNAP_DENOMINATOR = 10**6
-# Cut score: how far, in 0..1 units, the luma + chroma value distributions moved between two frames.
-DEFAULT_CUT_THRESHOLD = 0.06
-CUT_ANALYSIS_SIZE = 64
+# Hard bounds on what a request may ask for, checked before a plan is built (a typo such as --fps 1e12
+# must fail at once, not fill the memory).
+MAX_OUTPUTS_PER_PAIR = 256
+MAX_PLAN_FRAMES = 2_000_000
+MAX_FPS = 1_000_000
 
 Number = int | float | Fraction
 
@@ -96,15 +96,11 @@ def parse_timesteps_exact(text: str) -> list[Fraction]:
     items = [s.strip() for s in re.split(r"[,;\s]+", text.strip()) if s.strip()]
     if not items:
         raise ValueError(f"no timesteps given in {text!r}; write e.g. '0.25, 0.5, 0.75'")
-    values: list[Fraction] = []
-    for index, item in enumerate(items):
-        value = _parse_one(item, text)
-        if not 0 < value < 1:
-            raise ValueError(f"timesteps must be in (0, 1); got {item} in {text!r}")
-        if values and value <= values[-1]:
-            raise ValueError(f"timesteps must be strictly increasing; got {item} after {items[index - 1]} in {text!r}")
-        values.append(value)
-    return values
+    values = [_parse_one(item, text) for item in items]
+    try:
+        return check_timesteps(values)
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {text!r}") from None
 
 
 def parse_timesteps(text: str) -> list[float]:
@@ -162,12 +158,7 @@ def _check_frame_count(n_frames: int) -> int:
 def timesteps_plan(n_frames: int, timesteps: Sequence[Number]) -> Plan:
     """Each source frame, followed (except the last) by frames at the given t in (0, 1) towards the next."""
     _check_frame_count(n_frames)
-    ts = [_as_fraction(t, "timestep") for t in timesteps]
-    for i, t in enumerate(ts):
-        if not 0 < t < 1:
-            raise ValueError(f"timesteps must be in (0, 1); got {float(t)}")
-        if i and t <= ts[i - 1]:
-            raise ValueError(f"timesteps must be strictly increasing; got {float(t)} after {float(ts[i - 1])}")
+    ts = check_timesteps(timesteps)
     plan = [frame for i in range(n_frames - 1) for frame in [OutputFrame(i)] + [OutputFrame(i, t) for t in ts]]
     return plan + [OutputFrame(n_frames - 1)]
 
@@ -206,6 +197,9 @@ def parse_fps(value: Number | str) -> Fraction:
 def _positive_fps(fps: Fraction, value: object) -> Fraction:
     if fps <= 0:
         raise ValueError(f"frame rate must be positive; got {value!r}")
+    if fps > MAX_FPS or fps.denominator > MAX_FPS:
+        raise ValueError(f"frame rate must be at most {MAX_FPS:,} with a denominator of at most {MAX_FPS:,}; "
+                         f"got {value!r}")
     return fps
 
 
@@ -226,8 +220,13 @@ def retime_plan(n_frames: int, source_fps: Number | str, target_fps: Number | st
     if speed_value <= 0:
         raise ValueError(f"speed must be positive (0.5 = half-speed slow motion); got {speed!r}")
     step = speed_value * src / dst  # source frames advanced per output frame
+    if 1 / step > MAX_OUTPUTS_PER_PAIR:
+        raise ValueError(f"{float(dst):.6g} fps from {float(src):.6g} fps at speed {float(speed_value):g} makes "
+                         f"{float(1 / step):.3g} frames per source frame; at most {MAX_OUTPUTS_PER_PAIR} are allowed "
+                         "(check the frame rates and speed)")
     num, den = step.numerator, step.denominator
     count = (n_frames - 1) * den // num + 1
+    _check_total(count)
     plan: Plan = []
     for k in range(count):
         source, rest = divmod(k * num, den)  # integer arithmetic: exact and fast on long clips
@@ -242,6 +241,164 @@ def retime_plan(n_frames: int, source_fps: Number | str, target_fps: Number | st
             source, rest = source + 1, 0
         plan.append(OutputFrame(source, Fraction(rest, den_k)))
     return plan
+
+
+# ----------------------------------------------------------------------------------------------- one policy
+
+# Models trained for t = 0.5 only reach other times by repeated halving. Depth 4 (times snap to 1/16 of a
+# frame, at most 1/32 frame = 1.3 ms off at 24 fps) is the depth of the largest power-of-two multiplier
+# (16), so a retime never costs more network passes per pair (at most 15) than `--multiplier 16` does.
+BISECTION_DEPTH = 4
+METHODS = ("auto", "direct", "bisection")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to make: a multiplier, explicit timesteps, or a retime (target_fps and/or speed).
+
+    method: "auto" (direct for `_t` models, bisection for t = 0.5-only ones), "direct" (every t from one
+    feature pass, any model) or "bisection" (repeated halving at t = 0.5; times must be k/2^d).
+    """
+
+    multiplier: int | None = None
+    timesteps: tuple[Fraction, ...] | None = None
+    target_fps: Fraction | None = None
+    source_fps: Fraction | None = None
+    speed: Fraction = Fraction(1)
+    method: str = "auto"
+
+    def __post_init__(self) -> None:
+        modes = [name for name, value in (("multiplier", self.multiplier), ("timesteps", self.timesteps),
+                                          ("target fps", self.target_fps)) if value is not None]
+        if len(modes) > 1:
+            raise ValueError(f"give one of multiplier, timesteps or a target fps; got {' and '.join(modes)}")
+        if self.multiplier is not None:
+            _check_multiplier(self.multiplier)
+        if self.timesteps is not None:
+            object.__setattr__(self, "timesteps", tuple(check_timesteps(self.timesteps)))
+        for name in ("target_fps", "source_fps"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, parse_fps(value))
+        speed = parse_fps(self.speed) if isinstance(self.speed, str) else _as_fraction(self.speed, "speed")
+        if not Fraction(1, 1000) <= speed <= 1000:
+            raise ValueError(f"speed must be from 0.001 to 1000 (0.5 = half-speed slow motion); got {self.speed}")
+        object.__setattr__(self, "speed", speed)
+        if speed != 1 and modes and modes != ["target fps"]:
+            raise ValueError("speed goes with an fps retime, not with a multiplier or timesteps")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+
+    @property
+    def is_retime(self) -> bool:
+        """True when frames are placed by time (target fps and/or speed), not per pair."""
+        return self.target_fps is not None or self.speed != 1
+
+    @property
+    def per_pair(self) -> tuple[Fraction, ...]:
+        """The in-between times of every pair (multiplier 2 when nothing was asked); () for a retime."""
+        if self.is_retime:
+            return ()
+        if self.timesteps is not None:
+            return self.timesteps
+        return tuple(multiplier_timesteps(self.multiplier or 2))
+
+    @property
+    def out_fps(self) -> Fraction | None:
+        """Frame rate of the output, when the source rate is known."""
+        if self.is_retime:
+            return self.target_fps or self.source_fps
+        return None if self.source_fps is None else self.source_fps * (len(self.per_pair) + 1)
+
+    @property
+    def keeps_duration(self) -> bool:
+        """True when the output plays as long as the source (audio can be kept as it is)."""
+        return self.speed == 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The plan for a clip, how its in-between frames are made, and what the user should be told."""
+
+    plan: Plan
+    bisection_depth: int | None  # None: direct (all t from one feature pass)
+    warning: str | None
+    out_fps: Fraction | None
+
+
+def check_timesteps(timesteps: Sequence[Number]) -> list[Fraction]:
+    """Timesteps as exact fractions, each in (0, 1), strictly increasing, at most MAX_OUTPUTS_PER_PAIR - 1."""
+    ts = [_as_fraction(t, "timestep") for t in timesteps]
+    if not ts:
+        raise ValueError("no timesteps given; write e.g. '0.25, 0.5, 0.75'")
+    if len(ts) >= MAX_OUTPUTS_PER_PAIR:
+        raise ValueError(f"at most {MAX_OUTPUTS_PER_PAIR - 1} timesteps per pair; got {len(ts)}")
+    for i, t in enumerate(ts):
+        if not 0 < t < 1:
+            raise ValueError(f"timesteps must be in (0, 1); got {_show(t)}")
+        if i and t <= ts[i - 1]:
+            raise ValueError(f"timesteps must be strictly increasing; got {_show(t)} after {_show(ts[i - 1])}")
+    return ts
+
+
+def _show(t: Fraction) -> str:
+    """0.25 as "0.25", 1/3 as "1/3": a decimal only where it is exact."""
+    if t.denominator == 1:
+        return str(t.numerator)
+    return repr(float(t)) if Fraction(repr(float(t))) == t else str(t)
+
+
+def _check_total(count: int) -> None:
+    if count > MAX_PLAN_FRAMES:
+        raise ValueError(f"this would make {count:,} output frames; at most {MAX_PLAN_FRAMES:,} per run "
+                         "(split the shot, or check the settings)")
+
+
+def _bisection_depth(timesteps: Iterable[Fraction], why: str) -> int:
+    depths = [dyadic_depth(t) for t in timesteps]
+    if any(d is None for d in depths):
+        bad = next(t for t, d in zip(timesteps, depths) if d is None)
+        raise ValueError(f"{why} makes only t = k/2^d (0.5, 0.25, 0.125 ...) by repeated halving; got t = {bad}. "
+                         "Use a power-of-two multiplier, or a `_t` model")
+    return max(depths, default=1)  # type: ignore[type-var]
+
+
+def make_schedule(request: Request, n_frames: int, arbitrary_t: bool) -> Schedule:
+    """The plan for n_frames source frames, its method (direct or bisection depth) and any warning.
+
+    The one policy shared by the CLI, the nodes and the library: `_t` models make every t directly;
+    t = 0.5-only models bisect (retimes snap to 1/2^BISECTION_DEPTH of a frame), unless "direct" is asked,
+    which works with a warning.
+    """
+    _check_frame_count(n_frames)
+    bisect = request.method == "bisection" or (request.method == "auto" and not arbitrary_t)
+    if request.is_retime:
+        if request.source_fps is None:
+            raise ValueError("an fps retime needs the input frame rate: give the source fps (e.g. 24 or 24000/1001)")
+        depth = BISECTION_DEPTH if bisect else None
+        plan = retime_plan(n_frames, request.source_fps, request.target_fps, speed=request.speed,
+                           dyadic_depth=depth)
+        note = None if depth is None else (f"this model makes in-between frames by halving at t = 0.5, so retime "
+                                           f"times snap to the nearest 1/{1 << depth} of a frame")
+        if depth is not None and all(f.t == 0 or dyadic_depth(f.t) == 1 for f in plan):
+            note = None  # nothing was moved: only copies and halves
+        if depth is not None:
+            depth = max((dyadic_depth(f.t) or 0 for f in plan), default=0) or None
+        return Schedule(plan, depth, note, request.out_fps)
+    ts = request.per_pair
+    _check_total((n_frames - 1) * (len(ts) + 1) + 1)
+    warning = None
+    if bisect:
+        if request.multiplier is not None:
+            recursive_levels(request.multiplier)  # the clearer message for a multiplier such as 3
+        why = "bisection mode" if request.method == "bisection" else "this model was trained for t = 0.5 only, so it"
+        depth: int | None = _bisection_depth(ts, why)
+    else:
+        depth = None
+        if not arbitrary_t and any(t != Fraction(1, 2) for t in ts):
+            warning = ("this model was trained for t = 0.5 only; timesteps other than 0.5 made directly look worse. "
+                       "Use a `_t` variant, or bisection with a power-of-two multiplier")
+    return Schedule(timesteps_plan(n_frames, ts), depth, warning, request.out_fps)
 
 
 def apply_cuts(plan: Iterable[OutputFrame], cuts: Iterable[int]) -> Plan:
@@ -270,50 +427,3 @@ def check_plan(plan: Sequence[OutputFrame], n_frames: int) -> None:
         if last >= n_frames:
             raise ValueError(f"plan entry {index} ({frame}) needs source frame {last}, but the clip has "
                              f"only {n_frames} frame(s)")
-
-
-# ----------------------------------------------------------------------------------------------- scene cuts
-
-def _analysis_frames(frames: torch.Tensor) -> torch.Tensor:
-    """[N,3,h,w] luma + centred chroma in 0..1 of frames shrunk to about CUT_ANALYSIS_SIZE px."""
-    rgb = frames[:, :3].float()
-    h, w = rgb.shape[-2:]
-    shrink = CUT_ANALYSIS_SIZE / max(h, w)
-    if shrink < 1:
-        size = (max(1, round(h * shrink)), max(1, round(w * shrink)))
-        rgb = F.interpolate(rgb, size=size, mode="area")
-    rgb = rgb.clamp(0, 1)  # HDR highlights count as white, the same in every frame
-    r, g, b = rgb.unbind(1)
-    luma = 0.299 * r + 0.587 * g + 0.114 * b
-    return torch.stack([luma, 0.5 + 0.5 * (b - luma) / 0.886, 0.5 + 0.5 * (r - luma) / 0.701], 1)
-
-
-def cut_scores(frames: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """[N-1] float scores in 0..3 for each consecutive pair of frames [N,C,H,W] (RGB first, 0..1 or HDR).
-
-    The score is the sum over luma and two chroma channels of the 1-D earth mover's distance between the
-    two frames' value distributions (mean |sorted(a) - sorted(b)|) on ~64 px thumbnails. It ignores where
-    things are, so motion alone scores ~0 while a change of scene moves the distributions.
-    """
-    if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] < 3:
-        raise ValueError(f"frames must be a tensor [N,C>=3,H,W]; got "
-                         f"{list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__}")
-    n = frames.shape[0]
-    if n < 2:
-        return torch.zeros(0)
-    sorted_values = []
-    for start in range(0, n, batch):
-        thumbs = _analysis_frames(frames[start:start + batch])
-        sorted_values.append(thumbs.flatten(2).sort(dim=2).values)
-    values = torch.cat(sorted_values)  # [N,3,h*w] thumbnails only, small
-    return (values[1:] - values[:-1]).abs().mean(dim=2).sum(dim=1)
-
-
-def detect_cuts(frames: torch.Tensor, threshold: float = DEFAULT_CUT_THRESHOLD) -> list[int]:
-    """Pair indices i (frames i, i+1) whose cut score exceeds threshold; threshold <= 0 disables detection."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise ValueError(f"cut threshold must be a number (0 disables); got {threshold!r}")
-    if threshold <= 0:
-        return []
-    scores = cut_scores(frames)
-    return [int(i) for i in torch.nonzero(scores > threshold).flatten().tolist()]

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -14,6 +12,7 @@ import torch
 
 from .config import VARIANTS, ModelConfig, get_config
 from .errors import WeightsError
+from .files import atomic_write, looks_like_pickle, sha256_of
 from .model import EMAVFI
 from .optimize import optimize
 
@@ -21,6 +20,8 @@ log = logging.getLogger("emavfi")
 
 StateDict = Mapping[str, torch.Tensor]
 VariantOrConfig = Union[str, ModelConfig]
+DTypeLike = Union[torch.dtype, str]
+DeviceLike = Union[torch.device, str]
 
 # sha256 of the authors' released .pkl files (see README, "Official checkpoints")
 OFFICIAL_PKL_SHA256 = {
@@ -29,6 +30,7 @@ OFFICIAL_PKL_SHA256 = {
     "ef0e455a7fe75c24d415bbcd83c29a9c0134ba853942bde0cd4dc4ed01e3f98f": "ours_small",
     "ad845671f7250d408937718aca19eaf87aa1ca79215070f7641eea332b703233": "ours_small_t",
 }
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 _PREFIXES = ("module.", "model.")
 _RUNTIME_BUFFERS = (".attn_mask", ".HW")
 METADATA_VARIANT = "emavfi.variant"
@@ -65,7 +67,8 @@ def _mismatch(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig) -> tuple[
     want = _shapes_for(cfg)
     missing = [k for k in want if k not in shapes]
     unexpected = [k for k in shapes if k not in want]
-    wrong = [f"{k} {list(shapes[k])} (expected {list(want[k])})" for k in want if k in shapes and tuple(shapes[k]) != want[k]]
+    wrong = [f"{k} {list(shapes[k])} (expected {list(want[k])})"
+             for k in want if k in shapes and tuple(shapes[k]) != want[k]]
     return missing, unexpected, wrong
 
 
@@ -144,23 +147,43 @@ def inspect_safetensors(path: str | os.PathLike, variant: VariantOrConfig | None
     return match_variant(canonical_keys(shapes), variant, hint)
 
 
-def _refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in (".pkl", ".pth", ".pt", ".ckpt", ".bin"):
-        raise WeightsError(f"{path.name} is a pickle checkpoint; pickles can run code, so they are not loaded "
-                           f"directly. Convert it once: python -m emavfi convert {path} -o {path.with_suffix('.safetensors')}")
+def refuse_pickle(path: Path) -> None:
+    """WeightsError naming the convert command if `path` is a pickle (by extension or content): pickles run code."""
+    if looks_like_pickle(path):
+        target = path.with_suffix(".safetensors")
+        if target == path:
+            target = path.with_name(f"{path.stem}-converted.safetensors")
+        raise WeightsError(f"{path} is a pickle checkpoint; pickles can run code, so they are not loaded directly. "
+                           f"Convert it once: python -m emavfi convert {path} -o {target}")
 
 
-def read_weights(path: str | os.PathLike, variant: VariantOrConfig | None = None) -> tuple[dict[str, torch.Tensor], str]:
+def check_weights_file(path: str | os.PathLike, variant: VariantOrConfig | None = None) -> str:
+    """Refuse pickles, then check a .safetensors header against `variant`; returns the variant name.
+
+    Every error names the file.
+    """
+    path = Path(path)
+    refuse_pickle(path)
+    try:
+        return inspect_safetensors(path, variant)
+    except WeightsError as exc:
+        if str(path) in str(exc):
+            raise
+        raise WeightsError(f"{path}: {exc}") from exc
+
+
+def read_weights(path: str | os.PathLike,
+                 variant: VariantOrConfig | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """Load a .safetensors file and return (canonical state dict, variant name), verifying the header first."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    _refuse_pickle(path)
-    name = inspect_safetensors(path, variant)
+    name = check_weights_file(path, variant)
     try:
         state = load_file(str(path))
     except Exception as exc:
-        raise WeightsError(f"could not read tensors from {path} ({exc}); the file is corrupt: download or convert it again") from exc
+        raise WeightsError(f"could not read tensors from {path} ({exc}); the file is corrupt: "
+                           "download or convert it again") from exc
     return canonical_keys(state), name
 
 
@@ -170,13 +193,54 @@ def build_model(variant: VariantOrConfig = "ours_small_t") -> EMAVFI:
     return EMAVFI(cfg, variant if isinstance(variant, str) else None)
 
 
+def resolve_dtype(dtype: DTypeLike) -> torch.dtype:
+    """torch.float32/float16/bfloat16/float64 or "fp32"/"fp16"/"bf16"/"fp64" as a torch.dtype; else a clear error."""
+    accepted = "torch.float32, torch.float16, torch.bfloat16, torch.float64, or 'fp32', 'fp16', 'bf16', 'fp64'"
+    if isinstance(dtype, str):
+        name = dtype.strip().lower().removeprefix("torch.")
+        found = DTYPES.get(name) or next((d for d in DTYPES.values() if str(d) == f"torch.{name}"), None)
+        if found is None:
+            raise ValueError(f"unknown dtype {dtype!r}; use {accepted}")
+        return found
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype or a string, got {type(dtype).__name__} {dtype!r}; "
+                        f"use {accepted}")
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype {dtype} is not supported for EMA-VFI weights; use {accepted}")
+    return dtype
+
+
+def resolve_device(device: DeviceLike) -> torch.device:
+    """`device` as a torch.device that exists here (CUDA/MPS present, CUDA index in range); else ValueError."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
+                        f"got {type(device).__name__} {device!r}")
+    try:
+        found = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if found.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} needs CUDA, which is not available here "
+                             f"(PyTorch {torch.__version__}); use device='cpu'")
+        count = torch.cuda.device_count()
+        if (found.index or 0) >= count:
+            raise ValueError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    if found.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {str(device)!r} needs MPS, which is not available here; use device='cpu'")
+    return found
+
+
 def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig | None = None,
-               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               device: DeviceLike = "cpu", dtype: DTypeLike = torch.float32,
                channels_last: bool = True) -> EMAVFI:
     """Build the model for `weights` (a .safetensors path or a state dict) in eval mode on device/dtype.
 
+    dtype: see `resolve_dtype`; device: see `resolve_device`; both are checked before the weights are read.
     channels_last stores convolution weights NHWC, which is faster on CPU and GPU (see `emavfi.optimize`).
     """
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
     if isinstance(weights, Mapping):
         state = canonical_keys(weights)
         bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -196,34 +260,15 @@ def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig 
     return optimize(model.eval(), channels_last=channels_last)
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
+def save_safetensors(state: StateDict, path: str | os.PathLike, variant: str) -> None:
+    """Write canonical weights atomically (mode from the umask), recording the variant in the file's metadata."""
     from safetensors.torch import save_file
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_safetensors(state: StateDict, path: str | os.PathLike, variant: str) -> None:
-    """Write canonical weights atomically, recording the variant in the file's metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in canonical_keys(state).items()}
     match_variant({k: tuple(v.shape) for k, v in tensors.items()}, variant)
-    _atomic_save(tensors, Path(path), {METADATA_VARIANT: variant})
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, writer=lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_VARIANT: variant}))
 
 
 def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None = None) -> str:
@@ -236,11 +281,13 @@ def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | N
         raise WeightsError(f"{src.name} is the official {official!r} checkpoint, not {variant!r}")
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
+        # torch's own text advises retrying with weights_only=False, which would run the code the file carries
         raise WeightsError(f"refusing {src.name}: it holds pickled objects other than tensors (possibly code), "
-                           f"so it is not an EMA-VFI checkpoint that can be loaded safely ({exc})") from None
+                           "so it was not converted") from None
     except Exception as exc:
-        raise WeightsError(f"could not read {src.name} as a PyTorch checkpoint ({exc}); is it truncated?") from exc
+        raise WeightsError(f"could not read {src.name} as a PyTorch checkpoint ({_first_line(exc)}); "
+                           "is it truncated?") from exc
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -251,3 +298,9 @@ def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | N
         log.warning("%s is not one of the official EMA-VFI files (unknown sha256); converted as %r", src.name, name)
     save_safetensors(state, dst, name)
     return name
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line, never torch's advice to load untrusted pickles with weights_only=False."""
+    line = next((t.strip() for t in str(exc).splitlines() if t.strip()), type(exc).__name__)
+    return type(exc).__name__ if "weights_only" in str(exc) else line[:200]

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ..emavfi import hub, load_model
+from ..emavfi import hub, load_model, local_weights
+from ..emavfi import weights as library_weights
 from ..emavfi.config import VARIANTS
 from . import host, weights_folder
 from .model import EmaVfiModel
@@ -19,7 +20,6 @@ from .spec import MODEL_TYPE, Input, NodeBase, Output
 DEFAULT_VARIANT = "ours_small_t"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DOWNLOAD_EVENT = "emavfi.download"
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Models stay cached while anything (ComfyUI's output cache, another loader node) still holds them; once
 # ComfyUI drops them they are freed, so the cache never grows beyond what the open workflows use.
@@ -30,6 +30,7 @@ _DOWNLOADS: dict[str, dict[str, Any]] = {}
 
 
 def device_choices() -> list[str]:
+    """Values of the loader's device input: auto, cpu, then each CUDA device and MPS where present."""
     choices = ["auto", "cpu"]
     if torch.cuda.is_available():
         choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -44,12 +45,9 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device(host.model_management().get_torch_device())
     try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise ValueError(f"unknown device {choice!r}; choose one of {', '.join(device_choices())}") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"device {choice!r} is not available on this machine; choose 'auto' or 'cpu'")
-    return device
+        return library_weights.resolve_device(choice)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{exc} (the choices here: {', '.join(device_choices())})") from None
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -58,11 +56,11 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
         if device.type != "cpu" and host.model_management().should_use_fp16(device, prioritize_performance=True):
             return torch.float16
         return torch.float32
-    if precision not in _DTYPES:
+    if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; choose fp16, fp32 or auto")
-    return _DTYPES[precision]
+    return library_weights.resolve_dtype(precision)
 
 
 def parse_repo(text: str) -> hub.WeightsSource | None:
@@ -90,8 +88,8 @@ def weights_status(variant: str, repo: str = "") -> dict[str, Any]:
     if running is not None:
         return dict(running)
     source = parse_repo(repo)
-    status = hub.weights_status(variant, source=source, models_dirs=() if source else weights_folder.folders(),
-                                cache_dir=hub_cache_dir())
+    status = local_weights.weights_status(variant, source=source, cache_dir=hub_cache_dir(),
+                                          models_dirs=() if source else weights_folder.folders())
     return {"variant": variant, **status}
 
 
@@ -128,16 +126,26 @@ class _DownloadReporter:
         host.send_event(DOWNLOAD_EVENT, {**status, "node": self.node_id})
 
 
+def offline_remedy(variant: str, repo: str = "") -> str:
+    """How a ComfyUI user does without the Hub, for offline and network errors."""
+    folder = weights_folder.download_dir()
+    if repo.strip():
+        return f"put the file into {folder} (models/frame_interpolation/emavfi) and choose it as the loader's weights"
+    return (f"put {variant}.safetensors into {folder} (models/frame_interpolation/emavfi), where the loader "
+            "finds it without the Hub")
+
+
 def resolve_weights_path(variant: str, weights: str, repo: str, node_id: str | None) -> Path:
     """The verified .safetensors file for the loader's inputs, downloading it when needed."""
     if weights and weights != weights_folder.DOWNLOAD_CHOICE:
-        return hub.resolve_weights(variant, weights=weights, models_dirs=weights_folder.folders())
+        return local_weights.resolve_weights(variant, weights=weights, models_dirs=weights_folder.folders())
     source = parse_repo(repo)
     reporter = _DownloadReporter(variant, repo, node_id)
     try:
         # An explicit repo means "these weights": a local <variant>.safetensors must not take precedence.
-        path = hub.resolve_weights(variant, source=source, models_dirs=() if source else weights_folder.folders(),
-                                   cache_dir=hub_cache_dir(), progress=reporter)
+        path = local_weights.resolve_weights(
+            variant, source=source, models_dirs=() if source else weights_folder.folders(),
+            cache_dir=hub_cache_dir(), progress=reporter, remedy=offline_remedy(variant, repo))
     except BaseException as exc:  # including Cancel: the widget must not stay at "downloading"
         reporter.finish(exc)
         raise
@@ -172,6 +180,7 @@ class LoadModelNode(NodeBase):
     def load(self, variant: str, precision: str = "auto", device: str = "auto",
              weights: str = weights_folder.DOWNLOAD_CHOICE, repo: str = "",
              unique_id: str | None = None) -> dict[str, Any]:
+        """The model for the inputs, loaded once per file, variant, dtype and device while anything holds it."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         load_device = resolve_device(device)

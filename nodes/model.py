@@ -60,6 +60,9 @@ class EmaVfiModel:
         they go back to `offload_device` now."""
         if self.patcher is None and self.load_device != self.offload_device:
             self.network.to(self.offload_device)
+        clear = getattr(self.network, "clear_caches", None)
+        if clear is not None:  # grids and masks on the device: rebuilt in the next run, not held in between
+            clear()
         host.model_management().soft_empty_cache()
 
 

@@ -1,30 +1,28 @@
 """EMA-VFI Retime (`EMAVFI_Retime`): convert a clip to another frame rate (and speed), skipping scene cuts."""
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import torch
 
-from ..emavfi import schedule
+from ..emavfi import cuts, schedule
 from . import host
 from .frames import check_images
 from .model import require_model
-from .run import SCALES, parse_scale, run_clip
-from .spec import CLIP_INPUTS, Input, NodeBase, Output
-
-# Models trained for t = 0.5 only reach other times by bisection, to the nearest 1/2^depth.
-NON_T_DYADIC_DEPTH = 4
+from .run import cut_text, run_clip, run_options
+from .spec import CLIP_INPUTS, Input, NodeBase, Output, run_inputs
 
 
-def cut_report(cuts: list[int], threshold: float, frames_in: int, frames_out: int, source_fps: float,
+def cut_report(found: list[int], threshold: float, frames_in: int, frames_out: int, source_fps: float,
                target_fps: float) -> str:
+    """One line for the cut_report output: frame counts, then where the scene cuts are (or that there are none)."""
     head = f"{frames_in} frames at {source_fps:g} fps -> {frames_out} frames at {target_fps:g} fps"
     if threshold <= 0:
         return f"{head}; scene-cut detection off"
-    if not cuts:
+    if not found:
         return f"{head}; no scene cuts (threshold {threshold:g})"
-    where = ", ".join(f"{i}|{i + 1}" for i in cuts[:20]) + (" ..." if len(cuts) > 20 else "")
-    return f"{head}; {len(cuts)} scene cut(s) (threshold {threshold:g}) between frames {where}: not blended"
+    return f"{head}; {cut_text(found)}"
 
 
 class RetimeNode(NodeBase):
@@ -38,17 +36,9 @@ class RetimeNode(NodeBase):
               "and 30000/1001).", {"default": 24.0, "min": 0.001, "max": 1000.0, "step": 0.001}),
         Input("target_fps", "FLOAT", "Frame rate of the output clip.",
               {"default": 60.0, "min": 0.001, "max": 1000.0, "step": 0.001}),
-        Input("scene_cut_threshold", "FLOAT", "Scene-cut sensitivity: pairs whose colours change more than this "
-              "are not blended (the nearer frame is repeated). 0 disables.",
-              {"default": schedule.DEFAULT_CUT_THRESHOLD, "min": 0.0, "max": 3.0, "step": 0.01}),
         Input("speed", "FLOAT", "Playback speed: 1 keeps the duration, 0.5 = half-speed slow motion.",
               {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01}, optional=True),
-        Input("tta", "BOOLEAN", "Test-time augmentation: slightly better, twice as slow.", {"default": False},
-              optional=True),
-        Input("scale", "COMBO", "Flow estimation resolution: 1.0 up to ~1080p, 0.5 for 2K, 0.25 for 4K.",
-              {"default": "1.0"}, choices=SCALES, optional=True),
-        Input("chunk_size", "INT", "Frame pairs sent to the device at once; 0 = automatic from free memory.",
-              {"default": 0, "min": 0, "max": 256, "step": 1}, optional=True),
+        *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
     )
     OUTPUTS = (
         Output("IMAGE", "images", "The retimed clip."),
@@ -57,20 +47,23 @@ class RetimeNode(NodeBase):
     )
     HIDDEN = {"unique_id": "UNIQUE_ID"}
 
-    def run(self, images: torch.Tensor, model: Any, source_fps: float, target_fps: float,
-            scene_cut_threshold: float = schedule.DEFAULT_CUT_THRESHOLD, speed: float = 1.0, tta: bool = False,
-            scale: str = "1.0", chunk_size: int = 0, unique_id: str | None = None) -> dict[str, Any]:
+    def run(self, images: torch.Tensor, model: Any, source_fps: float, target_fps: float, speed: float = 1.0,
+            tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
+            scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD, unique_id: str | None = None) -> dict[str, Any]:
         node = self.DISPLAY_NAME
         frames = check_images(images, node)
         model = require_model(model, node)
-        depth = None if model.arbitrary_t else NON_T_DYADIC_DEPTH
-        plan = schedule.retime_plan(frames.shape[0], source_fps, target_fps, speed=speed, dyadic_depth=depth)
-        # recursive=None: bisection exactly when the model needs it (t = 0.5-only model, dyadic times).
-        result = run_clip(model, frames, plan, mask=None, recursive=None, tta=tta, scale=parse_scale(scale),
-                          chunk_size=chunk_size, cut_threshold=scene_cut_threshold, node_id=unique_id)
-        fps_out = float(schedule.parse_fps(target_fps))
-        report = cut_report(result.cuts, scene_cut_threshold, frames.shape[0], len(plan), source_fps, target_fps)
+        options = run_options(tta, scale, chunk_size, scene_cut_threshold, node)
+        request = schedule.Request(target_fps=schedule.parse_fps(target_fps), source_fps=schedule.parse_fps(source_fps),
+                                   speed=Fraction(repr(float(speed))))
+        plan = schedule.make_schedule(request, frames.shape[0], model.arbitrary_t)
+        if plan.warning:
+            host.logger.warning("%s: %s", model.name, plan.warning)
+        result = run_clip(model, frames, plan, options, mask=None, node_id=unique_id)
+        fps_out = float(request.target_fps)
+        report = cut_report(result.cuts, options.cut_threshold, frames.shape[0], len(plan.plan), source_fps, target_fps)
         host.send_text(report, unique_id)
-        summary = {"frames_in": frames.shape[0], "frames_out": len(plan), "source_fps": source_fps,
-                   "target_fps": target_fps, "speed": speed, "fps_out": fps_out, "cuts": result.cuts, "report": report}
+        summary = {"frames_in": frames.shape[0], "frames_out": len(plan.plan), "source_fps": source_fps,
+                   "target_fps": target_fps, "speed": speed, "fps_out": fps_out, "cuts": result.cuts,
+                   "report": report, "warning": plan.warning}
         return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, report)}

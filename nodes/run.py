@@ -1,4 +1,4 @@
-"""Run a frame plan on a ComfyUI IMAGE batch: the glue between the nodes and `emavfi.clip` (no model math here)."""
+"""Run a frame plan on a ComfyUI IMAGE batch: the glue between the nodes and `emavfi.runner` (no model math here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +7,10 @@ from typing import Sequence
 
 import torch
 
-from ..emavfi import clip, schedule
+from ..emavfi import cuts, memory, runner, schedule
+from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
-
-SCALES = ("1.0", "0.5", "0.25")
 
 
 @dataclass
@@ -21,14 +20,12 @@ class ClipResult:
     cuts: list[int]  # pair indices i (frames i, i+1) treated as scene cuts
 
 
-def parse_scale(scale: str | float) -> float:
+def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: float, node: str) -> RunOptions:
+    """The shared widgets as emavfi.settings.RunOptions (validated there, once), errors prefixed by the node."""
     try:
-        value = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}") from None
-    if value not in (1.0, 0.5, 0.25):
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
-    return value
+        return RunOptions(tta=bool(tta), scale=float(scale), chunk=int(chunk_size), cut_threshold=float(cut_threshold))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{node}: {exc}") from None
 
 
 def scaled_fps(fps: float, factor: Fraction | int) -> float:
@@ -38,42 +35,40 @@ def scaled_fps(fps: float, factor: Fraction | int) -> float:
     return float(schedule.parse_fps(float(fps)) * factor)
 
 
-def non_t_warning(model: EmaVfiModel, timesteps: Sequence[Fraction], recursive: bool) -> str | None:
-    """The warning for a model trained for t = 0.5 only asked for other timesteps directly, else None."""
-    if recursive or model.arbitrary_t or all(t == Fraction(1, 2) for t in timesteps):
-        return None
-    return (f"{model.name} was trained for t = 0.5 only; timesteps other than 0.5 work in direct mode but look "
-            "worse. Use a `_t` variant, or mode = recursive with a power-of-two multiplier.")
+def cut_text(found: Sequence[int]) -> str:
+    """"2 scene cuts between frames 11|12, 40|41: not blended" (0-based frame numbers of the input batch)."""
+    where = ", ".join(f"{i}|{i + 1}" for i in found[:20]) + (" ..." if len(found) > 20 else "")
+    return f"{len(found)} scene cut(s) between frames {where}: not blended"
 
 
-def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Plan, *, mask: torch.Tensor | None,
-             recursive: bool | None, tta: bool, scale: float, chunk_size: int, cut_threshold: float,
-             node_id: str | None) -> ClipResult:
-    """Make every frame of `plan` from images [N,H,W,C] (and mask [N,H,W]) with `emavfi.clip.interpolate_clip`.
+def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,
+             mask: torch.Tensor | None, node_id: str | None) -> ClipResult:
+    """Make every frame of `plan` from images [N,H,W,C] (and mask [N,H,W]) with `emavfi.runner.interpolate_clip`.
 
-    The output is preallocated on the CPU and written chunk by chunk; only one chunk is on the device at a
-    time (clip.py), and a device out-of-memory halves the chunk and retries (clip.py). The ProgressBar
-    counts output frames, and Cancel is checked before every chunk.
+    The output is preallocated on the CPU and written frame by frame; one batch of pairs is on the device at a
+    time (RunOptions.chunk), and a device out-of-memory halves the batch and retries. The ProgressBar advances
+    per output frame, and Cancel is checked before every device call and at least once per pair.
     """
     mm = host.model_management()
     n, height, width, channels = images.shape
     # A mask rides along as an extra channel: warped with the same flows and fused with the same weights.
     frames = images if mask is None else torch.cat([images, mask.unsqueeze(-1).to(images.dtype)], dim=-1)
     frames_nchw = frames.movedim(-1, 1)  # a view: no copy of the clip
-    cuts = schedule.detect_cuts(frames_nchw, cut_threshold) if cut_threshold > 0 else []
+    found = cuts.detect_cuts(frames_nchw, options.cut_threshold)
     # Written through a [M,C,H,W] view, so the result is ComfyUI's [M,H,W,C] without a copy.
-    out = torch.empty((len(plan), height, width, frames.shape[-1]), dtype=torch.float32)
-    bar = host.progress_bar(len(plan), node_id)
+    out = torch.empty((len(plan.plan), height, width, frames.shape[-1]), dtype=torch.float32)
+    bar = host.progress_bar(len(plan.plan), node_id)
 
-    timesteps = max((len(ts) for ts in schedule.pair_timesteps(plan).values()), default=1)
-    pair_bytes = clip.estimate_pair_bytes(model.network.config, height, width, timesteps, model.dtype, tta=tta)
-    network = model.ready(memory_required=pair_bytes * max(1, chunk_size))
+    timesteps = max((len(ts) for ts in schedule.pair_timesteps(plan.plan).values()), default=1)
+    pair_bytes = memory.estimate_pair_bytes(model.network.config, height, width, timesteps, model.dtype,
+                                            tta=options.tta)
+    network = model.ready(memory_required=pair_bytes * max(1, options.chunk))
     try:
-        clip.interpolate_clip(
-            network, frames_nchw, plan, cuts=cuts, tta=tta, scale=scale, chunk_size=chunk_size,
-            device=model.load_device, dtype=model.dtype, out=out.movedim(-1, 1), recursive=recursive,
-            progress=lambda done, total: bar.update_absolute(done, total),
-            check_cancel=mm.throw_exception_if_processing_interrupted,
+        runner.interpolate_clip(
+            network, frames_nchw, plan.plan, cuts=found, recursive=plan.bisection_depth is not None,
+            out=out.movedim(-1, 1), progress=lambda done, total: bar.update_absolute(done, total),
+            cancel=mm.throw_exception_if_processing_interrupted,
+            tta=options.tta, scale=options.scale, chunk=options.chunk, device=model.load_device, dtype=model.dtype,
         )
     finally:
         model.release()
@@ -84,7 +79,7 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Plan, *, m
         result_images, result_mask = out[..., :channels].contiguous(), out[..., channels].contiguous()
         del out
     device = mm.intermediate_device()
-    return ClipResult(result_images.to(device), None if result_mask is None else result_mask.to(device), cuts)
+    return ClipResult(result_images.to(device), None if result_mask is None else result_mask.to(device), found)
 
 
 def placeholder_mask(frames: int) -> torch.Tensor:

@@ -64,6 +64,25 @@ CLIP_INPUTS = (
     Input("model", MODEL_TYPE, "From Load EMA-VFI Model."),
 )
 
+SCALES = ("1.0", "0.5", "0.25")
+
+
+def run_inputs(cut_default: float) -> tuple[Input, ...]:
+    """How in-between frames are computed: the optional inputs Interpolate and Retime share (emavfi.settings.RunOptions)."""
+    return (
+        Input("tta", "BOOLEAN", "Test-time augmentation: average with a pass on the rotated frames. Slightly "
+              "better, twice as slow.", {"default": False}, optional=True),
+        Input("scale", "COMBO", "Flow estimation resolution: 1.0 up to ~1080p, 0.5 for 2K, 0.25 for 4K (large "
+              "motion at high resolution, less memory).", {"default": "1.0"}, choices=SCALES, optional=True),
+        Input("chunk_size", "INT", "Frame pairs per device batch; 0 = automatic (1 on CPU, from free memory on a "
+              "GPU). Halved automatically after an out-of-memory error.",
+              {"default": 0, "min": 0, "max": 256, "step": 1}, optional=True),
+        Input("scene_cut_threshold", "FLOAT", "Scene-cut sensitivity: a pair whose change stands out this many "
+              "times above its neighbours' is a cut and is not blended (the nearer frame is repeated). "
+              f"{cut_default:g} is the default; 1.5 eager, 6 strict; 0 disables.",
+              {"default": cut_default, "min": 0.0, "max": 20.0, "step": 0.1}, optional=True),
+    )
+
 
 class NodeBase:
     """Fills the V1 attributes from `INPUTS` / `OUTPUTS`; subclasses set `NODE_ID`, `DISPLAY_NAME`, `FUNCTION`."""

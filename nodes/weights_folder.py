@@ -16,10 +16,12 @@ DOWNLOAD_CHOICE = "(download)"
 
 
 def default_dir() -> str:
+    """ComfyUI's models/frame_interpolation/emavfi folder."""
     return os.path.join(host.folder_paths().models_dir, "frame_interpolation", FOLDER_KEY)
 
 
 def register() -> None:
+    """Add the default folder (and the .safetensors extension) to ComfyUI's `emavfi` model folder entry."""
     fp = host.folder_paths()
     default = default_dir()
     paths, extensions = fp.folder_names_and_paths.get(FOLDER_KEY, ([], set()))
@@ -38,12 +40,13 @@ def folders() -> list[str]:
 
 
 def download_dir() -> str:
+    """The folder downloads go to: the first `emavfi` folder."""
     return folders()[0]
 
 
 def choices() -> list[str]:
     """Combo values of the loader's `weights` input: the download choice, then every local .safetensors file
     (the library's listing, which skips the hidden Hub cache that downloads go to)."""
-    from ..emavfi.hub import list_local_weights
+    from ..emavfi.local_weights import list_local_weights
 
     return [DOWNLOAD_CHOICE, *list_local_weights(folders())]

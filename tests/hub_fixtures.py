@@ -1,4 +1,5 @@
-"""Fixtures for test_hub.py: a loopback fake Hub, tiny official-shaped weights, isolated folders and environment."""
+"""Fixtures for the Hub and weights tests: a loopback fake Hub, tiny official-shaped weights, isolated folders and
+environment, and a process umask set for one test."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import os
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 from pathlib import Path  # noqa: E402
+import sys  # noqa: E402
 from typing import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
@@ -64,3 +66,16 @@ def models(tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture(params=[(0o022, 0o644), (0o077, 0o600)], ids=["umask022", "umask077"])
+def umask_mode(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Sets the process umask for one test; yields the mode a new file should get under it."""
+    if sys.platform == "win32":
+        pytest.skip("POSIX file modes")
+    mask, mode = request.param
+    old = os.umask(mask)
+    try:
+        yield mode
+    finally:
+        os.umask(old)

@@ -1,4 +1,5 @@
-"""emavfi.hub against a loopback fake Hub: real huggingface_hub downloads, injected faults, nothing mocked."""
+"""emavfi.hub (through local_weights.resolve_weights) against a loopback fake Hub: real huggingface_hub downloads,
+injected faults, nothing mocked."""
 from __future__ import annotations
 
 import errno
@@ -6,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -14,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from emavfi import hub
-from emavfi.errors import Cancelled, HubError, WeightsError
-from emavfi.hub import WeightsSource, list_local_weights, resolve_weights, weights_status
+from emavfi import files, hub, local_weights
+from emavfi.errors import HubError, WeightsError
+from emavfi.hub import WeightsSource
+from emavfi.local_weights import resolve_weights, weights_status
 from fakehub import FakeHub, make_tiny_weights
 from hub_fixtures import (  # noqa: F401  (fixtures)
-    FILE, REPO, cache, fake_hub, hub_env, models, small_repo, source, tiny)
+    FILE, REPO, cache, fake_hub, hub_env, models, small_repo, source, tiny, umask_mode)
 
 
 def stray_files(cache: Path) -> list[str]:
@@ -57,6 +60,10 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+class Cancelled(Exception):
+    """What a front end's progress callback raises to cancel (ComfyUI: InterruptProcessingException)."""
+
+
 def fetch(source: WeightsSource, cache: Path, hub_: FakeHub, variant: str = "ours_small_t", **kwargs) -> Path:
     return resolve_weights(variant, source=source, cache_dir=cache, endpoint=hub_.url, **kwargs)
 
@@ -79,9 +86,16 @@ def test_download_then_cache_hit_without_requests(fake_hub, small_repo, tiny, ca
 
 def test_default_cache_is_under_emavfi_home_and_created_only_when_needed(fake_hub, source, tmp_path):
     home = tmp_path / "emavfi-home"
-    assert hub.default_models_dir() == home and not home.exists()
+    assert local_weights.default_models_dir() == home and not home.exists()
     path = resolve_weights("ours_small_t", source=source, endpoint=fake_hub.url)
     assert path.is_relative_to(home.resolve() / "hub")
+
+
+def test_downloaded_file_and_records_get_the_umask_mode(fake_hub, source, cache, umask_mode):
+    path = fetch(source, cache, fake_hub)
+    record = cache / ".locks" / "emavfi" / (REPO.replace("/", "--") + ".json")
+    for made in (Path(os.path.realpath(path)), record):
+        assert stat.S_IMODE(made.stat().st_mode) == umask_mode, made
 
 
 @pytest.mark.parametrize("variable", ["EMAVFI_HF_ENDPOINT", "HF_ENDPOINT"])
@@ -320,20 +334,12 @@ def test_disk_full_is_explained_and_leaves_nothing(fake_hub, source, cache, monk
     def no_space(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(hub, "_write_atomic", no_space)
+    monkeypatch.setattr(hub, "atomic_write", no_space)
     with pytest.raises(HubError, match="no space left") as info:
         fetch(source, cache, fake_hub)
     assert str(cache.resolve()) in str(info.value)
     assert info.value.__cause__.errno == errno.ENOSPC
     assert stray_files(cache) == []
-
-
-def test_write_atomic_leaves_no_temporary_on_failure(tmp_path):
-    target = tmp_path / "records.json"
-    target.write_bytes(b"old")
-    with pytest.raises(TypeError):
-        hub._write_atomic(target, "not bytes")  # type: ignore[arg-type]
-    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["records.json"]
 
 
 @pytest.mark.parametrize(("fault", "bodies"), [(dict(delay=0.2), 1), (dict(corrupt=True, times=1), 2)],
@@ -363,7 +369,7 @@ def test_concurrent_downloads_make_one_good_file(fake_hub, source, cache, tiny, 
 def test_resolve_waits_while_another_process_holds_the_repo_lock(fake_hub, source, cache, tiny):
     lock = cache.resolve() / ".locks" / "emavfi" / (REPO.replace("/", "--") + ".lock")
     results: list[Path] = []
-    with hub._exclusive(lock):  # flock: the same as another process downloading into this cache
+    with files.exclusive(lock):  # flock: the same as another process downloading into this cache
         worker = threading.Thread(target=lambda: results.append(fetch(source, cache, fake_hub)))
         worker.start()
         time.sleep(0.3)
@@ -392,80 +398,6 @@ def test_weights_source_accepts_hub_style_values():
     sha = "AB" * 32
     source = WeightsSource("Owner_1/ema-vfi.v2", "sub/model.safetensors", "refs/pr/1", sha)
     assert source.sha256 == sha.lower() and source.describe() == "Owner_1/ema-vfi.v2/sub/model.safetensors@refs/pr/1"
-
-
-@pytest.mark.parametrize("name", ["../secret.safetensors", "sub/../../secret.safetensors", "..\\secret.safetensors",
-                                  "sub//x.safetensors"])
-def test_local_names_cannot_leave_the_models_folder(tmp_path, models, tiny, name):
-    (tmp_path / "secret.safetensors").write_bytes(tiny)
-    with pytest.raises(ValueError, match="weights name"):
-        resolve_weights("ours_small_t", weights=name, models_dirs=[models])
-
-
-# ------------------------------------------------------------------------------------------------ local files
-
-def test_local_files_come_first_and_need_no_network(fake_hub, source, models, cache, tiny):
-    (models / "ours_small_t.safetensors").write_bytes(tiny)
-    (models / "sub").mkdir()
-    (models / "sub" / "mine.safetensors").write_bytes(tiny)
-    kwargs = dict(source=source, cache_dir=cache, endpoint=fake_hub.url, models_dirs=[models])
-    assert resolve_weights("ours_small_t", **kwargs) == models / "ours_small_t.safetensors"
-    assert resolve_weights("ours_small_t", weights="sub/mine.safetensors", **kwargs) == models / "sub/mine.safetensors"
-    assert resolve_weights("ours_small_t", weights=models / "sub/mine.safetensors", **kwargs).is_file()
-    assert fake_hub.requests == []
-
-
-def test_local_file_of_another_variant_or_a_pickle_is_refused(models, tiny):
-    (models / "ours_t.safetensors").write_bytes(tiny)
-    with pytest.raises(WeightsError, match="ours_t.safetensors"):
-        resolve_weights("ours_t", models_dirs=[models])
-    (models / "ours.pkl").write_bytes(b"\x80\x04")
-    with pytest.raises(WeightsError, match="python -m emavfi convert"):
-        resolve_weights("ours", weights=models / "ours.pkl")
-
-
-def test_missing_local_name_lists_what_is_there(models, tiny):
-    (models / "a.safetensors").write_bytes(tiny)
-    with pytest.raises(WeightsError, match="available: a.safetensors"):
-        resolve_weights("ours_small_t", weights="b.safetensors", models_dirs=[models])
-    with pytest.raises(WeightsError, match="not found"):
-        resolve_weights("ours_small_t", weights=models / "b.safetensors")
-
-
-@pytest.mark.parametrize("variant", ["ours", "ours_small"])
-def test_variants_without_a_hub_copy_explain_conversion(models, variant):
-    with pytest.raises(WeightsError) as info:
-        resolve_weights(variant, models_dirs=[models])
-    message = str(info.value)
-    assert f"python -m emavfi convert {variant}.pkl -o {models / variant}.safetensors" in message
-    (models / f"{variant}.pkl").write_bytes(b"")
-    with pytest.raises(WeightsError, match=f"convert {models / variant}.pkl"):
-        resolve_weights(variant, models_dirs=[models])
-
-
-def test_list_local_weights_skips_hub_caches_and_hidden_folders(models, tmp_path):
-    second = tmp_path / "second"
-    for path in [models / "a.safetensors", models / "sub" / "b.safetensors", second / "c.safetensors",
-                 models / "x.pkl", models / ".hidden" / "d.safetensors",
-                 models / "models--o--n" / "snapshots" / "0" / "model.safetensors"]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-    assert list_local_weights([models, second, tmp_path / "absent"]) == ["a.safetensors", "c.safetensors",
-                                                                         "sub/b.safetensors"]
-
-
-def test_weights_status_reports_missing_cached_local(fake_hub, source, cache, models, tiny):
-    kwargs = dict(source=source, models_dirs=[models], cache_dir=cache)
-    assert weights_status("ours_small_t", **kwargs) == {
-        "state": "missing", "path": None, "bytes": None, "source": f"{REPO}/{FILE}@main"}
-    path = fetch(source, cache, fake_hub)
-    fake_hub.clear_log()
-    status = weights_status("ours_small_t", **kwargs)
-    assert (status["state"], status["path"], status["bytes"]) == ("cached", str(path), len(tiny))
-    (models / "ours_small_t.safetensors").write_bytes(tiny)
-    assert weights_status("ours_small_t", **kwargs)["state"] == "local"
-    assert weights_status("ours", models_dirs=[models])["source"] is None
-    assert fake_hub.requests == []
 
 
 def test_default_sources_name_the_known_hub_copies():

@@ -64,10 +64,10 @@ def test_sequence_computes_each_frame_once_and_matches_pairwise_calls(model, mon
     clip = torch.cat(frames(3, 48, 64, seed=8))[:5]
     expected = emavfi.interpolate(model, clip[:-1], clip[1:], [0.25, 0.5])
     calls = _spy_backbone(model, monkeypatch)
-    together = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pair_batch=4)
+    together = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pairs_per_call=4)
     assert calls == [("frames", 5), ("pairs", 4)]
     calls.clear()
-    one_by_one = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pair_batch=3)
+    one_by_one = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pairs_per_call=3)
     assert calls == [("frames", 4), ("pairs", 3), ("frames", 2), ("pairs", 1)]
     assert torch.allclose(one_by_one, together, atol=1e-6)
     assert together.shape == (2, 4, 3, 48, 64)
@@ -155,16 +155,20 @@ def test_aux_channels_follow_the_rgb_flow(model):
     assert torch.allclose(tta_alpha, torch.full_like(tta_alpha, 0.7), atol=1e-6)
 
 
-def test_non_t_variant_warns_once_for_other_timesteps():
+def test_non_t_variant_warns_once_per_calling_line_with_a_stable_category():
     model = tiny_model(arbitrary_t=False)
     img0, img1 = frames(1, 32, 32)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")  # Python's own once-per-location filter; no state kept by emavfi
         emavfi.interpolate(model, img0, img1, 0.5)
         assert not caught
-        emavfi.interpolate(model, img0, img1, [0.25, 0.5])
-        emavfi.interpolate(model, img0, img1, 0.75)
-    assert len(caught) == 1 and "trained for t = 0.5 only" in str(caught[0].message)
+        for t in ([0.25, 0.5], 0.75):
+            emavfi.interpolate(model, img0, img1, t)
+        emavfi.interpolate_sequence(model, torch.cat([img0, img1]), 0.25)
+    assert [w.category for w in caught] == [emavfi.inference.UntrainedTimestepWarning] * 2
+    assert all(w.filename == __file__ for w in caught)  # points at the caller, not at emavfi
+    assert "trained for t = 0.5 only" in str(caught[0].message)
+    assert not hasattr(emavfi.inference, "_WARNED_T")
 
 
 def _bad(model, img0, img1, t=0.5, **kw):
@@ -211,9 +215,50 @@ def test_batched_timesteps_equal_one_at_a_time(model, kwargs):
     clip = torch.cat(frames(2, 64, 64, seed=9))[:3]
     alpha = torch.rand(3, 1, 64, 64)
     ts = [0.1, 0.4, 0.6, 0.9]
-    looped = emavfi.interpolate_sequence(model, clip, ts, aux=alpha, t_batch=1, **kwargs)
-    batched = emavfi.interpolate_sequence(model, clip, ts, aux=alpha, t_batch=3, **kwargs)
+    looped = emavfi.interpolate_sequence(model, clip, ts, aux=alpha, timesteps_per_call=1, **kwargs)
+    batched = emavfi.interpolate_sequence(model, clip, ts, aux=alpha, timesteps_per_call=3, **kwargs)
     for one, many in zip(looped, batched):
         assert torch.allclose(one, many, atol=2e-6)
-    with pytest.raises(ValueError, match="t_batch must be a positive integer"):
-        emavfi.interpolate_sequence(model, clip, ts, t_batch=0)
+    with pytest.raises(ValueError, match="timesteps_per_call must be a positive integer"):
+        emavfi.interpolate_sequence(model, clip, ts, timesteps_per_call=0)
+
+
+def test_geometry_caches_belong_to_the_model_and_are_bounded_in_bytes():
+    import copy
+    import pickle
+
+    from emavfi.model import warp, windows
+
+    model = tiny_model()
+    img0, img1 = frames(1, 40, 56, seed=10)
+    cached = emavfi.interpolate(model, img0, img1, 0.5)
+    assert len(model.geometry) > 0 and 0 < model.geometry.nbytes <= model.geometry.max_bytes
+    assert model.feature_bone.geometry is model.geometry
+    assert not any(hasattr(f, "cache_clear") for f in (warp.base_grid, windows.attention_mask, windows.coordinate_map))
+    assert len(copy.deepcopy(model).geometry) == 0 and len(pickle.loads(pickle.dumps(model)).geometry) == 0
+    model.float()  # any move or cast (ComfyUI loading/offloading the model) drops the cached tensors
+    assert len(model.geometry) == 0
+    emavfi.interpolate(model, img0, img1, 0.5)
+    model.clear_caches()
+    assert len(model.geometry) == 0 and model.geometry.nbytes == 0
+    model.geometry.max_bytes = 4096  # too small for the 40x56 grid, big enough for the token-grid tensors
+    small = emavfi.interpolate(model, img0, img1, 0.5)
+    assert 0 < model.geometry.nbytes <= 4096
+    model.geometry.max_bytes = 0
+    model.clear_caches()
+    uncached = emavfi.interpolate(model, img0, img1, 0.5)
+    assert len(model.geometry) == 0
+    assert torch.equal(cached, small) and torch.equal(cached, uncached)
+
+
+def test_interpolate_pairs_shares_frames_between_pairs(model, monkeypatch):
+    clip = torch.cat(frames(2, 48, 64, seed=11))  # 4 frames
+    first, second = [0, 1, 0], [1, 2, 3]
+    calls = _spy_backbone(model, monkeypatch)
+    out = emavfi.inference.interpolate_pairs(model, clip, first, second, [0.25, 0.5])
+    assert calls == [("frames", 4), ("pairs", 3)] and out.shape == (2, 3, 3, 48, 64)
+    monkeypatch.undo()
+    expected = emavfi.interpolate(model, clip[first], clip[second], [0.25, 0.5])
+    assert torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"second indices must be in 0..3"):
+        emavfi.inference.interpolate_pairs(model, clip, [0], [4], [0.5])

@@ -322,8 +322,8 @@ def test_retime_reports_cuts(env):
     other[..., 0] = 0.8
     images = torch.cat([clip(n=2, seed=3), other])
     node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Retime"]()
-    _, _, report = node.run(images, wrap(pack), source_fps=10.0, target_fps=20.0, scene_cut_threshold=0.06)["result"]
-    assert "1 scene cut(s)" in report and "1|2" in report
+    _, _, report = node.run(images, wrap(pack), source_fps=10.0, target_fps=20.0)["result"]
+    assert "1 scene cut(s) between frames 1|2" in report
 
 
 # ----------------------------------------------------------------------------------------------- loader
@@ -437,8 +437,36 @@ def test_weights_folder_honours_extra_model_paths(env):
     assert not Path(default).exists() or any(Path(default).iterdir()), "the folder is not created at import"
 
 
-def test_plan_steps_factor(env):
-    steps = env[0].nodes.interpolate.plan_steps
-    assert steps(4, "direct").timesteps == (Fraction(1, 4), Fraction(1, 2), Fraction(3, 4))
-    assert steps(4, "recursive").recursive and steps(4, "direct").factor == 4
-    assert steps(2, "direct", "0.1, 0.2, 0.3").factor == 4
+def test_widgets_make_the_library_request(env):
+    make = env[0].nodes.interpolate.make_request
+    assert make(4, "direct").per_pair == (Fraction(1, 4), Fraction(1, 2), Fraction(3, 4))
+    assert make(4, "recursive").method == "bisection" and make(4, "auto").method == "auto"
+    assert make(2, "direct", "0.1, 0.2, 0.3").per_pair == (Fraction(1, 10), Fraction(1, 5), Fraction(3, 10))
+    with pytest.raises(ValueError, match="mode must be one of auto, direct, recursive"):
+        make(2, "fast")
+
+
+def test_cli_and_retime_node_give_the_same_frames_for_a_t05_only_model(env, tmp_path, monkeypatch):
+    """One bisection policy: 24 -> 60 fps with `ours_small` is the same in ComfyUI and on the command line."""
+    oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO")
+    import numpy as np
+    from emavfi import cli, render
+
+    pack, _ = env
+    model = wrap(pack, arbitrary_t=False)
+    source = (clip(n=4, h=32, w=48) * 255).round().to(torch.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, frame in enumerate(source):
+        assert oiio.ImageBuf(frame.numpy()).write(str(folder / f"f{i}.png"))
+    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Retime"]()
+    images = source.float() / 255
+    node_out = node.run(images, model, source_fps=24.0, target_fps=60.0, scene_cut_threshold=0.0)["result"][0]
+
+    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model.network)
+    assert cli.main(["interpolate", str(folder), "-o", str(tmp_path / "out"), "--variant", "ours_small",
+                     "--source-fps", "24", "--fps", "60", "--cut-threshold", "0", "--device", "cpu"]) == 0
+    files = sorted((tmp_path / "out").glob("frame_*.png"))
+    cli_out = np.stack([oiio.ImageBuf(str(p)).get_pixels(oiio.UINT8) for p in files])
+    assert cli_out.shape[0] == node_out.shape[0] == 8
+    assert np.array_equal(cli_out, np.rint(node_out.numpy() * 255).astype(np.uint8))

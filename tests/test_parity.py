@@ -99,7 +99,9 @@ def test_unit_block(size, fixtures):
     coords = coordinate_map(h, w, x.device, x.dtype)
     with torch.no_grad():
         for j in (0, 1):
-            tokens, motion = model.feature_bone.block4[j](x, h, w, coords)
+            block = model.feature_bone.block4[j]
+            mask = attention_mask(h, w, block.window, block.shift, x.device, x.dtype)
+            tokens, motion = block(x, h, w, coords, mask)
             prefix = f"unit_block/{size}/block4.{j}"
             _record(prefix, max((tokens - tensors[f"{prefix}.x_out"]).abs().max().item(),
                                 (motion - tensors[f"{prefix}.motion_out"]).abs().max().item()), 1e-5)

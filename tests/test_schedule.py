@@ -5,8 +5,6 @@ import math
 from fractions import Fraction
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 from emavfi import schedule
 from emavfi.schedule import OutputFrame
@@ -185,50 +183,61 @@ def test_retime_snaps_float_noise_to_copies():
     assert [f.is_copy for f in plan] == [True, False, False] * 3 + [True]
 
 
-# ----------------------------------------------------------------------------------------------- cuts
+# ----------------------------------------------------------------------------------------------- one policy
 
-def _scene(seed: int, tint: tuple[float, float, float], h: int = 120, w: int = 200) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 3, 5, 8, generator=gen) * 0.6
-    img = F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0]
-    img = img + torch.tensor(tint).view(3, 1, 1) + 0.05 * torch.randn(3, h, w, generator=gen)
-    return img.clamp(0, 1)
-
-
-def _moving_square(n: int, step: int, h: int = 120, w: int = 200) -> torch.Tensor:
-    background = _scene(1, (0.2, 0.2, 0.2), h, w)
-    texture = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2))
-    frames = background.repeat(n, 1, 1, 1)
-    for i in range(n):
-        x = 5 + step * i
-        frames[i, :, 40:80, x:x + 40] = texture
-    return frames
+def test_one_bisection_depth_for_t05_models_everywhere():
+    request = schedule.Request(target_fps=schedule.parse_fps("60"), source_fps=schedule.parse_fps("24"))
+    non_t = schedule.make_schedule(request, 9, arbitrary_t=False)
+    assert all(f.t.denominator <= 1 << schedule.BISECTION_DEPTH for f in non_t.plan)
+    assert any(f.t.denominator == 1 << schedule.BISECTION_DEPTH for f in non_t.plan)  # 0.4 -> 7/16
+    assert non_t.bisection_depth == schedule.BISECTION_DEPTH and "1/16" in non_t.warning
+    exact = schedule.make_schedule(request, 9, arbitrary_t=True)
+    assert exact.bisection_depth is None and exact.warning is None
+    assert [f.position for f in exact.plan] == [Fraction(2 * k, 5) for k in range(21)]
 
 
-def test_hard_cuts_are_flagged_and_motion_is_not():
-    # each shot pans 4 px per frame
-    dark_blue = [_scene(10, (0.0, 0.05, 0.3)).roll(4 * i, dims=2) for i in range(3)]
-    warm = [_scene(20, (0.35, 0.2, 0.0)).roll(4 * i, dims=2) for i in range(3)]
-    frames = torch.stack(dark_blue + warm + dark_blue[:1])
-    assert schedule.detect_cuts(frames) == [2, 5]
-    square = _moving_square(5, step=35)  # 35 px per frame on a 200 px frame
-    assert square[0].ne(square[1]).any()
-    assert schedule.detect_cuts(square) == []
-    scores = schedule.cut_scores(square)
-    assert scores.shape == (4,) and float(scores.max()) < schedule.DEFAULT_CUT_THRESHOLD / 2
+def test_auto_method_bisects_for_t05_models_and_refuses_what_it_cannot_make():
+    assert schedule.make_schedule(schedule.Request(multiplier=8), 3, arbitrary_t=False).bisection_depth == 3
+    assert schedule.make_schedule(schedule.Request(multiplier=3), 3, arbitrary_t=True).bisection_depth is None
+    with pytest.raises(ValueError, match="power-of-two multiplier .* `_t` model"):
+        schedule.make_schedule(schedule.Request(multiplier=3), 3, arbitrary_t=False)
+    with pytest.raises(ValueError, match="t = 0.5 only, so it makes only t = k/2"):
+        schedule.make_schedule(schedule.Request(timesteps=(Fraction(1, 3),)), 3, arbitrary_t=False)
+    direct = schedule.make_schedule(schedule.Request(multiplier=3, method="direct"), 3, arbitrary_t=False)
+    assert direct.bisection_depth is None and "t = 0.5 only" in direct.warning
+    with pytest.raises(ValueError, match="1/3"):
+        schedule.make_schedule(schedule.Request(timesteps=(Fraction(1, 3),), method="bisection"), 3, True)
 
 
-def test_cut_scores_ignore_extra_channels_and_zero_threshold_disables():
-    a, b = _scene(1, (0, 0, 0.4)), _scene(2, (0.4, 0.3, 0))
-    frames = torch.stack([a, b])
-    with_alpha = torch.cat([frames, torch.rand(2, 1, *a.shape[1:])], 1)
-    assert torch.allclose(schedule.cut_scores(frames), schedule.cut_scores(with_alpha))
-    assert schedule.detect_cuts(frames) == [0]
-    assert schedule.detect_cuts(frames, 0) == []
-    assert schedule.cut_scores(frames[:1]).numel() == 0
+@pytest.mark.parametrize("fps", ["1e400", "1e12", "1e-400"])
+def test_absurd_frame_rates_are_refused_with_their_bound(fps):
+    with pytest.raises(ValueError, match="at most 1,000,000"):
+        schedule.parse_fps(fps)
 
 
-def test_small_brightness_change_is_not_a_cut():
-    a = _scene(3, (0.1, 0.1, 0.1))
-    frames = torch.stack([a, (a * 1.04).clamp(0, 1), (a + 0.02).clamp(0, 1)])
-    assert schedule.detect_cuts(frames) == []
+@pytest.mark.parametrize("fps, speed", [("6145", 1), ("24", Fraction(1, 257)), ("1000000", 1)])
+def test_huge_retimes_are_refused_before_any_plan_is_built(fps, speed):
+    request = schedule.Request(target_fps=schedule.parse_fps(fps), source_fps=Fraction(24), speed=speed)
+    with pytest.raises(ValueError, match="frames per source frame"):
+        schedule.make_schedule(request, 4, arbitrary_t=True)
+
+
+def test_total_plan_size_is_bounded():
+    request = schedule.Request(multiplier=16)
+    with pytest.raises(ValueError, match="output frames"):
+        schedule.make_schedule(request, schedule.MAX_PLAN_FRAMES // 8, arbitrary_t=True)
+
+
+def test_request_validation_and_derived_values():
+    assert schedule.Request().per_pair == (Fraction(1, 2),)
+    assert schedule.Request(multiplier=4, source_fps=Fraction(24)).out_fps == 96
+    slow = schedule.Request(speed=Fraction(1, 2), source_fps=Fraction(25))
+    assert slow.is_retime and not slow.keeps_duration and slow.out_fps == 25
+    assert schedule.Request(target_fps=Fraction(30), source_fps=Fraction(25)).keeps_duration
+    for bad, fragment in (({"multiplier": 0}, "multiplier"), ({"multiplier": 2, "timesteps": (Fraction(1, 2),)}, "one of"),
+                          ({"speed": 0}, "speed"), ({"multiplier": 2, "speed": 2}, "speed goes with"),
+                          ({"method": "magic"}, "method")):
+        with pytest.raises(ValueError, match=fragment):
+            schedule.Request(**bad)
+    with pytest.raises(ValueError, match="source fps"):
+        schedule.make_schedule(schedule.Request(target_fps=Fraction(30)), 3, True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import stat
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from emavfi.weights import canonical_keys, convert_pkl, inspect_safetensors, sav
 
 from conftest import shared_path
 from helpers import TINY, random_state
+from hub_fixtures import umask_mode  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("variant", emavfi.VARIANTS)
@@ -135,8 +137,11 @@ def test_converter_refuses_pickle_with_code(tmp_path, monkeypatch):
     state["module.payload"] = _Payload()
     with open(src, "wb") as f:
         pickle.dump(state, f, protocol=2)
-    with pytest.raises(emavfi.WeightsError, match="refusing evil.pkl"):
+    with pytest.raises(emavfi.WeightsError, match="refusing evil.pkl") as info:
         convert_pkl(src, tmp_path / "evil.safetensors")
+    message = str(info.value)
+    assert "possibly code" in message and "not converted" in message
+    assert "weights_only" not in message and "\n" not in message  # never torch's advice to unpickle it anyway
     assert not (tmp_path / "PWNED").exists()
     assert not (tmp_path / "evil.safetensors").exists()
 
@@ -151,3 +156,44 @@ def test_converter_refuses_non_emavfi_checkpoint(tmp_path):
 
 def test_converter_knows_official_checksums():
     assert set(emavfi.weights.OFFICIAL_PKL_SHA256.values()) == set(emavfi.VARIANTS)
+
+
+def test_converted_file_gets_the_umask_mode(tmp_path, umask_mode):
+    src, dst = tmp_path / "ours_small.pkl", tmp_path / "ours_small.safetensors"
+    torch.save({f"module.{k}": v for k, v in random_state("ours_small").items()}, src)
+    convert_pkl(src, dst, variant="ours_small")
+    assert stat.S_IMODE(dst.stat().st_mode) == umask_mode
+
+
+def test_pickle_under_a_safetensors_name_is_refused_by_content(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save(random_state("ours_small"), path)
+    with pytest.raises(emavfi.WeightsError, match=r"pickle checkpoint.*convert .* -o .*model-converted.safetensors"):
+        emavfi.load_model(path)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32), ("float16", torch.float16),
+    ("torch.bfloat16", torch.bfloat16), (torch.float16, torch.float16)])
+def test_load_model_accepts_dtype_names(given, expected):
+    model = emavfi.load_model(emavfi.build_model(TINY).state_dict(), TINY, dtype=given)
+    assert next(model.parameters()).dtype == expected
+
+
+@pytest.mark.parametrize(("dtype", "error"), [("banana", ValueError), (torch.int8, ValueError), (16, TypeError)])
+def test_load_model_bad_dtype_is_one_clear_line_before_reading(tmp_path, dtype, error):
+    with pytest.raises(error) as info:
+        emavfi.load_model(tmp_path / "missing.safetensors", dtype=dtype)  # the dtype is checked first
+    message = str(info.value)
+    assert "torch.float16" in message and "'fp16'" in message and "'bf16'" in message and "\n" not in message
+    assert "missing.safetensors" not in message
+
+
+def test_load_model_bad_device_is_one_clear_line_before_reading(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown device 'nonsense'; use 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+        emavfi.load_model(tmp_path / "missing.safetensors", device="nonsense")
+    expected = "does not exist" if torch.cuda.is_available() else r"needs CUDA, which is not available.*device='cpu'"
+    with pytest.raises(ValueError, match=expected):
+        emavfi.load_model(tmp_path / "missing.safetensors", device="cuda:99")
+    with pytest.raises(TypeError, match="device must be"):
+        emavfi.load_model(tmp_path / "missing.safetensors", device=3.5)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .windows import attention_mask, partition, unpartition, window_padding
+from .windows import partition, unpartition, window_padding
 
 
 class InterFrameAttention(nn.Module):
@@ -80,9 +80,11 @@ class MotionFormerBlock(nn.Module):
         self.mlp = Mlp(dim, dim * mlp_ratio)
 
     def forward(
-        self, x: torch.Tensor, h: int, w: int, coords: torch.Tensor, with_motion: bool = True
+        self, x: torch.Tensor, h: int, w: int, coords: torch.Tensor, mask: torch.Tensor | None,
+        with_motion: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x [2B, h*w, C], coords [1,h,w,2] -> (tokens [2B,h*w,C], motion [2B,h*w,Md] or None)."""
+        """x [2B, h*w, C], coords [1,h,w,2], mask: windows.attention_mask(h, w, window, shift) ->
+        (tokens [2B,h*w,C], motion [2B,h*w,Md] or None)."""
         n2, _, c = x.shape
         win, shift = self.window, self.shift
         top, bottom, left, right = window_padding(h, w, win)
@@ -92,7 +94,6 @@ class MotionFormerBlock(nn.Module):
         if shift:
             grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
             cor = torch.roll(cor, shifts=(-shift, -shift), dims=(1, 2))
-        mask = attention_mask(h, w, win, shift, x.device, x.dtype)
         windows = self.norm1(partition(grid, win))
         half = windows.shape[0] // 2
         partner = torch.cat([windows[half:], windows[:half]], 0)

@@ -1,6 +1,7 @@
 """The MotionFormer backbone: three conv stages, then two inter-frame transformer stages."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -8,7 +9,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import MotionFormerBlock
-from .windows import coordinate_map
+from .geometry_cache import GeometryCache
+from .windows import attention_mask, coordinate_map
 
 
 def conv_prelu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -85,10 +87,14 @@ class Features:
 
 
 class MotionFormer(nn.Module):
-    """Extracts appearance and motion features of both frames of each pair."""
+    """Extracts appearance and motion features of both frames of each pair.
 
-    def __init__(self, cfg: ModelConfig):
+    geometry: where attention masks and coordinate maps are kept (the EMAVFI shares its own; default: a new one).
+    """
+
+    def __init__(self, cfg: ModelConfig, geometry: GeometryCache | None = None):
         super().__init__()
+        self.geometry = GeometryCache() if geometry is None else geometry
         dims, f = cfg.embed_dims, cfg.width
         self.block1 = ConvStage(3, dims[0])
         self.patch_embed2 = nn.Sequential(*conv_prelu(dims[0], dims[1], 2))
@@ -135,10 +141,12 @@ class MotionFormer(nn.Module):
         for blocks, norm, embed in ((self.block4, self.norm4, None), (self.block5, self.norm5, self.patch_embed5)):
             if embed is not None:
                 tokens, h, w = embed(appearance[-1])
-            coords = coordinate_map(h, w, tokens.device, tokens.dtype)
+            coords = self._geometry("coords", coordinate_map, h, w, tokens.device, tokens.dtype)
             stage_motion = []
             for block in blocks:
-                tokens, mot = block(tokens, h, w, coords, with_motion)
+                mask = self._geometry("mask", attention_mask, h, w, block.window, block.shift, tokens.device,
+                                      tokens.dtype)
+                tokens, mot = block(tokens, h, w, coords, mask, with_motion)
                 stage_motion.append(mot)
             tokens = norm(tokens)
             n = tokens.shape[0]
@@ -146,3 +154,10 @@ class MotionFormer(nn.Module):
             if with_motion:
                 motion.append(torch.cat(stage_motion, -1).transpose(1, 2).reshape(n, -1, h, w))
         return Features(appearance, motion if with_motion else None)
+
+    def _geometry(self, kind: str, factory: Callable[..., torch.Tensor | None], *args: object) -> torch.Tensor | None:
+        return self.geometry.get((kind, *args), lambda: factory(*args))
+
+    def _apply(self, fn, *args, **kwargs):
+        self.geometry.clear()  # cached tensors live on the old device / in the old dtype
+        return super()._apply(fn, *args, **kwargs)

@@ -10,6 +10,7 @@ from torch import nn
 from ..config import ModelConfig
 from .backbone import Features, MotionFormer
 from .flow import FlowHead, resize, shuffle_features
+from .geometry_cache import GeometryCache
 from .refine import RefineUNet
 from .warp import backward_warp, base_grid
 
@@ -74,7 +75,8 @@ class EMAVFI(nn.Module):
         super().__init__()
         self.config = cfg
         self.variant = variant
-        self.feature_bone = MotionFormer(cfg)
+        self.geometry = GeometryCache()  # grids and masks by exact geometry; not in the state dict
+        self.feature_bone = MotionFormer(cfg, self.geometry)
         dims = cfg.embed_dims
         # block[0] works on stride-16 features, block[1] on stride-8 ones
         head_in = [2 * (16 * cfg.width + dims[4]) // 16 + 6, 2 * (8 * cfg.width + dims[3]) // 16 + 17]
@@ -84,6 +86,20 @@ class EMAVFI(nn.Module):
         self.feature_bone.apply(_init_backbone)
         self.unet.apply(_init_conv)
 
+    def clear_caches(self) -> None:
+        """Free the cached sampling grids, attention masks and coordinate maps (also done on `.to()`)."""
+        self.geometry.clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        self.geometry.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def sampling_grid(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """base_grid [1,2,H,W] in at least float32 (warp positions are never computed in half precision)."""
+        dtype = torch.promote_types(dtype, torch.float32)
+        return self.geometry.get(("grid", height, width, device, dtype),
+                                 lambda: base_grid(height, width, device, dtype))
+
     def extract(self, img0: torch.Tensor, img1: torch.Tensor, with_motion: bool = True) -> Features:
         """Backbone features of both frames; the part of the work that does not depend on t."""
         return self.feature_bone(torch.cat([img0, img1], 0), with_motion)
@@ -92,7 +108,7 @@ class EMAVFI(nn.Module):
         """Coarse (stride 16) then fine (stride 8) flow and mask logit at timestep t."""
         assert feats.motion is not None, "flow estimation needs motion features"
         b = img0.shape[0]
-        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, torch.promote_types(img0.dtype, torch.float32))
+        grid = self.sampling_grid(img0.shape[-2], img0.shape[-1], img0.device, img0.dtype)
         flows, masks = [], []
         flow = mask = None
         for i, head in enumerate(self.block):
@@ -116,15 +132,16 @@ class EMAVFI(nn.Module):
                    flow: torch.Tensor, mask_logit: torch.Tensor) -> Synthesis:
         """Warp frames and features with `flow`, fuse with sigmoid(mask_logit), refine with the U-Net."""
         b = img0.shape[0]
-        grid = base_grid(img0.shape[-2], img0.shape[-1], img0.device, torch.promote_types(img0.dtype, torch.float32))
+        grid = self.sampling_grid(img0.shape[-2], img0.shape[-1], img0.device, img0.dtype)
         weight0 = torch.sigmoid(mask_logit)
         warped0, warped1, merged = blend(img0, img1, flow, weight0, grid)
         feats0, feats1, level_flow = [], [], flow
         for level, app in enumerate(appearance):
             if level:
                 level_flow = resize(level_flow, 0.5) * 0.5
-            feats0.append(backward_warp(app[:b], level_flow[:, 0:2]))
-            feats1.append(backward_warp(app[b:], level_flow[:, 2:4]))
+            level_grid = self.sampling_grid(*level_flow.shape[-2:], level_flow.device, level_flow.dtype)
+            feats0.append(backward_warp(app[:b], level_flow[:, 0:2], level_grid))
+            feats1.append(backward_warp(app[b:], level_flow[:, 2:4], level_grid))
         side = torch.cat([img0, img1, warped0, warped1, mask_logit, flow], 1)
         res = self.unet(side, feats0, feats1)
         return Synthesis(torch.clamp(merged + res, 0, 1), merged, weight0)

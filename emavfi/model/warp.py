@@ -4,10 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .geometry_cache import geometry_cache
 
-
-@geometry_cache()
 def base_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Normalised sampling grid [1,2,H,W] (x then y), each axis linspace(-1, 1)."""
     gx = torch.linspace(-1.0, 1.0, width, device=device, dtype=torch.float32).view(1, 1, 1, width)

@@ -1,15 +1,14 @@
 """Window geometry for the transformer stages: centred padding, partitions and attention masks.
 
-Masks are built for the exact geometry (h, w, window, shift), never keyed by area alone; a small bounded
-cache keeps the latest ones.
+Masks are built for the exact geometry (h, w, window, shift), never keyed by area alone. These are pure
+factories; the model keeps their results in its own GeometryCache.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-
-from .geometry_cache import geometry_cache
+from einops import rearrange
 
 MASKED = -100.0  # the reference masks with -100, not -inf (padded keys stay slightly visible)
 
@@ -23,16 +22,12 @@ def window_padding(h: int, w: int, window: int) -> tuple[int, int, int, int]:
 
 def partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """[N,Hp,Wp,C] -> [N*nW, window*window, C], windows ordered (image, row, col), tokens row-major."""
-    n, hp, wp, c = x.shape
-    x = x.view(n, hp // window, window, wp // window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window * window, c)
+    return rearrange(x, "n (h p) (w q) c -> (n h w) (p q) c", p=window, q=window)
 
 
 def unpartition(windows: torch.Tensor, window: int, hp: int, wp: int) -> torch.Tensor:
     """Inverse of `partition`: [N*nW, window*window, C] -> [N,Hp,Wp,C]."""
-    c = windows.shape[-1]
-    x = windows.view(-1, hp // window, wp // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, hp, wp, c)
+    return rearrange(windows, "(n h w) (p q) c -> n (h p) (w q) c", h=hp // window, w=wp // window, p=window)
 
 
 def _region_mask(labels: torch.Tensor, window: int) -> torch.Tensor:
@@ -48,7 +43,6 @@ def _three_way(size: int, first: int, second: int, device: torch.device) -> torc
     return (idx >= first).long() + (idx >= second).long()
 
 
-@geometry_cache()
 def attention_mask(h: int, w: int, window: int, shift: int, device: torch.device,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
     """Additive mask [nW, w*w, w*w] for one image of an h x w token grid, or None when nothing is masked.
@@ -74,7 +68,6 @@ def attention_mask(h: int, w: int, window: int, shift: int, device: torch.device
     return mask.to(dtype)
 
 
-@geometry_cache()
 def coordinate_map(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """[1,h,w,2] grid of (x, y) coordinates, each linspace(-1, 1) over the unpadded token grid."""
     xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=torch.float32)

@@ -1,0 +1,448 @@
+"""Render one shot on a Ray cluster: one model per worker, small frame ranges handed out as workers free up.
+
+The driver reads the weights once and puts them in Ray's object store; each worker (a Ray actor: one per
+GPU, or per `cpus_per_worker` CPUs) loads the model from there once, on its first task, and renders the output
+frames it is given with the same engine as the CLI (`emavfi.render`), into the shared output folder. Output files are
+named by their global index and written atomically, and device batches follow the global pair grid, so the
+files are byte for byte those of a one-process run, whichever worker made them and however often a worker
+was restarted. The driver itself never touches the input or the output (with `ray://` it may be a laptop).
+
+Ray does the fault tolerance: actors restart (`max_restarts`) and re-run the calls they were given
+(`max_task_retries`). `import ray` happens only inside the functions here: Ray is an optional extra.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import EmaVfiError
+
+DEFAULT_TASK_FRAMES = 16  # output frames per task: small enough to balance workers, large enough to amortise
+MAX_RESTARTS = 3  # per worker: Ray restarts a dead actor and re-runs its calls this many times
+QUEUED_PER_WORKER = 2  # calls queued at each actor: it never waits for the driver between two tasks
+CONNECT_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 300.0  # workers load torch and the model; a cluster may also have to find room for them
+CANCEL_GRACE_S = 30.0  # running calls stop at their next cancellation check (before each device batch)
+POLL_S = 0.5
+RAY_MISSING = "Ray is an optional extra: pip install -r requirements-ray.txt"
+LOCALHOST = "127.0.0.1"
+# Clusters on this machine only. Ray resolves "127.0.0.1" as a node address to the machine's outward IP and
+# binds its servers there unless its multi-node mode is off; these variables (read by the processes Ray starts,
+# and inherited by theirs) keep every socket on the loopback, and turn usage reporting off.
+_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w*(?:Error|Exception|Interrupt|Cancelled))(?:\(\w*\))?: (.+)$")
+
+
+class DistributedError(EmaVfiError):
+    """A distributed render could not start or a worker failed; the message names the worker and the fix."""
+
+
+class WorkCancelled(EmaVfiError):
+    """Ray cancelled a worker's call (Ctrl-C or `cancel` on the driver); its complete frames stay."""
+
+
+@dataclass(frozen=True)
+class DistributedReport:
+    """What a distributed render did, counted over all workers."""
+
+    output_frames: int  # frames of the whole shot
+    requested: int  # frames this run was asked to make (all, or the --frames selection)
+    written: int
+    skipped: int  # already complete and verified (--resume, or written by an earlier attempt)
+    tasks: int
+    workers: int
+    seconds: float
+    cuts: tuple[int, ...] = ()  # pair indices i with a scene cut between source frames i and i+1
+    frames_by_worker: Mapping[str, int] = field(default_factory=dict)  # "host:pid" -> frames written
+
+
+# ----------------------------------------------------------------------------------------------- worker
+
+class ShotWorker:
+    """The body of one Ray actor: the job's model (loaded once, from the object store) and its prepared shot."""
+
+    def __init__(self, job: Any, threads: int | None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._job = job
+        self._model: Any = None
+        self._prepared: Any = None
+
+    def describe(self) -> str:
+        """Where this worker runs: "host:pid"."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def _shot(self) -> Any:
+        from . import render as engine
+
+        if self._prepared is None:
+            self._prepared = engine.prepare(self._job)
+        return self._prepared
+
+    def plan(self) -> tuple[int, list[int], list[int]]:
+        """(output frames of the shot, global indices this job asks for (all or its --frames selection), the
+        source pair each of those is made from)."""
+        from . import render as engine
+
+        shot = self._shot()
+        pairs = [engine.pair_of(shot.schedule.plan[k], shot.n_source) for k in shot.requested]
+        return shot.total, list(shot.requested), pairs
+
+    def adopt_output(self, resume: bool, overwrite: bool) -> None:
+        """Take the output folder for this job alone, briefly: check it, apply --overwrite, write the record."""
+        from . import render as engine
+
+        with engine.open_output(self._shot(), shared=False, resume=resume, overwrite=overwrite):
+            pass
+
+    def render(self, indices: Sequence[int], weights: Sequence[Any]) -> tuple[str, int, int, list[int]]:
+        """Render these global output indices (skipping complete ones): (worker, written, skipped, cuts).
+
+        weights: a 1-item list holding the ObjectRef of the state dict; fetched on this worker's first call only.
+        """
+        import ray
+
+        from . import render as engine
+
+        if self._model is None:
+            # Fetched here rather than passed to __init__: Ray warns about restartable actors whose constructor
+            # arguments live in the object store, and a restarted worker gets the ref again with its next call.
+            self._model = engine.load_model_for(self._job, dict(ray.get(weights[0])))
+        context = ray.get_runtime_context()
+        is_canceled = getattr(context, "is_canceled", None)  # older Ray lacks it: the worker is then killed instead
+
+        def check_cancelled() -> None:
+            if is_canceled is not None and is_canceled():
+                raise WorkCancelled("cancelled by the Ray driver")
+
+        report = engine.render(replace(self._shot(), requested=list(indices)), self._model, cancel=check_cancelled)
+        return self.describe(), report.written, report.skipped, list(report.cuts)
+
+
+def _worker_job(job: Any) -> Any:
+    """The job as tasks run it: the folder was adopted once (--overwrite applied), so tasks keep what is complete."""
+    output = replace(job.settings.output, overwrite=False, resume=True)
+    return replace(job, settings=replace(job.settings, output=output))
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+def render(job: Any, *, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
+           progress: Callable[[int, int], None] | None = None, task_frames: int = DEFAULT_TASK_FRAMES,
+           cancel: Callable[[], None] | None = None, runtime_env: Mapping[str, Any] | None = None
+           ) -> DistributedReport:
+    """Render `job` (an `emavfi.render.Job` with a folder output) on Ray workers; returns the counts.
+
+    address: None = an embedded local cluster on 127.0.0.1 (shut down at the end); "auto" or "host:port" = join
+    a running cluster; "ray://host:port" = Ray Client. A process already connected to Ray (ray.init) keeps
+    that connection (an address given is only checked to be reachable).
+    workers: how many (default: one per GPU, else one per `cpus_per_worker` CPUs of the cluster).
+    progress(done, requested): output frames complete so far, called on this process as tasks finish.
+    task_frames: output frames per task, rounded up to whole source pairs (the unit of hand-out, and what is
+    re-run after a worker died).
+    cancel(): called while waiting; raise (e.g. KeyboardInterrupt) to stop: outstanding work is cancelled
+    and only complete files stay in the output folder.
+    runtime_env: Ray runtime environment for the workers (e.g. {"pip": [...]} on a cluster without emavfi).
+    """
+    ray = _import_ray()
+    _check_arguments(job, workers, cpus_per_worker, task_frames)
+    started = time.monotonic()
+    with _connection(ray, address, workers, cpus_per_worker):
+        state_ref = ray.put(_state_for(job))
+        pool = _start_workers(ray, _worker_job(job), workers, cpus_per_worker, runtime_env)
+        try:
+            total, requested, pairs = _call(ray, pool[0].actor.plan.remote(), pool[0].name)
+            out = job.settings.output
+            _call(ray, pool[0].actor.adopt_output.remote(out.resume, out.overwrite), pool[0].name)
+            tasks = _tasks(requested, pairs, task_frames)
+            written, skipped, cuts, by_worker = _hand_out(ray, pool, tasks, [state_ref], len(requested), progress,
+                                                          cancel)
+            # Leave the folder as a one-process run would: partial files of killed workers removed.
+            _call(ray, pool[0].actor.adopt_output.remote(True, False), pool[0].name)
+        finally:
+            for member in pool:
+                ray.kill(member.actor, no_restart=True)
+    return DistributedReport(output_frames=total, requested=len(requested), written=written, skipped=skipped,
+                             tasks=len(tasks), workers=len(pool), seconds=time.monotonic() - started,
+                             cuts=tuple(sorted(set(cuts))), frames_by_worker=by_worker)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise DistributedError(RAY_MISSING) from None
+    return ray
+
+
+def _check_arguments(job: Any, workers: int | None, cpus_per_worker: int, task_frames: int) -> None:
+    if getattr(job, "video_out", False):
+        raise DistributedError(f"Ray workers write a folder of frames; {job.output} is a video file: render to a "
+                               "folder (then encode it), or drop --ray")
+    for name, value, low in (("workers", workers, 1), ("cpus per worker", cpus_per_worker, 1),
+                             ("task frames", task_frames, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise DistributedError(f"{name} must be a whole number >= {low}; got {value!r}")
+
+
+def _state_for(job: Any) -> dict[str, Any]:
+    """The job's weights as a state dict, read here once (workers need neither the file nor the Hub)."""
+    from .render import weights_path
+    from .weights import read_weights
+
+    state, _ = read_weights(weights_path(job.settings), job.settings.model_variant)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------- connecting
+
+@contextmanager
+def _connection(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int) -> Iterator[None]:
+    """Ray for the duration of a render: reuse this process's, start a local one, or join `address`."""
+    target = probe(address) if address is not None else None
+    if ray.is_initialized():
+        yield
+        return
+    if target is None:
+        start_local(num_cpus=workers * cpus_per_worker if workers else (os.cpu_count() or 1))
+    else:
+        # A driver joining a cluster on this machine must call itself 127.0.0.1 too, or Ray waits for a raylet
+        # at the machine's outward address forever.
+        loopback = not address.startswith("ray://") and _is_loopback(target.rpartition(":")[0])
+        try:
+            with _loopback_only(ray, loopback):
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
+                         **({"_node_ip_address": LOCALHOST} if loopback else {}))
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise DistributedError(f"cannot join the Ray cluster at {address}: {_one_line(str(exc))}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
+def _loopback_only(ray: Any, active: bool = True) -> Iterator[None]:
+    """While Ray starts (or joins) a cluster on this machine: every Ray address and socket on 127.0.0.1."""
+    if not active:
+        yield
+        return
+    constants = ray._private.ray_constants
+    saved_env = {name: os.environ.get(name) for name in _LOCAL_ONLY_ENV}
+    saved_cluster_mode = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ.update(_LOCAL_ONLY_ENV)
+    # Ray read that variable when it was imported; its copy here decides how this process resolves 127.0.0.1.
+    if saved_cluster_mode is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_cluster_mode is not None:
+            constants.ENABLE_RAY_CLUSTER = saved_cluster_mode
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _is_loopback(host: str) -> bool:
+    return host.strip("[]") in ("localhost", "::1") or host.startswith("127.")
+
+
+def start_local(*, num_cpus: int, num_gpus: int | None = None) -> None:
+    """Start an embedded single-machine Ray whose every server listens on 127.0.0.1 only (no dashboard)."""
+    ray = _import_ray()
+    with _loopback_only(ray):
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCALHOST,
+                 _node_ip_address=LOCALHOST, logging_level=logging.ERROR, log_to_driver=False)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOCALHOST:
+        ray.shutdown()
+        raise DistributedError(f"the embedded Ray cluster came up on {node_ip}, not {LOCALHOST} (a Ray version this "
+                               "module does not know); start one yourself with `ray start --head "
+                               f"--node-ip-address {LOCALHOST}` and pass its address")
+
+
+def probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """The "host:port" Ray will contact for `address`; one-line error within `timeout` s when nothing listens there
+    (ray.init itself would wait for minutes)."""
+    target = _bootstrap_address(address)
+    if target is None:
+        raise DistributedError(f"--ray {address}: no running Ray cluster found on this machine (RAY_ADDRESS is unset "
+                               "and `ray start --head` was not run here); start one, or give host:port")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise DistributedError(f"--ray {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
+        raise DistributedError(f"cannot reach the Ray cluster at {address} ({reason}); check that it is running "
+                               "(`ray status` on the head node) and that the port is open") from None
+    return target
+
+
+def _bootstrap_address(address: str) -> str | None:
+    if address.startswith("ray://"):
+        rest = address[len("ray://"):]
+        return rest if ":" in rest else f"{rest}:10001"
+    if address != "auto":
+        return address if ":" in address else f"{address}:6379"
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+@dataclass
+class _Member:
+    actor: Any
+    name: str  # "worker 2 (host:pid)" for messages
+    queued: int = 0
+
+
+def _start_workers(ray: Any, job: Any, workers: int | None, cpus_per_worker: int,
+                   runtime_env: Mapping[str, Any] | None) -> list[_Member]:
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    on_gpu = gpus > 0 and job.settings.device != "cpu"
+    room = min(gpus, cpus // cpus_per_worker) if on_gpu else cpus // cpus_per_worker
+    count = workers or room
+    if count < 1 or count > room:
+        what = f"{gpus} GPU(s)" if on_gpu else f"{cpus} CPU(s), {cpus_per_worker} per worker"
+        raise DistributedError(f"the Ray cluster has room for {room} worker(s) ({what}); asked for {count}")
+    options: dict[str, Any] = {"num_cpus": cpus_per_worker, "num_gpus": 1 if on_gpu else 0,
+                               "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_RESTARTS}
+    if runtime_env is not None:
+        options["runtime_env"] = dict(runtime_env)
+    actor_class = ray.remote(ShotWorker)
+    run_id = uuid.uuid4().hex[:8]
+    pool = [_Member(actor_class.options(name=f"emavfi-{run_id}-{k}", **options).remote(
+        job, None if on_gpu else cpus_per_worker), f"worker {k}") for k in range(count)]
+    names = {pool[k].actor.describe.remote(): k for k in range(count)}
+    try:
+        ready, pending = ray.wait(list(names), num_returns=count, timeout=START_TIMEOUT_S)
+        if pending:
+            raise DistributedError(f"{len(pending)} of {count} Ray workers did not start within {START_TIMEOUT_S:.0f} "
+                                   "s; is the cluster busy?")
+        for ref in ready:
+            member = pool[names[ref]]
+            member.name = f"{member.name} ({_call(ray, ref, member.name)})"
+    except BaseException:
+        for member in pool:
+            ray.kill(member.actor, no_restart=True)
+        raise
+    return pool
+
+
+def _tasks(requested: Sequence[int], pairs: Sequence[int], task_frames: int) -> list[list[int]]:
+    """The requested indices in runs of at least `task_frames` (the last may be shorter), cut only where the
+    source pair changes: a pair split between two tasks would be computed by both."""
+    tasks: list[list[int]] = []
+    current: list[int] = []
+    for k, (index, pair) in enumerate(zip(requested, pairs)):
+        if len(current) >= task_frames and pair != pairs[k - 1]:
+            tasks.append(current)
+            current = []
+        current.append(index)
+    return tasks + [current] if current else tasks
+
+
+def _hand_out(ray: Any, pool: list[_Member], tasks: list[list[int]], weights: list[Any], requested: int,
+              progress: Callable[[int, int], None] | None, cancel: Callable[[], None] | None
+              ) -> tuple[int, int, list[int], dict[str, int]]:
+    """Keep every worker busy until all tasks are done; whoever finishes first gets the next task."""
+    waiting = deque(tasks)
+    running: dict[Any, tuple[_Member, list[int]]] = {}
+    written = skipped = 0
+    cuts: list[int] = []
+    by_worker: dict[str, int] = {}
+    if progress is not None:
+        progress(0, requested)
+    try:
+        while waiting or running:
+            for depth in range(QUEUED_PER_WORKER):  # round-robin: every worker gets one before any gets two
+                for member in pool:
+                    if waiting and member.queued <= depth:
+                        task = waiting.popleft()
+                        running[member.actor.render.remote(task, weights)] = (member, task)
+                        member.queued += 1
+            if cancel is not None:
+                cancel()
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                member, task = running.pop(ref)
+                member.queued -= 1
+                where, wrote, kept, found = _call(ray, ref, member.name)
+                written, skipped = written + wrote, skipped + kept
+                cuts.extend(found)
+                by_worker[where] = by_worker.get(where, 0) + wrote
+                if progress is not None:
+                    progress(written + skipped, requested)
+    except BaseException:
+        _stop(ray, list(running))
+        raise
+    return written, skipped, cuts, by_worker
+
+
+def _stop(ray: Any, refs: list[Any]) -> None:
+    """Cancel outstanding calls and give running ones time to stop between frames (no partial files)."""
+    for ref in refs:
+        try:
+            ray.cancel(ref)
+        except Exception:  # noqa: BLE001 - already finished, or its worker is gone: nothing left to cancel
+            pass
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+
+
+def _call(ray: Any, ref: Any, who: str) -> Any:
+    """ray.get with worker failures turned into one line naming the worker."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        raise WorkCancelled(f"{who}: cancelled") from None
+    except ray.exceptions.RayError as exc:
+        raise DistributedError(explain(exc, who)) from None
+
+
+def explain(exc: BaseException, who: str) -> str:
+    """One line for a failure on a worker: the package missing there, or the worker's own error message."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray"):
+        text = f"{type(cause).__name__}: {cause}" if isinstance(cause, (ImportError, KeyError)) else str(cause)
+    else:
+        text = _last_error_line(str(exc))
+    if "No module named 'emavfi" in text or "No module named \"emavfi" in text:
+        return (f"{who} cannot import emavfi ({_one_line(text)}): install this package on every node of the Ray "
+                "cluster, or pass it with a runtime_env")
+    return f"{who} failed: {_one_line(text)}"
+
+
+def _last_error_line(text: str) -> str:
+    """The final "SomeError: message" line of a traceback Ray put into an exception's text."""
+    lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+    found = [line for line in lines if _ERROR_LINE.match(line)]
+    return found[-1] if found else (lines[0] if lines else "unknown error")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_ANSI.sub("", text).split()) or "unknown error"

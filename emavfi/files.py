@@ -1,0 +1,178 @@
+"""Files we write and check: one atomic-write helper (fsync, the user's umask), sha256, pickle detection,
+relative names that stay inside their folder, and an inter-process lock.
+
+Every file this package creates goes through `atomic_write`: the data lands in a hidden temporary file in
+the destination folder, is flushed to disk, gets the mode a plain `open()` would have given it, and only
+then is renamed over the destination. A reader never sees a half-written file, and a killed writer leaves
+at most a temporary whose name `is_partial` recognises.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+PARTIAL_MARK = ".emavfi-partial"
+# First bytes of a pickle (protocol 2+) or of a zip archive (torch.save's default format, pickles inside).
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin"})
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def default_mode() -> int:
+    """The mode `open(path, "w")` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~umask()
+
+
+def partial_path(path: Path) -> Path:
+    """A fresh hidden temporary beside `path`, keeping its extension (image libraries pick formats by it)."""
+    return path.with_name(f".{path.stem}.{secrets.token_hex(4)}{PARTIAL_MARK}{path.suffix}")
+
+
+def is_partial(name: str) -> bool:
+    """True for the temporaries `atomic_write` creates (left behind only when a process was killed)."""
+    return name.startswith(".") and PARTIAL_MARK in name
+
+
+def stale_partials(folder: Path) -> Iterator[Path]:
+    """Temporaries left in folder by killed writers."""
+    if folder.is_dir():
+        yield from (p for p in folder.iterdir() if p.is_file() and is_partial(p.name))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every OS (Windows); the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | None = None, *,
+                 writer: Callable[[Path], None] | None = None, mode: int | None = None) -> Path:
+    """Write `data` (or let `writer(tmp)` create the file) and rename it to `path`; never a partial file.
+
+    mode: file mode (default: what the umask allows, as for any file the user creates).
+    """
+    if (data is None) == (writer is None):
+        raise TypeError("atomic_write takes exactly one of data= or writer=")
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        if writer is None:
+            with open(tmp, "xb") as f:
+                f.write(data)  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            writer(tmp)
+        commit(tmp, path, mode=mode)
+    except BaseException:  # KeyboardInterrupt included: leave nothing half-written behind
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def commit(tmp: Path, path: Path, *, mode: int | None = None) -> None:
+    """Move a finished temporary (from `partial_path`) into place: fsync, the umask's mode, rename, fsync folder."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, default_mode() if mode is None else mode)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def looks_like_pickle(path: str | os.PathLike) -> bool:
+    """True for files that are (or contain) Python pickles, by extension or by their first bytes."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    # A safetensors file starts with its header length (8 bytes, little-endian), then "{": never a pickle.
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
+        return False
+    return head.startswith(_PICKLE_MAGIC)
+
+
+def check_relative(kind: str, value: object) -> str:
+    """Return `value` if it is a relative '/'-separated path that stays inside its folder, else ValueError."""
+    parts = value.split("/") if isinstance(value, str) else []
+    if (not parts or "\\" in value or "\0" in value or ":" in value
+            or any(part in ("", ".", "..") or part != part.strip() for part in parts)):
+        raise ValueError(f"invalid {kind} {value!r}: expected a relative path inside the folder such as "
+                         "'model.safetensors' (no '..', no leading '/', no backslashes or drive letters)")
+    return value
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if needed) against other threads and processes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        _lock(handle)
+        try:
+            yield
+        finally:
+            _unlock(handle)
+
+
+if os.name == "nt":
+    import msvcrt
+
+    def _lock(handle: IO[bytes]) -> None:
+        handle.seek(0)
+        while True:
+            try:
+                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                return
+            except OSError:  # LK_LOCK gives up after ~10 s: keep waiting for the other holder
+                continue
+
+    def _unlock(handle: IO[bytes]) -> None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock(handle: IO[bytes]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+
+    def _unlock(handle: IO[bytes]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,166 @@
+"""Every user setting, validated once, before any weights are resolved or frames read.
+
+`RunOptions` holds what both front ends share (the ComfyUI nodes and the CLI); `Settings` adds what a
+streaming render needs (model choice, device, output options). Bad values raise `SettingsError` with one
+line naming the value and the fix; the CLI turns it into exit code 2, the nodes into a node error.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import VARIANTS
+from .errors import EmaVfiError
+from .schedule import Request
+
+SCALES = (1.0, 0.5, 0.25)
+MAX_CHUNK = 256
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # offered to users
+DEFAULT_VARIANT = "ours_small_t"
+ON_ERROR = ("stop", "skip")
+MAX_START_NUMBER = 10**8
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
+
+
+class SettingsError(EmaVfiError, ValueError):
+    """A setting has a value that cannot work; the message names it and the fix."""
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-").replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How in-between frames are computed: test-time augmentation, flow scale, cut sensitivity, batch size.
+
+    cut_threshold: scene-cut sensitivity (see emavfi.cuts; 0 disables). chunk: frame pairs per device batch
+    (0 = automatic: 1 on CPU, from free memory on a GPU).
+    """
+
+    tta: bool = False
+    scale: float = 1.0
+    cut_threshold: float | None = None  # None: the detector's default
+    chunk: int = 0
+
+    def __post_init__(self) -> None:
+        from .cuts import DEFAULT_CUT_THRESHOLD
+
+        if not isinstance(self.tta, bool):
+            raise SettingsError(f"tta must be true or false; got {self.tta!r}")
+        scale = _number(self.scale, "scale")
+        if scale not in SCALES:
+            raise SettingsError(f"scale must be one of {', '.join(f'{s:g}' for s in SCALES)} "
+                                f"(1 up to ~1080p, 0.5 for 2K, 0.25 for 4K); got {self.scale!r}")
+        object.__setattr__(self, "scale", scale)
+        threshold = DEFAULT_CUT_THRESHOLD if self.cut_threshold is None else _number(self.cut_threshold,
+                                                                                    "cut threshold")
+        if threshold < 0:
+            raise SettingsError(f"cut threshold must be >= 0 (0 = off); got {self.cut_threshold!r}")
+        object.__setattr__(self, "cut_threshold", threshold)
+        _whole(self.chunk, "chunk", 0, MAX_CHUNK, "0 = automatic")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where and how output frames are written (CLI and distributed renders)."""
+
+    start_number: int = 0
+    frames: str | None = None  # output frame ranges "A-B,C-D" in output numbering; checked once the count is known
+    resume: bool = False
+    overwrite: bool = False
+    format: str | None = None  # output file extension for frame folders, e.g. "exr"
+    bit_depth: str | None = None
+    codec: str | None = None
+    colorspace: str | None = None
+    ocio: str | None = None
+    on_error: str = "stop"
+
+    def __post_init__(self) -> None:
+        _whole(self.start_number, "start number", 0, MAX_START_NUMBER, "the number of the first output frame")
+        if self.overwrite and self.frames:
+            raise SettingsError("--overwrite replaces a whole run and cannot go with --frames (tasks of one job share "
+                                "the folder): clear it with one run without --frames, or render into a new folder")
+        if self.resume and self.overwrite:
+            raise SettingsError("--resume and --overwrite exclude each other: resume keeps frames, overwrite replaces them")
+        if self.on_error not in ON_ERROR:
+            raise SettingsError(f"on-error must be one of {', '.join(ON_ERROR)}; got {self.on_error!r}")
+        if self.format is not None:
+            object.__setattr__(self, "format", "." + self.format.lower().lstrip("."))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A complete, validated interpolation job description (without the input and output paths)."""
+
+    request: Request = field(default_factory=Request)
+    run: RunOptions = field(default_factory=RunOptions)
+    output: OutputOptions = field(default_factory=OutputOptions)
+    variant: str | None = None
+    weights: Path | None = None
+    offline: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise SettingsError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.weights is not None:
+            weights = Path(self.weights)
+            if weights.suffix.lower() != ".safetensors":
+                raise SettingsError(f"weights must be a .safetensors file; got {weights.name} (convert an official "
+                                    "checkpoint first: python -m emavfi convert FILE.pkl)")
+            if not weights.is_file():
+                raise SettingsError(f"weights file not found: {weights}")
+        if not _DEVICE.match(str(self.device)):
+            raise SettingsError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise SettingsError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
+
+    @property
+    def model_variant(self) -> str:
+        """The variant to load: the one asked for, the one the weights file records, or the default."""
+        if self.variant is not None:
+            return self.variant
+        if self.weights is not None:
+            from .weights import inspect_safetensors
+
+            return inspect_safetensors(self.weights)
+        return DEFAULT_VARIANT
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" = CUDA, else MPS, else CPU; a named device must exist here (checked by emavfi.weights)."""
+    from .weights import resolve_device as existing_device
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        return existing_device(name)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """"auto" = fp16 on CUDA, fp32 elsewhere; else fp32 / fp16 / bf16."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return PRECISIONS[precision]
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def _whole(value: object, name: str, low: int, high: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"{_flag(name)} must be a whole number from {low} to {high} ({hint}); got {value!r}")

@@ -220,6 +220,10 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
             progress.close()
     cuts = f"; scene cuts (not blended) between source frames {render_cuts(report.cuts)}" if report.cuts else ""
     kept = f", {report.skipped} already complete" if report.skipped else ""
+    if report.damaged:
+        first = next(iter(report.damaged.values()))
+        sys.stderr.write(f"warning: {report.missing} output frames were not made: they need {len(report.damaged)} "
+                         f"source frame(s) that cannot be read (--on-error skip), e.g. {first}\n")
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(time.monotonic() - progress.started)}"
                      f"{kept}{cuts}\n")
     return 0

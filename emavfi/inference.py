@@ -192,6 +192,13 @@ UNTRAINED_T_MESSAGE = ("this EMA-VFI variant was trained for t = 0.5 only; other
                        "Use a `_t` variant or bisection (recursive mode).")
 
 
+def _check_model(model: object) -> None:
+    """A one-line TypeError for anything but an EMA-VFI network (a common slip: None from a failed load)."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise TypeError(f"model must be an EMA-VFI network from emavfi.load_model or emavfi.build_model; "
+                        f"got {type(model).__name__}")
+
+
 def _warn_untrained_t(model: EMAVFI, ts: list[float]) -> None:
     # A constant message and category: Python's own filter then shows it once per calling line. Level 4:
     # this helper, the public function, torch's inference_mode wrapper, then the caller.
@@ -228,6 +235,7 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     one on CPU).
     """
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
+    _check_model(model)
     ts = _check_timesteps(timesteps)
     _check_frames(img0, img1, aux0, aux1)
     _warn_untrained_t(model, ts)
@@ -251,6 +259,7 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     `interpolate` and `interpolate_sequence` run. aux [F,K,H,W]: extra channels warped and fused with the
     same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`.
     """
+    _check_model(model)
     ts = _check_timesteps(timesteps)
     _check_image("frames", frames)
     if aux is not None:
@@ -339,6 +348,7 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
         raise ValueError("frames must be a tensor [N,3,H,W] with at least two frames "
                          f"(got {list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__})")
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
+    _check_model(model)
     ts = _check_timesteps(timesteps)
     _check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
     _warn_untrained_t(model, ts)

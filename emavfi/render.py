@@ -19,7 +19,7 @@ import torch
 
 from . import cuts, ranges
 from .config import get_config
-from .media import VIDEO_EXTENSIONS
+from .media import VIDEO_EXTENSIONS, FramesIOError
 from .outputs import Naming, OutputFolder, check_not_overlapping
 from .schedule import OutputFrame, Schedule, apply_cuts, make_schedule, pair_timesteps
 from .settings import Settings, SettingsError, resolve_device, resolve_dtype
@@ -55,6 +55,9 @@ class Job:
         if self.video_out and (out.resume or out.frames or out.start_number):
             raise SettingsError("--resume, --frames and --start-number work with an output folder of frames, "
                                 "not a video file")
+        if self.video_out and out.on_error == "skip":
+            raise SettingsError("--on-error skip leaves out frames, and a video cannot have gaps: write a folder of "
+                                "frames, or use --on-error stop")
         if self.video_out and out.codec is not None:
             from .media.video import check_codec
 
@@ -84,6 +87,8 @@ class RenderReport:
     written: int = 0
     skipped: int = 0
     cuts: list[int] = field(default_factory=list)  # pair indices i: a cut between source frames i and i+1
+    damaged: dict[int, str] = field(default_factory=dict)  # unreadable source frames (--on-error skip)
+    missing: int = 0  # requested outputs not written because they need a damaged source frame
 
 
 def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
@@ -98,8 +103,9 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     if request.source_fps is None and source.fps is not None:
         request = replace(request, source_fps=source.fps)
     arbitrary_t = get_config(job.settings.model_variant).arbitrary_t
+    times = _variable_frame_times(source, request)
     try:
-        schedule = make_schedule(request, n, arbitrary_t)
+        schedule = make_schedule(request, n, arbitrary_t, times=times)
     except ValueError as exc:
         raise SettingsError(str(exc).replace("give the source fps", "add --source-fps")) from None
     total = len(schedule.plan)
@@ -117,6 +123,21 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
     return Prepared(job, source, n, schedule, requested)
+
+
+def _variable_frame_times(source: Any, request: Any) -> list[Fraction] | None:
+    """A video's real frame times when it is variable-frame-rate and the request is a retime, else None.
+
+    Constant-rate files whose timestamps are rounded to their time base (e.g. milliseconds) count as
+    constant: only a frame more than a tenth of a frame away from the regular grid makes a source VFR.
+    """
+    if not request.is_retime or not hasattr(source, "timestamps") or source.fps is None:
+        return None
+    times = source.timestamps()
+    start, step = times[0], 1 / Fraction(source.fps)
+    if all(abs(t - start - i * step) <= step / 10 for i, t in enumerate(times)):
+        return None
+    return times
 
 
 def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,
@@ -230,7 +251,8 @@ def _render_folder(prepared: Prepared, runner: Any, sink: Any, folder: OutputFol
         if progress is not None:
             progress(report.skipped + report.written, len(prepared.requested))
 
-    report.cuts.extend(_run(prepared, runner, todo, write, cancel))
+    report.cuts.extend(_run(prepared, runner, todo, write, cancel, report))
+    report.missing = len(todo) - report.written
     return report
 
 
@@ -261,7 +283,7 @@ def _render_video(prepared: Prepared, runner: Any, sink: Any, progress: Progress
             state["next"] = next(expected, None)
 
     try:
-        report.cuts.extend(_run(prepared, runner, prepared.requested, write, cancel))
+        report.cuts.extend(_run(prepared, runner, prepared.requested, write, cancel, report))
         sink.close()
     except BaseException:
         sink.abort()
@@ -276,8 +298,17 @@ def pair_of(frame: OutputFrame, n: int) -> int:
     return min(frame.source, max(n - 2, 0))
 
 
+def _needs_damaged(frame: OutputFrame, damaged: dict[int, str], report: RenderReport) -> bool:
+    """True (and noted in the report) when an output needs a source frame that could not be read."""
+    needs = [frame.source] if frame.is_copy else [frame.source, frame.source + 1]
+    bad = [i for i in needs if i in damaged]
+    for i in bad:
+        report.damaged.setdefault(i, damaged[i])
+    return bool(bad)
+
+
 def _run(prepared: Prepared, runner: Any, todo: Sequence[int], write: Callable[..., None],
-         cancel: Callable[[], None] | None) -> Iterator[int]:
+         cancel: Callable[[], None] | None, report: RenderReport) -> Iterator[int]:
     """Make the outputs `todo` batch by batch; yields the scene cuts (global pair indices) it finds."""
     plan, n = prepared.schedule.plan, prepared.n_source
     threshold = prepared.job.settings.run.cut_threshold
@@ -293,14 +324,15 @@ def _run(prepared: Prepared, runner: Any, todo: Sequence[int], write: Callable[.
         batch = pair_of(frame, n) // chunk
         if batch in needed:
             members.setdefault(batch, []).append(k)
-    frames = _FrameBuffer(prepared.source)
+    frames = _FrameBuffer(prepared.source, skip_damaged=prepared.job.settings.output.on_error == "skip")
     finder = _CutFinder(n, threshold)
     for batch, ks in sorted(members.items()):
         first_pair, end_pair = batch * chunk, min((batch + 1) * chunk, max(n - 1, 1))
+        window = frames.get(first_pair, min(end_pair, n - 1))
         found = finder.cuts(frames, first_pair, end_pair)
         yield from found
-        outputs = list(zip(ks, apply_cuts([plan[k] for k in ks], found)))
-        window = frames.get(first_pair, min(end_pair, n - 1))
+        outputs = [(k, frame) for k, frame in zip(ks, apply_cuts([plan[k] for k in ks], found))
+                   if not _needs_damaged(frame, frames.damaged, report)]
         _make_batch(prepared, runner, window, first_pair, outputs, wanted, write, cancel)
 
 
@@ -320,7 +352,10 @@ class _CutFinder:
         if missing:
             scores = cuts.cut_scores(frames.get(missing[0], missing[-1] + 1))
             for offset, score in enumerate(scores):
-                self._scores.setdefault(missing[0] + offset, score)
+                pair = missing[0] + offset
+                # a damaged frame stands in as black: its pairs are left out, not counted as cuts
+                damaged = pair in frames.damaged or pair + 1 in frames.damaged
+                self._scores.setdefault(pair, torch.zeros_like(score) if damaged else score)
         for old in [p for p in self._scores if p < lo]:
             del self._scores[old]
         window = torch.stack([self._scores[p] for p in range(lo, hi + 1)])
@@ -354,10 +389,15 @@ def _make_batch(prepared: Prepared, runner: Any, window: torch.Tensor, lo: int,
 
 
 class _FrameBuffer:
-    """Source frames lo..hi for batches that move forward, each frame decoded once; a jump back restarts."""
+    """Source frames lo..hi for batches that move forward, each frame decoded once; a jump back restarts.
 
-    def __init__(self, source: Any):
-        self.source = source
+    skip_damaged: a frame that cannot be read is recorded in `damaged` (index -> message) and stands in as
+    zeros, instead of stopping the run; whatever needs it is then not written (see _run).
+    """
+
+    def __init__(self, source: Any, skip_damaged: bool = False):
+        self.source, self.skip_damaged = source, skip_damaged
+        self.damaged: dict[int, str] = {}
         self._frames: dict[int, torch.Tensor] = {}
         self._iterator: Iterator[torch.Tensor] | None = None
         self._next = 0
@@ -372,14 +412,26 @@ class _FrameBuffer:
             if self._iterator is None or start < self._next or start > self._next + _READ_AHEAD:
                 self._iterator, self._next = self.source.frames(start), start
             while self._next <= hi:
-                frame = next(self._iterator, None)
-                if frame is None:
-                    raise SettingsError(f"the input ended after {self._next} frames while {hi + 1} were counted; "
-                                        "was it changed during the run?")
+                frame = self._read_next()
                 if self._next >= lo:
                     self._frames[self._next] = frame
                 self._next += 1
         return torch.stack([self._frames[i] for i in range(lo, hi + 1)])
+
+    def _read_next(self) -> torch.Tensor:
+        assert self._iterator is not None
+        try:
+            frame = next(self._iterator, None)
+        except FramesIOError as exc:
+            if not self.skip_damaged:
+                raise
+            self.damaged[self._next] = str(exc)
+            self._iterator = self.source.frames(self._next + 1)  # a generator that raised is finished
+            return torch.zeros(self.source.channels, *self.source.size)
+        if frame is None:
+            raise SettingsError(f"the input ended after {self._next} frames while more were counted; "
+                                "was it changed during the run?")
+        return frame
 
 
 def describe_cuts(found: Sequence[int], limit: int = 12) -> str:

@@ -140,11 +140,15 @@ def dyadic_depth(t: Fraction) -> int | None:
 
 def nearest_dyadic(t: Number, depth: int) -> Fraction:
     """The multiple of 1/2^depth nearest to t (halves round up), for retiming with t = 0.5-only models."""
+    value = _as_fraction(t, "t")
+    steps = 1 << _check_depth(depth)
+    return Fraction(math.floor(value * steps + Fraction(1, 2)), steps)
+
+
+def _check_depth(depth: int) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 16:
         raise ValueError(f"depth must be a whole number from 0 to 16; got {depth!r}")
-    value = _as_fraction(t, "t")
-    steps = 1 << depth
-    return Fraction(math.floor(value * steps + Fraction(1, 2)), steps)
+    return depth
 
 
 # ----------------------------------------------------------------------------------------------- plans
@@ -179,12 +183,9 @@ def parse_fps(value: Number | str) -> Fraction:
         if "/" in text:
             return _positive_fps(fps, value)
     else:
-        if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
-            raise TypeError(f"frame rate must be a number; got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"frame rate must be finite; got {value}")
+        fps = _as_fraction(value, "frame rate")
         # repr gives the shortest decimal that round-trips, so 29.97 is 2997/100 and not a binary fraction.
-        fps = Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+        fps = Fraction(repr(value)) if isinstance(value, float) else fps
     fps = _positive_fps(fps, value)
     if fps.denominator != 1:
         ntsc = Fraction(round(fps * Fraction(1001, 1000)) * 1000, 1001)
@@ -216,30 +217,75 @@ def retime_plan(n_frames: int, source_fps: Number | str, target_fps: Number | st
     _check_frame_count(n_frames)
     src = parse_fps(source_fps)
     dst = src if target_fps is None else parse_fps(target_fps)
-    speed_value = parse_fps(speed) if isinstance(speed, str) else _as_fraction(speed, "speed")
-    if speed_value <= 0:
-        raise ValueError(f"speed must be positive (0.5 = half-speed slow motion); got {speed!r}")
+    speed_value = _speed(speed)
     step = speed_value * src / dst  # source frames advanced per output frame
-    if 1 / step > MAX_OUTPUTS_PER_PAIR:
-        raise ValueError(f"{float(dst):.6g} fps from {float(src):.6g} fps at speed {float(speed_value):g} makes "
-                         f"{float(1 / step):.3g} frames per source frame; at most {MAX_OUTPUTS_PER_PAIR} are allowed "
-                         "(check the frame rates and speed)")
-    num, den = step.numerator, step.denominator
-    count = (n_frames - 1) * den // num + 1
+    _check_per_pair(1 / step, f"{float(dst):.6g} fps from {float(src):.6g} fps at speed {float(speed_value):g}")
+    count = (n_frames - 1) * step.denominator // step.numerator + 1
     _check_total(count)
+    # In units of 1/step.denominator source frames, frame i is at i * step.denominator: all integers.
+    return _sweep(range(0, n_frames * step.denominator, step.denominator), step.numerator, count, dyadic_depth)
+
+
+def retime_plan_from_times(times: Sequence[Number], target_fps: Number | str, *, speed: Number | str = 1,
+                           dyadic_depth: int | None = None) -> Plan:
+    """Frames at target_fps over source frames shown at `times` (seconds, increasing; e.g. a VFR video's pts).
+
+    Output frame k shows source time times[0] + k * speed / target_fps, for every k whose time is <= times[-1],
+    at t = its place in the gap between the source frames around it, snapped as in `retime_plan` (which this
+    equals for times[i] = i / fps). Exact, in one pass: O(len(times) + outputs), bounded before it is built.
+    """
+    if len(times) == 0:
+        raise ValueError("need at least one source frame time; got an empty `times`")
+    exact = [t if type(t) is Fraction else _as_fraction(t, f"times[{i}]")  # noqa: E721 - fast path
+             for i, t in enumerate(times)]
+    dst, speed_value = parse_fps(target_fps), _speed(speed)
+    # Integer ticks: a common denominator of all times, refined so one output frame is a whole number of ticks.
+    per_second = math.lcm(*(t.denominator for t in exact))
+    step = speed_value * per_second / dst
+    per_second *= step.denominator
+    ticks = [t.numerator * (per_second // t.denominator) for t in exact]
+    bad = next((i for i in range(1, len(ticks)) if ticks[i] <= ticks[i - 1]), None)
+    if bad is not None:
+        raise ValueError(f"times must be strictly increasing; times[{bad}] = {_show(exact[bad])} is not after "
+                         f"times[{bad - 1}] = {_show(exact[bad - 1])}")
+    gap, i = max(((b - a, i) for i, (a, b) in enumerate(zip(ticks, ticks[1:]))), default=(0, 0))
+    _check_per_pair(Fraction(gap, step.numerator), f"{float(dst):.6g} fps at speed {float(speed_value):g} over "
+                    f"the {float(Fraction(gap, per_second)):.6g} s gap after times[{i}]")
+    count = (ticks[-1] - ticks[0]) // step.numerator + 1
+    _check_total(count)
+    return _sweep(ticks, step.numerator, count, dyadic_depth)
+
+
+def _speed(value: Number | str) -> Fraction:
+    speed = parse_fps(value) if isinstance(value, str) else _as_fraction(value, "speed")
+    if speed <= 0:
+        raise ValueError(f"speed must be positive (0.5 = half-speed slow motion); got {value!r}")
+    return speed
+
+
+def _check_per_pair(per_pair: Fraction, what: str) -> None:
+    if per_pair > MAX_OUTPUTS_PER_PAIR:
+        raise ValueError(f"{what} makes {float(per_pair):.3g} frames per source frame; at most "
+                         f"{MAX_OUTPUTS_PER_PAIR} are allowed (check the frame rates and speed)")
+
+
+def _sweep(ticks: Sequence[int], step: int, count: int, depth: int | None) -> Plan:
+    """`count` frames at ticks[0] + k * step over source frames at increasing integer `ticks`, in one pass."""
+    steps = None if depth is None else 1 << _check_depth(depth)
     plan: Plan = []
-    for k in range(count):
-        source, rest = divmod(k * num, den)  # integer arithmetic: exact and fast on long clips
-        if dyadic_depth is not None:
-            t = nearest_dyadic(Fraction(rest, den), dyadic_depth)
-            rest, den_k = t.numerator, t.denominator
+    last, i = len(ticks) - 1, 0
+    for at in range(ticks[0], ticks[0] + count * step, step):
+        while i < last and ticks[i + 1] <= at:
+            i += 1
+        rest, gap = at - ticks[i], (ticks[i + 1] - ticks[i] if i < last else 1)
+        if steps is not None:  # nearest multiple of 1/steps, halves up: floor(rest / gap * steps + 1/2)
+            rest, gap = (2 * rest * steps + gap) // (2 * gap), steps
+        if rest * SNAP_DENOMINATOR < gap:
+            plan.append(OutputFrame(i))
+        elif (gap - rest) * SNAP_DENOMINATOR < gap:
+            plan.append(OutputFrame(i + 1))
         else:
-            den_k = den
-        if rest * SNAP_DENOMINATOR < den_k:
-            rest = 0
-        elif (den_k - rest) * SNAP_DENOMINATOR < den_k:
-            source, rest = source + 1, 0
-        plan.append(OutputFrame(source, Fraction(rest, den_k)))
+            plan.append(OutputFrame(i, Fraction(rest, gap)))
     return plan
 
 
@@ -363,28 +409,19 @@ def _bisection_depth(timesteps: Iterable[Fraction], why: str) -> int:
     return max(depths, default=1)  # type: ignore[type-var]
 
 
-def make_schedule(request: Request, n_frames: int, arbitrary_t: bool) -> Schedule:
+def make_schedule(request: Request, n_frames: int, arbitrary_t: bool,
+                  times: Sequence[Number] | None = None) -> Schedule:
     """The plan for n_frames source frames, its method (direct or bisection depth) and any warning.
 
     The one policy shared by the CLI, the nodes and the library: `_t` models make every t directly;
     t = 0.5-only models bisect (retimes snap to 1/2^BISECTION_DEPTH of a frame), unless "direct" is asked,
-    which works with a warning.
+    which works with a warning. times: the source frames' real timestamps in seconds (a VFR video's pts);
+    a retime follows them instead of a constant source fps.
     """
     _check_frame_count(n_frames)
     bisect = request.method == "bisection" or (request.method == "auto" and not arbitrary_t)
     if request.is_retime:
-        if request.source_fps is None:
-            raise ValueError("an fps retime needs the input frame rate: give the source fps (e.g. 24 or 24000/1001)")
-        depth = BISECTION_DEPTH if bisect else None
-        plan = retime_plan(n_frames, request.source_fps, request.target_fps, speed=request.speed,
-                           dyadic_depth=depth)
-        note = None if depth is None else (f"this model makes in-between frames by halving at t = 0.5, so retime "
-                                           f"times snap to the nearest 1/{1 << depth} of a frame")
-        if depth is not None and all(f.t == 0 or dyadic_depth(f.t) == 1 for f in plan):
-            note = None  # nothing was moved: only copies and halves
-        if depth is not None:
-            depth = max((dyadic_depth(f.t) or 0 for f in plan), default=0) or None
-        return Schedule(plan, depth, note, request.out_fps)
+        return _retime_schedule(request, n_frames, times, BISECTION_DEPTH if bisect else None)
     ts = request.per_pair
     _check_total((n_frames - 1) * (len(ts) + 1) + 1)
     warning = None
@@ -399,6 +436,29 @@ def make_schedule(request: Request, n_frames: int, arbitrary_t: bool) -> Schedul
             warning = ("this model was trained for t = 0.5 only; timesteps other than 0.5 made directly look worse. "
                        "Use a `_t` variant, or bisection with a power-of-two multiplier")
     return Schedule(timesteps_plan(n_frames, ts), depth, warning, request.out_fps)
+
+
+def _retime_schedule(request: Request, n_frames: int, times: Sequence[Number] | None,
+                     depth: int | None) -> Schedule:
+    """make_schedule for a retime, by `times` when given; depth: BISECTION_DEPTH, or None for direct."""
+    if times is not None:
+        if len(times) != n_frames:
+            raise ValueError(f"got {len(times)} frame times for {n_frames} frames; give one time per frame")
+        target = request.target_fps or request.source_fps
+        if target is None:
+            raise ValueError("a retime by frame times needs a target fps (e.g. 30 or 30000/1001)")
+        plan = retime_plan_from_times(times, target, speed=request.speed, dyadic_depth=depth)
+    elif request.source_fps is None:
+        raise ValueError("an fps retime needs the input frame rate: give the source fps (e.g. 24 or 24000/1001)")
+    else:
+        plan = retime_plan(n_frames, request.source_fps, request.target_fps, speed=request.speed, dyadic_depth=depth)
+    note = None if depth is None else (f"this model makes in-between frames by halving at t = 0.5, so retime "
+                                       f"times snap to the nearest 1/{1 << depth} of a frame")
+    if depth is not None and all(f.t == 0 or dyadic_depth(f.t) == 1 for f in plan):
+        note = None  # nothing was moved: only copies and halves
+    if depth is not None:
+        depth = max((dyadic_depth(f.t) or 0 for f in plan), default=0) or None
+    return Schedule(plan, depth, note, request.out_fps)
 
 
 def apply_cuts(plan: Iterable[OutputFrame], cuts: Iterable[int]) -> Plan:

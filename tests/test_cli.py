@@ -388,3 +388,54 @@ def test_convert_official_layout_pickle(tmp_path, capsys):
     assert cli.main(["convert", str(src), "-o", str(tmp_path / "x.safetensors"), "--variant", "ours"]) == 1
     assert "ours" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_truncated_frame_stops_the_run_or_is_skipped(tmp_path, tiny, capsys):
+    sources = _write_clip(tmp_path / "in", 5)
+    sources[2].write_bytes(sources[2].read_bytes()[:60])  # cut off mid-file, as by a failed copy
+    base = ["interpolate", tmp_path / "in", "--device", "cpu", "--cut-threshold", "0"]
+    assert _run(*base, "-o", tmp_path / "stop") == 1
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "frame3.png" in message and message.startswith("emavfi: error:")
+    assert all(images.verify(p) for p in _outputs(tmp_path / "stop"))
+    assert not [p for p in _outputs(tmp_path / "stop") if p.name >= "frame_000003.png"]  # nothing needing frame 2
+
+    assert _run(*base, "-o", tmp_path / "skip", "--on-error", "skip") == 0
+    err = capsys.readouterr().err
+    assert "3 output frames were not made" in err and "frame3.png" in err
+    names = [p.name for p in _outputs(tmp_path / "skip")]
+    assert names == [f"frame_{k:06d}.png" for k in (0, 1, 2, 6, 7, 8)]  # pairs 1|2 and 2|3 and the copy of 2 left out
+    assert _run(*base, "-o", tmp_path / "v.mp4", "--on-error", "skip", "--source-fps", "24") == 2
+
+
+def test_a_variable_rate_video_whose_header_lies_is_retimed_by_its_real_timestamps(tmp_path, tiny, capsys):
+    """An AVI announcing 31 frames (null chunks fill its gaps) holding 8, at times 0, 1, 2, 6, 7, 15, 16, 30 / 30 s."""
+    av = pytest.importorskip("av", reason="video tests need PyAV")
+    pts = [0, 1, 2, 6, 7, 15, 16, 30]
+    frames = _frames(len(pts), h=32, w=64)
+    avi = tmp_path / "vfr.avi"
+    with av.open(str(avi), "w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.height, stream.width, stream.pix_fmt = 32, 64, "yuv420p"
+        for p, frame in zip(pts, frames):
+            video = av.VideoFrame.from_ndarray(np.rint(frame * 255).astype(np.uint8), format="rgb24")
+            video = video.reformat(format="yuv420p")
+            video.pts = p
+            for packet in stream.encode(video):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(avi)) as container:
+        assert container.streams.video[0].frames > len(pts)  # the header overstates the count
+    assert _run("interpolate", avi, "-o", tmp_path / "out", "--fps", "30", "--device", "cpu", "--cut-threshold", "0") == 0
+    files = _outputs(tmp_path / "out")
+    assert len(files) == 31  # one second at 30 fps: the real duration, not 8 frames' worth
+    from emavfi.media.video import VideoSource
+
+    sources = [np.rint(f.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for f in VideoSource(avi).frames()]
+    written = [oiio.ImageBuf(str(p)).get_pixels(oiio.UINT8) for p in files]
+    for index, p in enumerate(pts):  # each real frame lands at its own time, as a copy
+        assert np.array_equal(written[p], sources[index]), p
+    # in the 2 -> 6 gap (source frames 2 and 3) the in-betweens are new pictures, not repeats
+    assert all(not np.array_equal(written[k], written[2]) and not np.array_equal(written[k], written[6])
+               for k in (3, 4, 5))

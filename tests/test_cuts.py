@@ -63,11 +63,6 @@ def test_same_palette_cut_that_the_old_detector_missed(clips):
     mirrored = torch.cat([photo, photo[-1:].flip(-1).repeat(8, 1, 1, 1)])
     assert detect_cuts(mirrored) == [7]
     assert detect_cuts(clips["reverse shot chelsea"].frames) == [15]
-    old = pytest.importorskip("emavfi.schedule")
-    if not hasattr(old, "detect_cuts"):
-        pytest.skip("the old colour-distribution detector is gone")
-    assert old.detect_cuts(mirrored, 0.06) == []
-    assert old.detect_cuts(clips["reverse shot chelsea"].frames, 0.06) == []
 
 
 def test_pair_scores_do_not_depend_on_batching(clips, monkeypatch):

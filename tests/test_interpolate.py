@@ -262,3 +262,12 @@ def test_interpolate_pairs_shares_frames_between_pairs(model, monkeypatch):
     assert torch.allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"second indices must be in 0..3"):
         emavfi.inference.interpolate_pairs(model, clip, [0], [4], [0.5])
+
+
+@pytest.mark.parametrize("model", [None, "ours_small_t.safetensors", torch.nn.Linear(2, 2)])
+def test_a_wrong_model_argument_is_one_clear_type_error(model):
+    img0, img1 = frames(h=32, w=32)
+    for call in (lambda: emavfi.interpolate(model, img0, img1),
+                 lambda: emavfi.interpolate_sequence(model, torch.cat([img0, img1]))):
+        with pytest.raises(TypeError, match="model must be an EMA-VFI network"):
+            call()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import random
+import time
 from fractions import Fraction
 
 import pytest
@@ -241,3 +243,125 @@ def test_request_validation_and_derived_values():
             schedule.Request(**bad)
     with pytest.raises(ValueError, match="source fps"):
         schedule.make_schedule(schedule.Request(target_fps=Fraction(30)), 3, True)
+
+
+# ----------------------------------------------------------------------------------------------- retime by timestamps
+
+def _copies_and_pairs(plan):
+    return [(f.source, f.t) for f in plan]
+
+
+@pytest.mark.parametrize("source, target, speed, depth, n", [
+    ("24000/1001", "60000/1001", 1, None, 50), (25, 30, 1, None, 51), (60, 24, 1, None, 61),
+    (24, 60, Fraction(1, 2), None, 30), (24, 60, 1, 4, 40), ("30000/1001", 24, "0.5", 4, 33),
+    (24, 24, 1, None, 5), (30, 7, 3, None, 90), (24, 60, 1, None, 1)])
+def test_uniform_times_give_exactly_the_fps_retime(source, target, speed, depth, n):
+    fps = schedule.parse_fps(source)
+    expected = schedule.retime_plan(n, source, target, speed=speed, dyadic_depth=depth)
+    times = [Fraction(i) / fps for i in range(n)]
+    assert schedule.retime_plan_from_times(times, target, speed=speed, dyadic_depth=depth) == expected
+    late = [Fraction(3600) + t for t in times]  # a clip cut from an hour in: only differences matter
+    assert schedule.retime_plan_from_times(late, target, speed=speed, dyadic_depth=depth) == expected
+
+
+def test_vfr_times_copy_the_real_frames_and_fill_long_gaps_at_their_true_place():
+    times = [Fraction(k, 30) for k in (0, 1, 2, 6, 7, 15)]
+    plan = schedule.retime_plan_from_times(times, 30)
+    # 0..2 are on the 30 fps grid; 2 -> 6 is a 4-frame gap (t = 1/4, 1/2, 3/4); 7 -> 15 an 8-frame one.
+    expected = ([(0, 0), (1, 0), (2, 0)] + [(2, Fraction(i, 4)) for i in (1, 2, 3)] + [(3, 0), (4, 0)]
+                + [(4, Fraction(i, 8)) for i in range(1, 8)] + [(5, 0)])
+    assert _copies_and_pairs(plan) == expected
+    assert [f.position for f in plan if f.is_copy] == [0, 1, 2, 3, 4, 5]
+    # t = 0.5-only models: 1/8 steps snap to quarters, and 7/8 rounds up to a copy of the last frame.
+    quarters = schedule.retime_plan_from_times(times, "30", dyadic_depth=2)
+    assert _copies_and_pairs(quarters)[8:] == [(4, Fraction(1, 4)), (4, Fraction(1, 4)), (4, Fraction(1, 2)),
+                                                (4, Fraction(1, 2)), (4, Fraction(3, 4)), (4, Fraction(3, 4)),
+                                                (5, 0), (5, 0)]
+
+
+def test_vfr_half_speed_and_the_last_frame_only_when_on_the_grid():
+    times = [Fraction(0), Fraction(1, 30), Fraction(3, 30)]
+    slow = schedule.retime_plan_from_times(times, 30, speed=Fraction(1, 2))  # output k shows k/60 s
+    assert _copies_and_pairs(slow) == [(0, 0), (0, Fraction(1, 2)), (1, 0), (1, Fraction(1, 4)),
+                                       (1, Fraction(1, 2)), (1, Fraction(3, 4)), (2, 0)]
+    assert schedule.retime_plan_from_times(times, 30, speed="0.5") == slow
+    off_grid = schedule.retime_plan_from_times([Fraction(0), Fraction(1, 30), Fraction(5, 60)], 30)
+    assert _copies_and_pairs(off_grid) == [(0, 0), (1, 0), (1, Fraction(2, 3))]  # 5/60 s itself is not shown
+    assert schedule.retime_plan_from_times([Fraction(7, 3)], 30) == [OutputFrame(0)]
+
+
+def test_times_within_a_millionth_of_a_frame_are_copies_and_floats_are_exact():
+    nudged = Fraction(10**7 + 1, 10**7)  # the second frame is 0.1 us late: t = 0.9999999 is that frame
+    plan = schedule.retime_plan_from_times([Fraction(0), nudged, Fraction(3)], 1)
+    assert plan[:2] == [OutputFrame(0), OutputFrame(1)]
+    assert plan[2].source == 1 and plan[2].t == (2 - nudged) / (3 - nudged) and plan[3] == OutputFrame(2)
+    assert schedule.retime_plan_from_times([0, 0.5, 1.0], 4) == [OutputFrame(0), OutputFrame(0, Fraction(1, 2)),
+                                                                 OutputFrame(1), OutputFrame(1, Fraction(1, 2)),
+                                                                 OutputFrame(2)]
+
+
+@pytest.mark.parametrize("times, target, message", [
+    ([], 30, "at least one source frame time"),
+    ([Fraction(0), Fraction(1, 30), Fraction(1, 30)], 30,
+     r"increasing; times\[2\] = 1/30 is not after times\[1\] = 1/30"),
+    ([0, 0.5, 0.25, 1], 30, r"times\[2\] = 0.25 is not after times\[1\] = 0.5"),
+    ([0, float("nan"), 1], 30, r"times\[1\] must be finite"),
+    ([0, 1, float("inf")], 30, r"times\[2\] must be finite"),
+    ([Fraction(0), Fraction(1, 30)], 1_000_000, r"3.33e\+04 frames per source frame; at most 256"),
+    ([0, 1, 2], "1e12", "at most 1,000,000"),
+])
+def test_bad_times_and_rates_are_refused_in_one_line(times, target, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        schedule.retime_plan_from_times(times, target)
+    assert "\n" not in str(caught.value)
+
+
+def test_huge_vfr_retimes_are_refused_before_any_frame_is_built(monkeypatch):
+    def no_frames(*args, **kwargs):
+        raise AssertionError("a frame was built before the bounds were checked")
+
+    monkeypatch.setattr(schedule, "OutputFrame", no_frames)
+    with pytest.raises(ValueError, match=r"30 fps at speed 1 over the 1000 s gap after times\[1\] makes 3e\+04 frames"):
+        schedule.retime_plan_from_times([0, 1, 1001, 1002], 30)
+    with pytest.raises(ValueError, match="output frames"):
+        schedule.retime_plan_from_times(range(10_000), 250)  # 250 per 1 s gap is allowed, 2.5 M in all is not
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="frames per source frame"):
+        schedule.retime_plan_from_times([0, 10**12], 1_000_000)
+    with pytest.raises(ValueError, match="25,599,745 output frames"):
+        schedule.retime_plan_from_times(range(100_000), 256)
+    assert time.perf_counter() - start < 5
+
+
+def test_a_long_vfr_clip_is_planned_in_one_fast_pass():
+    rng = random.Random(0)
+    times, now = [], Fraction(0)
+    for _ in range(100_000):  # 1001/30000 s frames with the odd dropped one, as a phone records
+        now += Fraction(1001, 30000) * (1 if rng.random() < 0.95 else 2)
+        times.append(now)
+    start = time.perf_counter()
+    plan = schedule.retime_plan_from_times(times, 30)
+    elapsed = time.perf_counter() - start
+    assert len(plan) == (times[-1] - times[0]) * 30 // 1 + 1
+    assert [f.source for f in plan] == sorted(f.source for f in plan) and plan[-1].source <= len(times) - 1
+    assert elapsed < 5, f"{elapsed:.2f} s for 100k frames"
+
+
+def test_make_schedule_follows_frame_times_for_retimes_only():
+    times = [Fraction(k, 30) for k in (0, 1, 2, 6, 7, 15)]
+    request = schedule.Request(target_fps=Fraction(30))
+    direct = schedule.make_schedule(request, 6, arbitrary_t=True, times=times)
+    assert direct.plan == schedule.retime_plan_from_times(times, 30) and direct.bisection_depth is None
+    assert direct.warning is None and direct.out_fps == 30
+    halving = schedule.make_schedule(request, 6, arbitrary_t=False, times=times)
+    assert halving.plan == schedule.retime_plan_from_times(times, 30, dyadic_depth=schedule.BISECTION_DEPTH)
+    assert halving.bisection_depth == 3 and "1/16" in halving.warning  # eighths are the finest t here
+    uniform = schedule.Request(target_fps=Fraction(60), source_fps=Fraction(24))
+    by_fps = schedule.make_schedule(uniform, 9, arbitrary_t=False)
+    assert schedule.make_schedule(uniform, 9, False, times=[Fraction(i, 24) for i in range(9)]) == by_fps
+    pairs = schedule.make_schedule(schedule.Request(multiplier=2), 6, True, times=times)
+    assert pairs == schedule.make_schedule(schedule.Request(multiplier=2), 6, True)
+    with pytest.raises(ValueError, match="5 frame times for 6 frames"):
+        schedule.make_schedule(request, 6, True, times=times[:5])
+    with pytest.raises(ValueError, match="needs a target fps"):
+        schedule.make_schedule(schedule.Request(speed=Fraction(1, 2)), 6, True, times=times)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import emavfi
-from emavfi import distributed, render
+from emavfi import distributed, ray_cluster, render
 from emavfi.schedule import Request
 from emavfi.settings import OutputOptions, Settings
 
@@ -132,7 +132,7 @@ def main() -> None:
         emavfi.weights.save_safetensors(state, weights, "ours_small_t")
 
         started = time.perf_counter()
-        distributed.start_local(num_cpus=2)
+        ray_cluster.start_local(num_cpus=2)
         cluster_start = time.perf_counter() - started
 
         rows = []

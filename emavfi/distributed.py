@@ -12,39 +12,26 @@ Ray does the fault tolerance: actors restart (`max_restarts`) and re-run the cal
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import EmaVfiError
+from .ray_cluster import DistributedError, connection, import_ray, one_line
 
 DEFAULT_TASK_FRAMES = 16  # output frames per task: small enough to balance workers, large enough to amortise
 MAX_RESTARTS = 3  # per worker: Ray restarts a dead actor and re-runs its calls this many times
 QUEUED_PER_WORKER = 2  # calls queued at each actor: it never waits for the driver between two tasks
-CONNECT_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 300.0  # workers load torch and the model; a cluster may also have to find room for them
 CANCEL_GRACE_S = 30.0  # running calls stop at their next cancellation check (before each device batch)
 POLL_S = 0.5
-RAY_MISSING = "Ray is an optional extra: pip install -r requirements-ray.txt"
-LOCALHOST = "127.0.0.1"
-# Clusters on this machine only. Ray resolves "127.0.0.1" as a node address to the machine's outward IP and
-# binds its servers there unless its multi-node mode is off; these variables (read by the processes Ray starts,
-# and inherited by theirs) keep every socket on the loopback, and turn usage reporting off.
-_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w*(?:Error|Exception|Interrupt|Cancelled))(?:\(\w*\))?: (.+)$")
-
-
-class DistributedError(EmaVfiError):
-    """A distributed render could not start or a worker failed; the message names the worker and the fix."""
 
 
 class WorkCancelled(EmaVfiError):
@@ -156,10 +143,11 @@ def render(job: Any, *, address: str | None = None, workers: int | None = None, 
     and only complete files stay in the output folder.
     runtime_env: Ray runtime environment for the workers (e.g. {"pip": [...]} on a cluster without emavfi).
     """
-    ray = _import_ray()
+    ray = import_ray()
     _check_arguments(job, workers, cpus_per_worker, task_frames)
     started = time.monotonic()
-    with _connection(ray, address, workers, cpus_per_worker):
+
+    with connection(ray, address, workers, cpus_per_worker):
         state_ref = ray.put(_state_for(job))
         pool = _start_workers(ray, _worker_job(job), workers, cpus_per_worker, runtime_env)
         try:
@@ -179,14 +167,6 @@ def render(job: Any, *, address: str | None = None, workers: int | None = None, 
                              cuts=tuple(sorted(set(cuts))), frames_by_worker=by_worker)
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise DistributedError(RAY_MISSING) from None
-    return ray
-
-
 def _check_arguments(job: Any, workers: int | None, cpus_per_worker: int, task_frames: int) -> None:
     if getattr(job, "video_out", False):
         raise DistributedError(f"Ray workers write a folder of frames; {job.output} is a video file: render to a "
@@ -204,110 +184,6 @@ def _state_for(job: Any) -> dict[str, Any]:
 
     state, _ = read_weights(weights_path(job.settings), job.settings.model_variant)
     return state
-
-
-# ----------------------------------------------------------------------------------------------- connecting
-
-@contextmanager
-def _connection(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int) -> Iterator[None]:
-    """Ray for the duration of a render: reuse this process's, start a local one, or join `address`."""
-    target = probe(address) if address is not None else None
-    if ray.is_initialized():
-        yield
-        return
-    if target is None:
-        start_local(num_cpus=workers * cpus_per_worker if workers else (os.cpu_count() or 1))
-    else:
-        # A driver joining a cluster on this machine must call itself 127.0.0.1 too, or Ray waits for a raylet
-        # at the machine's outward address forever.
-        loopback = not address.startswith("ray://") and _is_loopback(target.rpartition(":")[0])
-        try:
-            with _loopback_only(ray, loopback):
-                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
-                         **({"_node_ip_address": LOCALHOST} if loopback else {}))
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise DistributedError(f"cannot join the Ray cluster at {address}: {_one_line(str(exc))}") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@contextmanager
-def _loopback_only(ray: Any, active: bool = True) -> Iterator[None]:
-    """While Ray starts (or joins) a cluster on this machine: every Ray address and socket on 127.0.0.1."""
-    if not active:
-        yield
-        return
-    constants = ray._private.ray_constants
-    saved_env = {name: os.environ.get(name) for name in _LOCAL_ONLY_ENV}
-    saved_cluster_mode = getattr(constants, "ENABLE_RAY_CLUSTER", None)
-    os.environ.update(_LOCAL_ONLY_ENV)
-    # Ray read that variable when it was imported; its copy here decides how this process resolves 127.0.0.1.
-    if saved_cluster_mode is not None:
-        constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        if saved_cluster_mode is not None:
-            constants.ENABLE_RAY_CLUSTER = saved_cluster_mode
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _is_loopback(host: str) -> bool:
-    return host.strip("[]") in ("localhost", "::1") or host.startswith("127.")
-
-
-def start_local(*, num_cpus: int, num_gpus: int | None = None) -> None:
-    """Start an embedded single-machine Ray whose every server listens on 127.0.0.1 only (no dashboard)."""
-    ray = _import_ray()
-    with _loopback_only(ray):
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCALHOST,
-                 _node_ip_address=LOCALHOST, logging_level=logging.ERROR, log_to_driver=False)
-    node_ip = ray.util.get_node_ip_address()
-    if node_ip != LOCALHOST:
-        ray.shutdown()
-        raise DistributedError(f"the embedded Ray cluster came up on {node_ip}, not {LOCALHOST} (a Ray version this "
-                               "module does not know); start one yourself with `ray start --head "
-                               f"--node-ip-address {LOCALHOST}` and pass its address")
-
-
-def probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
-    """The "host:port" Ray will contact for `address`; one-line error within `timeout` s when nothing listens there
-    (ray.init itself would wait for minutes)."""
-    target = _bootstrap_address(address)
-    if target is None:
-        raise DistributedError(f"--ray {address}: no running Ray cluster found on this machine (RAY_ADDRESS is unset "
-                               "and `ray start --head` was not run here); start one, or give host:port")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise DistributedError(f"--ray {address}: expected auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
-        raise DistributedError(f"cannot reach the Ray cluster at {address} ({reason}); check that it is running "
-                               "(`ray status` on the head node) and that the port is open") from None
-    return target
-
-
-def _bootstrap_address(address: str) -> str | None:
-    if address.startswith("ray://"):
-        rest = address[len("ray://"):]
-        return rest if ":" in rest else f"{rest}:10001"
-    if address != "auto":
-        return address if ":" in address else f"{address}:6379"
-    from ray._private.services import canonicalize_bootstrap_address
-
-    try:
-        return canonicalize_bootstrap_address("auto")
-    except ConnectionError:
-        return None
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -432,17 +308,14 @@ def explain(exc: BaseException, who: str) -> str:
     else:
         text = _last_error_line(str(exc))
     if "No module named 'emavfi" in text or "No module named \"emavfi" in text:
-        return (f"{who} cannot import emavfi ({_one_line(text)}): install this package on every node of the Ray "
+        return (f"{who} cannot import emavfi ({one_line(text)}): install this package on every node of the Ray "
                 "cluster, or pass it with a runtime_env")
-    return f"{who} failed: {_one_line(text)}"
+    return f"{who} failed: {one_line(text)}"
 
 
 def _last_error_line(text: str) -> str:
     """The final "SomeError: message" line of a traceback Ray put into an exception's text."""
-    lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+    lines = [one_line(line) for line in text.splitlines()]
     found = [line for line in lines if _ERROR_LINE.match(line)]
     return found[-1] if found else (lines[0] if lines else "unknown error")
 
-
-def _one_line(text: str) -> str:
-    return " ".join(_ANSI.sub("", text).split()) or "unknown error"

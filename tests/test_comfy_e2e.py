@@ -115,7 +115,7 @@ def e2e(tmp_path_factory):
            "--node-pack", f"{REPO}={PACK_NAME}", "--base-dir", str(base), "--out-dir", str(tmp / "out"),
            "--summary-json", str(summary_path), "--user-setting", "Comfy.TutorialCompleted=true",
            "--workflow", str(WORKFLOW_API), "--expect", "success",
-           "--workflow", str(_interrupt_workflow(tmp)), "--expect", "interrupted", "--interrupt-after", "3",
+           "--workflow", str(_interrupt_workflow(tmp)), "--expect", "interrupted", "--interrupt-after", "5",
            "--timeout", "120", "--extra-arg=--disable-api-nodes", "--verbose-progress"]
     for path, expect in _variant_workflows(tmp):
         cmd += ["--workflow", str(path), "--expect", expect]
@@ -215,8 +215,9 @@ def test_interrupt_ends_the_run_cleanly(e2e):
     assert "6" not in run["executed_nodes"]
     assert run["server_alive_after"]
     # honoured before the next pair finished: fewer progress events after the interrupt than one pair's 4 frames
+    # (on a slow machine the interrupt may land while the first pair is still being made: then before == 0)
     before, after = _progress_of(e2e, run)
-    assert before >= 1 and after < 4, (before, after)
+    assert after < 4, (before, after)
     # progress stopped short of all (128 - 1) * 4 + 1 frames (the update after an interrupt raises, unsent)
     last = run["last_progress"]
     assert last is None or (last[0] == "5" and last[1] < last[2] == 509), last

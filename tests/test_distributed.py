@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import distributed, ranges, render
+from emavfi import distributed, ranges, ray_cluster, render
 from emavfi.files import is_partial
 from emavfi.schedule import Request
 from emavfi.settings import OutputOptions, Settings
@@ -79,7 +79,7 @@ def reference(shot, tmp_path_factory) -> Path:
 def cluster():
     """One embedded Ray (2 CPUs) for the module: starting Ray costs seconds."""
     assert not ray.is_initialized()
-    distributed.start_local(num_cpus=2)
+    ray_cluster.start_local(num_cpus=2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -247,7 +247,7 @@ def test_an_unreachable_address_fails_within_seconds_with_one_line(shot, tmp_pat
     assert str(info.value) == (f"cannot reach the Ray cluster at 127.0.0.1:{port} (connection refused); check that it "
                                "is running (`ray status` on the head node) and that the port is open")
     with pytest.raises(distributed.DistributedError, match=f"ray://127.0.0.1:{port} .connection refused"):
-        distributed.probe(f"ray://127.0.0.1:{port}")
+        ray_cluster.probe(f"ray://127.0.0.1:{port}")
     assert not (tmp_path / "out").exists()
 
 

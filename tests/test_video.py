@@ -1,4 +1,4 @@
-"""emavfi.media.video: full-depth decode, real frame counts and timestamps, codecs, colour tags, audio copy,
+"""emavfi.media.video (reading) and video_out (writing): full-depth decode, codecs, colour tags, audio copy,
 atomic writes and one-line errors. Every test video is made here with PyAV, tiny and a few frames long."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 av = pytest.importorskip("av", reason="video tests need PyAV (pip install av)")
 
 from emavfi import files  # noqa: E402
-from emavfi.media import video  # noqa: E402
+from emavfi.media import video, video_out  # noqa: E402
 from emavfi.media.base import FramesIOError  # noqa: E402
 
 BT2020_TAGS = {"color_primaries": 9, "color_trc": 14, "colorspace": 9, "color_range": 1}
@@ -75,7 +75,7 @@ def _stream_info(path):
 
 
 def _write(path, images, **kwargs):
-    with video.VideoSink(path, kwargs.pop("fps", Fraction(24)), **kwargs) as sink:
+    with video_out.VideoSink(path, kwargs.pop("fps", Fraction(24)), **kwargs) as sink:
         for index, image in enumerate(images):
             sink.write(index, image)
     return path
@@ -165,15 +165,15 @@ def test_colour_tags_are_kept(tmp_path):
 
 def test_unknown_or_unusable_codec_fails_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(FramesIOError, match=r"unknown video codec 'xvid'; choose one of: h264, .*ffv1"):
-        video.check_codec("xvid")
+        video_out.check_codec("xvid")
     with pytest.raises(FramesIOError, match="unknown video codec"):
-        video.VideoSink(tmp_path / "a.mp4", Fraction(24), codec="xvid")
+        video_out.VideoSink(tmp_path / "a.mp4", Fraction(24), codec="xvid")
     with pytest.raises(FramesIOError, match=r"\.mp4 files cannot hold prores_4444; use \.mov or \.mkv \(or"):
-        video.VideoSink(tmp_path / "a.mp4", Fraction(24), codec="prores_4444")
+        video_out.VideoSink(tmp_path / "a.mp4", Fraction(24), codec="prores_4444")
     with pytest.raises(FramesIOError, match="h264 writes 8-bit video, not 10-bit"):
-        video.VideoSink(tmp_path / "a.mp4", Fraction(24), codec="h264", bit_depth=10)
+        video_out.VideoSink(tmp_path / "a.mp4", Fraction(24), codec="h264", bit_depth=10)
     with pytest.raises(FramesIOError, match="cannot write video a.gif"):
-        video.VideoSink(tmp_path / "a.gif", Fraction(24))
+        video_out.VideoSink(tmp_path / "a.gif", Fraction(24))
     assert list(tmp_path.iterdir()) == []
 
     class EightBitX264:
@@ -181,25 +181,25 @@ def test_unknown_or_unusable_codec_fails_before_any_work(tmp_path, monkeypatch):
 
     monkeypatch.setattr(av, "Codec", lambda name, mode: EightBitX264())
     with pytest.raises(FramesIOError, match=r"'h264_10bit' is unavailable \(.*8-bit only.*\); choose one of"):
-        video.check_codec("h264_10bit")
-    assert "h264_10bit" not in video.available_codecs()
+        video_out.check_codec("h264_10bit")
+    assert "h264_10bit" not in video_out.available_codecs()
 
 
 def test_writes_are_atomic_and_follow_the_umask(tmp_path):
     path = tmp_path / "clip.mov"
-    sink = video.VideoSink(path, Fraction(24), codec="prores_422hq")
+    sink = video_out.VideoSink(path, Fraction(24), codec="prores_422hq")
     sink.write(0, _gradient())  # ProRes is intra-only: its first packet (and so the file) exists at once
     # What a killed process leaves: only a temporary that files.is_partial recognises, never clip.mp4.
     names = [p.name for p in tmp_path.iterdir()]
     assert len(names) == 1 and files.is_partial(names[0]) and names[0].endswith(".mov")
     sink.abort()
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(KeyboardInterrupt), video.VideoSink(path, Fraction(24)) as sink:
+    with pytest.raises(KeyboardInterrupt), video_out.VideoSink(path, Fraction(24)) as sink:
         sink.write(0, _gradient())
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="expected frame 1, got 2"):
-        with video.VideoSink(path, Fraction(24)) as sink:
+        with video_out.VideoSink(path, Fraction(24)) as sink:
             sink.write(0, _gradient())
             sink.write(2, _gradient())
     assert list(tmp_path.iterdir()) == []

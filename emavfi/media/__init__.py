@@ -44,13 +44,13 @@ def open_source(path: str | os.PathLike, *, colorspace: str | None = None, ocio:
 def open_sink(path: str | os.PathLike, source: Source, **options: Any) -> Sink:
     """A video file (VideoSink) when path has a video extension, else a folder of frames (FolderSink).
 
-    Video options: fps (required), codec, bit_depth, audio (see video.VideoSink). Folder options: total
+    Video options: fps (required), codec, bit_depth, audio (see video_out.VideoSink). Folder options: total
     (required), start_number, format, bit_depth, out_fps, timecode_rate, colorspace, ocio (see
     folder.FolderSink); a folder sink also takes a video source (its frames are written as sRGB images).
     """
     path = Path(path)
     if path.suffix.lower() in VIDEO_EXTENSIONS:
-        from .video import VideoSink
+        from .video_out import VideoSink
         fps = options.pop("fps")
         return VideoSink(path, fps, source=source, **options)
     from .folder import FolderSink

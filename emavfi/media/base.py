@@ -1,4 +1,4 @@
-"""What every frame source and sink offers (folders of images here, video files in video.py), and the error.
+"""What every frame source and sink offers (folders of images; video files: video.py, video_out.py), and the error.
 
 Frames travel as [C,H,W] float32 tensors in the WORKING encoding: display-referred sRGB-encoded Rec.709
 (what the network was trained on), values above 1 and below 0 allowed. Channels: R, G, B first, then alpha

@@ -1,0 +1,362 @@
+"""Video files out with PyAV: full bit depth, alpha, colour tags and audio kept; the codec table.
+
+Frames are float32 tensors [C,H,W] in 0..1, as `video.VideoSource` gives them. A sink encodes into a hidden
+temporary beside the target (`files.partial_path`) and renames it into place on `close()`, so no reader ever
+sees a half-written video. Colour conversion runs single-threaded (`threads=1`), for the reason given in
+video.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import files
+from .base import FramesIOError
+from .video import VideoSource, _av
+
+# Output container (FFmpeg muxer) by extension; anything else is refused before work starts.
+_MUXERS = MappingProxyType({".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi",
+                            ".ts": "mpegts"})
+_BT709, _LIMITED = 1, 1  # AVCOL_PRI/TRC/SPC_BT709 and AVCOL_RANGE_MPEG
+_UNSPECIFIED = 2  # AVCOL_PRI/TRC/SPC_UNSPECIFIED (the range's is 0)
+
+
+# ----------------------------------------------------------------------------------------------- codecs
+
+@dataclass(frozen=True)
+class _Codec:
+    encoder: str
+    depth: tuple[int, ...]          # bit depths it writes
+    chroma: str                     # "420", "422" or "444" (4:2:0 falls back to 4:4:4 on odd sizes)
+    alpha: bool
+    options: tuple[tuple[str, str], ...]
+    limited_range: bool = False     # the format is always limited range (ProRes), whatever the source
+    # This PyAV build's libx265 now and then returns packets with garbage dts (mp4 then refuses them):
+    # without B-frames dts must equal pts, so it is set from pts.
+    dts_from_pts: bool = False
+
+    def pix_fmt(self, depth: int, alpha: bool, height: int, width: int) -> str:
+        """The encoder's pixel format for this depth, alpha and frame size."""
+        chroma = "444" if self.chroma == "420" and (height % 2 or width % 2) else self.chroma
+        return f"yuv{'a' if alpha and self.alpha else ''}{chroma}p{'10le' if depth > 8 else ''}"
+
+
+_CODECS = MappingProxyType({
+    "h264": _Codec("libx264", (8,), "420", False, (("crf", "16"),)),
+    "h264_10bit": _Codec("libx264", (10,), "420", False, (("crf", "16"),)),
+    # No x265-params (it would quieten x265's banner): with it, garbage dts come far more often.
+    "hevc_10bit": _Codec("libx265", (10,), "420", False, (("crf", "16"),), dts_from_pts=True),
+    "prores_422hq": _Codec("prores_ks", (10,), "422", False, (("profile", "3"),), limited_range=True),
+    "prores_4444": _Codec("prores_ks", (10,), "444", True, (("profile", "4"),), limited_range=True),
+    "ffv1": _Codec("ffv1", (8, 10), "444", True, (("level", "3"), ("slicecrc", "1"))),
+})
+
+
+def _codec_problem(name: str) -> str | None:
+    """Why the named codec cannot be used with this PyAV build, or None."""
+    av = _av()
+    spec = _CODECS[name]
+    if spec.encoder not in av.codecs_available:
+        return f"this PyAV build has no {spec.encoder} encoder"
+    if 10 in spec.depth and spec.encoder == "libx264":
+        formats = {f.name for f in av.Codec("libx264", "w").video_formats or ()}
+        if "yuv420p10le" not in formats:
+            return "this PyAV build's libx264 is 8-bit only (no High 10 profile)"
+    return None
+
+
+def available_codecs() -> list[str]:
+    """Names accepted by `check_codec` / `VideoSink(codec=)` that this PyAV build can encode."""
+    return [name for name in _CODECS if _codec_problem(name) is None]
+
+
+def check_codec(name: str, path: str | os.PathLike | None = None) -> str:
+    """Validate a codec name (and, given the output path, that its container takes it); returns the name."""
+    if name not in _CODECS:
+        raise FramesIOError(f"unknown video codec {name!r}; choose one of: {', '.join(available_codecs())}")
+    problem = _codec_problem(name)
+    if problem:
+        raise FramesIOError(f"video codec {name!r} is unavailable ({problem}); "
+                            f"choose one of: {', '.join(available_codecs())}")
+    encoder = _CODECS[name].encoder
+    if path is not None and encoder not in _container_codecs(Path(path)):
+        takers = [suffix for suffix in _MUXERS if encoder in _container_codecs(Path("x" + suffix))]
+        raise FramesIOError(f"{Path(path).suffix} files cannot hold {name}; use {' or '.join(takers)} "
+                            f"(or another codec: {', '.join(available_codecs())})")
+    return name
+
+
+def _container_codecs(path: Path) -> set[str]:
+    muxer = _MUXERS.get(path.suffix.lower())
+    if muxer is None:
+        raise FramesIOError(f"cannot write video {path.name}: use one of {', '.join(sorted(_MUXERS))}")
+    with _av().open(io.BytesIO(), "w", format=muxer) as probe:
+        return set(probe.supported_codecs)
+
+
+def _default_codec(path: Path, deep: bool, alpha: bool) -> str:
+    """The codec used when none is named: ProRes in .mov for >8-bit or alpha, FFV1 for alpha elsewhere,
+    10-bit HEVC (else 10-bit H.264) for >8-bit elsewhere, else 8-bit H.264."""
+    mov = path.suffix.lower() == ".mov"
+    if alpha and (mov or path.suffix.lower() in (".mkv", ".avi")):
+        return "prores_4444" if mov else "ffv1"
+    if deep:
+        if mov:
+            return "prores_422hq"
+        for name in ("hevc_10bit", "h264_10bit"):
+            if _codec_problem(name) is None:
+                return name
+    return "h264"
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+class VideoSink:
+    """Encodes frames, in index order, into a video file that appears under its name only on close().
+
+    codec: one of `available_codecs()` (None: see `_default_codec`). bit_depth: 8 or 10 (default: 10 when
+    the source, or bit_depth, is deeper than 8 bits and the codec writes 10-bit, else 8). source: the video
+    the frames came from, whose colour tags are copied (and whose YUV matrix and range are used); audio:
+    also copy the source's audio streams unchanged (packets remuxed, timestamps kept) — only sensible when
+    the output lasts as long as the source.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: Fraction, *, codec: str | None = None,
+                 bit_depth: int | None = None, source: VideoSource | None = None, audio: bool = False):
+        self.path = Path(path)
+        self.fps = Fraction(fps)
+        if self.fps <= 0:
+            raise FramesIOError(f"video frame rate must be positive; got {self.fps}")
+        if codec is not None:
+            check_codec(codec, self.path)
+        else:
+            _container_codecs(self.path)  # refuses unknown extensions now, not after the first frame
+        if bit_depth not in (None, 8, 10):
+            raise FramesIOError(f"video bit depth must be 8 or 10; got {bit_depth}")
+        if codec is not None and bit_depth is not None and bit_depth not in _CODECS[codec].depth:
+            depths = " or ".join(str(d) for d in _CODECS[codec].depth)
+            raise FramesIOError(f"{codec} writes {depths}-bit video, not {bit_depth}-bit; "
+                                "use h264_10bit, hevc_10bit, prores_422hq or ffv1 for 10-bit")
+        deep_source = _source_depth(source) > 8
+        source = source if isinstance(source, VideoSource) else None  # a folder of frames has no tags or audio
+        if audio and source is None:
+            raise ValueError("audio=True needs a video source= (the video whose audio is copied)")
+        if audio and source is not None and source.audio_codecs:
+            supported = _container_codecs(self.path)
+            refused = [name for name in source.audio_codecs if name not in supported]
+            if refused:
+                raise FramesIOError(f"{self.path.suffix} files cannot hold {', '.join(refused)} audio from "
+                                    f"{source.path.name}; write .mov or .mkv, or leave the audio out")
+        self.codec = codec
+        self._requested_depth = bit_depth
+        self._source = source
+        self._deep_source = deep_source
+        self._audio = audio and source is not None and bool(source.audio_codecs)
+        self._tmp = files.partial_path(self.path)
+        self._container: Any = None
+        self._stream: Any = None
+        self._pix_fmt = ""
+        self._colour: dict[str, int] = {}
+        self._first_index: int | None = None
+        self._rate = self.fps
+        self._dts_from_pts = False
+        self._written = 0
+        self._audio_input: Any = None
+        self._audio_packets: Iterator[Any] | None = None
+        self._audio_pending: Any = None
+        self._audio_map: dict[int, tuple[Any, int]] = {}
+
+    # -- setup
+
+    def _depth(self, codec: str) -> int:
+        depths = _CODECS[codec].depth
+        if self._requested_depth is not None:
+            return self._requested_depth
+        deep = self._deep_source
+        return 10 if (deep and 10 in depths) or depths == (10,) else 8
+
+    def _open(self, channels: int, height: int, width: int) -> None:
+        av = _av()
+        alpha = channels == 4
+        if self.codec is None:
+            deep = (self._requested_depth or 0) > 8 or self._deep_source
+            self.codec = check_codec(_default_codec(self.path, deep, alpha), self.path)
+        spec = _CODECS[self.codec]
+        depth = self._depth(self.codec)
+        self._pix_fmt = spec.pix_fmt(depth, alpha, height, width)
+        self._colour = self._colour_tags(spec)
+        container = av.open(str(self._tmp), "w", format=_MUXERS[self.path.suffix.lower()])
+        self._container = container
+        # The encoder's time base needs a rational rate; limit the denominator for odd rates like 1/3 fps steps.
+        self._rate = self.fps.limit_denominator(1_000_000)
+        stream = container.add_stream(spec.encoder, rate=self._rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, self._pix_fmt
+        stream.options = dict(spec.options)
+        if spec.dts_from_pts:
+            stream.codec_context.max_b_frames = 0
+        if spec.encoder == "libx265" and self.path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+            stream.codec_context.codec_tag = "hvc1"  # Apple players refuse FFmpeg's default tag, hev1
+        for tag, value in self._colour.items():
+            setattr(stream.codec_context, tag, value)
+        self._stream = stream
+        self._dts_from_pts = spec.dts_from_pts
+        if self._audio:
+            self._open_audio(container)
+
+    def _colour_tags(self, spec: _Codec) -> dict[str, int]:
+        """The source's colour tags when it has any, else BT.709 limited range (what a player assumes)."""
+        if self._source is not None:
+            tags = dict(self._source.colour)
+        else:
+            tags = {"color_primaries": _BT709, "color_trc": _BT709, "colorspace": _BT709, "color_range": 0}
+        if spec.limited_range or tags["color_range"] == 0:
+            tags["color_range"] = _LIMITED
+        return tags
+
+    def _open_audio(self, container: Any) -> None:
+        source = self._source
+        assert source is not None
+        self._audio_input = _av().open(str(source.path))
+        video = self._audio_input.streams.video[0]
+        # Audio is shifted with the video's start so that it stays in sync with the first frame (now at 0).
+        offset = Fraction(video.start_time or 0) * Fraction(video.time_base)
+        for stream in self._audio_input.streams.audio:
+            out = container.add_stream_from_template(stream)
+            self._audio_map[stream.index] = (out, round(offset / Fraction(stream.time_base)))
+        self._audio_packets = iter(self._audio_input.demux(self._audio_input.streams.audio))
+
+    # -- writing
+
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+        """Append frame index ([C,H,W] float 0..1, C = 3 or 4); indices must follow each other."""
+        if image is None:
+            raise ValueError(f"a video sink needs the image for frame {index} (copy_of is not enough)")
+        if image.dim() != 3 or image.shape[0] not in (3, 4):
+            raise ValueError(f"image must be [3 or 4,H,W]; got {list(image.shape)}")
+        if self._first_index is None:
+            self._first_index = index
+            self._open(image.shape[0], image.shape[1], image.shape[2])
+        expected = self._first_index + self._written
+        if index != expected:
+            raise ValueError(f"video frames must arrive in order: expected frame {expected}, got {index}")
+        height, width = self._stream.height, self._stream.width
+        if tuple(image.shape[1:]) != (height, width):
+            raise FramesIOError(f"frame {index} is {image.shape[2]}x{image.shape[1]}, but the video "
+                                f"{self.path.name} is {width}x{height}; all frames must match")
+        frame = self._to_frame(image)
+        frame.pts, frame.time_base = self._written, 1 / self._rate
+        self._mux_video(self._stream.encode(frame))
+        self._written += 1
+        self._mux_audio(Fraction(self._written) / self.fps)
+
+    def _mux_video(self, packets: list[Any]) -> None:
+        for packet in packets:
+            if self._dts_from_pts:
+                packet.dts = packet.pts
+            self._container.mux(packet)
+
+    def _to_frame(self, image: torch.Tensor) -> Any:
+        av = _av()
+        alpha = "yuva" in self._pix_fmt
+        values = image.detach().to("cpu", torch.float32)
+        values = values[:4] if alpha else values[:3]
+        if alpha and values.shape[0] == 3:
+            values = torch.cat([values, torch.ones_like(values[:1])])
+        deep = "10le" in self._pix_fmt
+        scale, dtype = (65535.0, np.uint16) if deep else (255.0, np.uint8)
+        array = np.rint(np.clip(values.numpy().transpose(1, 2, 0), 0, 1) * scale).astype(dtype)
+        fmt = ("rgba64le" if alpha else "rgb48le") if deep else ("rgba" if alpha else "rgb24")
+        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=fmt)
+        colour = self._colour
+        matrix = colour["colorspace"] if colour["colorspace"] != _UNSPECIFIED else None
+        frame = rgb.reformat(format=self._pix_fmt, dst_colorspace=matrix,
+                             dst_color_range=colour["color_range"], threads=1)
+        for tag, value in colour.items():
+            setattr(frame, tag, value)
+        return frame
+
+    def _mux_audio(self, until: Fraction | None) -> None:
+        """Copy source audio packets up to `until` seconds (None: all), interleaved with the video."""
+        if self._audio_packets is None:
+            return
+        while True:
+            packet = self._audio_pending or next(self._audio_packets, None)
+            self._audio_pending = None
+            if packet is None:
+                self._audio_packets = None
+                return
+            if packet.dts is None and not packet.size:
+                continue  # the demuxer's end-of-stream marker
+            out, shift = self._audio_map[packet.stream.index]
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            if until is not None and stamp is not None and (stamp - shift) * Fraction(packet.time_base) > until:
+                self._audio_pending = packet
+                return
+            if packet.pts is not None:
+                packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
+            packet.stream = out
+            self._container.mux(packet)
+
+    # -- finishing
+
+    def close(self) -> None:
+        """Flush the encoder, copy the rest of the audio and move the finished file into place."""
+        if self._container is None:
+            return
+        try:
+            self._mux_video(self._stream.encode())
+            self._mux_audio(None)
+            self._container.close()
+            self._container = None
+            self._close_audio()
+            files.commit(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the unfinished file (nothing is left under the target name or the temporary)."""
+        if self._container is not None:
+            # Closing a half-written file may fail; it is deleted anyway.
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+        self._close_audio()
+        self._tmp.unlink(missing_ok=True)
+
+    def _close_audio(self) -> None:
+        if self._audio_input is not None:
+            with contextlib.suppress(Exception):
+                self._audio_input.close()
+            self._audio_input = None
+        self._audio_packets = None
+        self._audio_pending = None
+
+    def __enter__(self) -> VideoSink:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _source_depth(source: Any) -> int:
+    """Bits per sample of a video or folder source (float frames count as deep); 8 when unknown."""
+    if isinstance(source, VideoSource):
+        return source.bit_depth
+    depth = getattr(getattr(source, "format", None), "bit_depth", "8")
+    return 16 if depth in ("half", "float") else int(depth)

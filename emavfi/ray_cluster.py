@@ -1,0 +1,146 @@
+"""Where the Ray cluster comes from: this process's own Ray, an embedded one on 127.0.0.1 only, or a joined one.
+
+`probe` fails fast (one line) where nothing listens at an address, instead of ray.init's minutes of waiting;
+`start_local` keeps every Ray server and socket on the loopback. `import ray` happens only inside the functions here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import EmaVfiError
+
+RAY_MISSING = "Ray is an optional extra: pip install -r requirements-ray.txt"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class DistributedError(EmaVfiError):
+    """A distributed render could not start or a worker failed; the message names the worker and the fix."""
+
+
+def import_ray() -> Any:
+    """The ray module, or DistributedError saying how to install the extra."""
+    try:
+        import ray
+    except ImportError:
+        raise DistributedError(RAY_MISSING) from None
+    return ray
+
+
+def one_line(text: str) -> str:
+    """text on one line, without terminal colour codes (Ray's messages carry them)."""
+    return " ".join(_ANSI.sub("", text).split()) or "unknown error"
+
+CONNECT_TIMEOUT_S = 5.0
+LOCALHOST = "127.0.0.1"
+# Clusters on this machine only. Ray resolves "127.0.0.1" as a node address to the machine's outward IP and
+# binds its servers there unless its multi-node mode is off; these variables (read by the processes Ray starts,
+# and inherited by theirs) keep every socket on the loopback, and turn usage reporting off.
+_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@contextmanager
+def connection(ray: Any, address: str | None, workers: int | None, cpus_per_worker: int) -> Iterator[None]:
+    """Ray for the duration of a render: reuse this process's, start a local one, or join `address`."""
+    target = probe(address) if address is not None else None
+    if ray.is_initialized():
+        yield
+        return
+    if target is None:
+        start_local(num_cpus=workers * cpus_per_worker if workers else (os.cpu_count() or 1))
+    else:
+        # A driver joining a cluster on this machine must call itself 127.0.0.1 too, or Ray waits for a raylet
+        # at the machine's outward address forever.
+        loopback = not address.startswith("ray://") and _is_loopback(target.rpartition(":")[0])
+        try:
+            with _loopback_only(ray, loopback):
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
+                         **({"_node_ip_address": LOCALHOST} if loopback else {}))
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise DistributedError(f"cannot join the Ray cluster at {address}: {one_line(str(exc))}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
+def _loopback_only(ray: Any, active: bool = True) -> Iterator[None]:
+    """While Ray starts (or joins) a cluster on this machine: every Ray address and socket on 127.0.0.1."""
+    if not active:
+        yield
+        return
+    constants = ray._private.ray_constants
+    saved_env = {name: os.environ.get(name) for name in _LOCAL_ONLY_ENV}
+    saved_cluster_mode = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ.update(_LOCAL_ONLY_ENV)
+    # Ray read that variable when it was imported; its copy here decides how this process resolves 127.0.0.1.
+    if saved_cluster_mode is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_cluster_mode is not None:
+            constants.ENABLE_RAY_CLUSTER = saved_cluster_mode
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _is_loopback(host: str) -> bool:
+    return host.strip("[]") in ("localhost", "::1") or host.startswith("127.")
+
+
+def start_local(*, num_cpus: int, num_gpus: int | None = None) -> None:
+    """Start an embedded single-machine Ray whose every server listens on 127.0.0.1 only (no dashboard)."""
+    ray = import_ray()
+    with _loopback_only(ray):
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, dashboard_host=LOCALHOST,
+                 _node_ip_address=LOCALHOST, logging_level=logging.ERROR, log_to_driver=False)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOCALHOST:
+        ray.shutdown()
+        raise DistributedError(f"the embedded Ray cluster came up on {node_ip}, not {LOCALHOST} (a Ray version this "
+                               "module does not know); start one yourself with `ray start --head "
+                               f"--node-ip-address {LOCALHOST}` and pass its address")
+
+
+def probe(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """The "host:port" Ray will contact for `address`; one-line error within `timeout` s when nothing listens there
+    (ray.init itself would wait for minutes)."""
+    target = _bootstrap_address(address)
+    if target is None:
+        raise DistributedError(f"--ray {address}: no running Ray cluster found on this machine (RAY_ADDRESS is unset "
+                               "and `ray start --head` was not run here); start one, or give host:port")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise DistributedError(f"--ray {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
+        raise DistributedError(f"cannot reach the Ray cluster at {address} ({reason}); check that it is running "
+                               "(`ray status` on the head node) and that the port is open") from None
+    return target
+
+
+def _bootstrap_address(address: str) -> str | None:
+    if address.startswith("ray://"):
+        rest = address[len("ray://"):]
+        return rest if ":" in rest else f"{rest}:10001"
+    if address != "auto":
+        return address if ":" in address else f"{address}:6379"
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return None

@@ -153,8 +153,33 @@ def exclusive(path: str | os.PathLike) -> Iterator[None]:
             _unlock(handle)
 
 
+def try_lock(path: str | os.PathLike, *, shared: bool = False) -> IO[bytes] | None:
+    """Open `path` (created with the umask's mode) and lock it without waiting: the open handle, whose closing
+    releases the lock, or None when another process holds a conflicting lock. Shared locks let holders of
+    shared locks in (on Windows every lock is exclusive)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
+    handle = os.fdopen(fd, "r+b")
+    try:
+        locked = _try_lock(handle, shared)
+    except BaseException:
+        handle.close()
+        raise
+    if not locked:
+        handle.close()
+        return None
+    return handle
+
+
 if os.name == "nt":
     import msvcrt
+
+    def _try_lock(handle: IO[bytes], shared: bool) -> bool:
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
 
     def _lock(handle: IO[bytes]) -> None:
         handle.seek(0)
@@ -169,7 +194,17 @@ if os.name == "nt":
         handle.seek(0)
         msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 else:
+    import errno
     import fcntl
+
+    def _try_lock(handle: IO[bytes], shared: bool) -> bool:
+        try:
+            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
 
     def _lock(handle: IO[bytes]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

@@ -1,7 +1,7 @@
 """The output folder of a render: never lose data, never mix two runs, resume only what is verified.
 
 Three hidden files live in an output folder:
-- `.emavfi.lock`: held (flock) for the whole run. A whole-shot run holds it exclusively; `--frames` tasks
+- `.emavfi.lock`: held (files.try_lock) for the whole run. A whole-shot run holds it exclusively; `--frames` tasks
   (render-farm tasks, Ray workers) share it, so tasks of one job write side by side while a second job,
   or a whole run, fails at once instead of corrupting frames.
 - `.emavfi-run.json`: the run record: what this folder is the output of (settings, input, naming), written
@@ -12,17 +12,15 @@ Three hidden files live in an output folder:
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import EmaVfiError
-from .files import atomic_write, default_mode, sha256_of, stale_partials
+from .files import atomic_write, default_mode, sha256_of, stale_partials, try_lock
 
 LOCK_NAME = ".emavfi.lock"
 RECORD_NAME = ".emavfi-run.json"
@@ -72,7 +70,7 @@ class OutputFolder:
                  overwrite: bool, verify: Callable[[Path], bool]):
         self.folder, self.record, self.naming = folder, {**record, "naming": naming.as_dict()}, naming
         self.shared, self.resume, self.overwrite, self.verify = shared, resume, overwrite, verify
-        self._lock_fd: int | None = None
+        self._lock_handle: IO[bytes] | None = None
         self._log_fd: int | None = None
 
     # -- opening --------------------------------------------------------------------------------------
@@ -91,22 +89,18 @@ class OutputFolder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for fd in (self._log_fd, self._lock_fd):
-            if fd is not None:
-                os.close(fd)  # closing releases the flock
-        self._log_fd = self._lock_fd = None
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing releases the lock
+        self._log_fd, self._lock_handle = None, None
 
     def _lock(self) -> None:
-        fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, default_mode())
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+        handle = try_lock(self.folder / LOCK_NAME, shared=self.shared)
+        if handle is None:
             raise OutputFolderError(f"another emavfi run is writing to {self.folder}; wait for it to finish or "
-                                    "choose another output folder") from None
-        self._lock_fd = fd
+                                    "choose another output folder")
+        self._lock_handle = handle
 
     def _adopt(self) -> None:
         """Check the folder against the record; write the record; delete only what a record names (overwrite)."""

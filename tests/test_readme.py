@@ -70,3 +70,21 @@ def test_main_job_downloads_the_default_weights_from_the_hub(tmp_path, weights_b
     again = _main_job(tmp_path, [], {"EMAVFI_HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"})
     assert again.returncode == 0, again.stderr
     _check_output(tmp_path)
+
+
+def test_the_package_builds_with_every_module_and_its_extras(tmp_path):
+    """`pip install .[cli]` (README) works: the wheel holds every module of emavfi/ and declares the extras."""
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools in this environment")
+    import zipfile
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(tmp_path.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = next(archive.read(n).decode() for n in names if n.endswith("METADATA"))
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "emavfi").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)
+    assert 'extra == "cli"' in metadata and 'extra == "ray"' in metadata
+    assert not any(n.startswith(("nodes/", "tests/")) for n in names)

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from . import ranges
 from .config import VARIANTS
 from .errors import EmaVfiError
+from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
 from .settings import DEFAULT_VARIANT, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
@@ -307,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = "; run the same command with --resume to continue" if status.written else ""
             sys.stderr.write(f"\ninterrupted: {status.written} complete frames{where}{hint}\n")
         return EXIT_INTERRUPTED
-    except (SettingsError, OutputFolderError) as exc:
+    except (SettingsError, OutputFolderError, MediaOptionError) as exc:
         sys.stderr.write(f"emavfi: error: {_one_line(exc)}\n")
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback

@@ -180,8 +180,9 @@ def render(prepared: Prepared, model: Any, *, folder: OutputFolder | None = None
                     scale=s.run.scale, chunk=s.run.chunk)
     if job.video_out:
         audio = _audio_choice(prepared, note)
+        depth = s.output.bit_depth
         sink = media.open_sink(job.output, prepared.source, fps=prepared.schedule.out_fps, codec=s.output.codec,
-                               bit_depth=s.output.bit_depth, audio=audio)
+                               bit_depth=int(depth) if depth and depth.isdigit() else depth, audio=audio)
         return _render_video(prepared, runner, sink, progress, cancel)
     sink = _folder_sink(prepared)
     if folder is not None:

@@ -22,6 +22,7 @@ MAX_CHUNK = 256
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # offered to users
 DEFAULT_VARIANT = "ours_small_t"
 ON_ERROR = ("stop", "skip")
+BIT_DEPTHS = ("8", "10", "12", "16", "half", "float")  # which of them a format takes is checked by emavfi.media
 MAX_START_NUMBER = 10**8
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 
@@ -89,6 +90,8 @@ class OutputOptions:
             raise SettingsError("--resume and --overwrite exclude each other: resume keeps frames, overwrite replaces them")
         if self.on_error not in ON_ERROR:
             raise SettingsError(f"on-error must be one of {', '.join(ON_ERROR)}; got {self.on_error!r}")
+        if self.bit_depth is not None and str(self.bit_depth).lower() not in BIT_DEPTHS:
+            raise SettingsError(f"bit depth must be one of {', '.join(BIT_DEPTHS)}; got {self.bit_depth!r}")
         if self.format is not None:
             object.__setattr__(self, "format", "." + self.format.lower().lstrip("."))
 

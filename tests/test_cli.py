@@ -351,12 +351,24 @@ def test_t05_only_model_rejects_other_multipliers_and_bisects_powers_of_two(tmp_
     (["--scale", "0.3"], "scale"),
     (["--device", "tpu9"], "device"),
     (["--frames", "5-1"], "frames"),
+    (["--colorspace", "ACEScgg"], "close names: 'ACEScg'"),
+    (["--bit-depth", "7"], "bit depth must be one of"),
+    (["--format", "gif"], "cannot write '.gif' frames"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, tiny, capsys, argv, fragment):
     _write_clip(tmp_path / "IN", 2)
     assert _run("interpolate", tmp_path / "IN", "-o", tmp_path / "OUT", *argv) == 2
     assert fragment in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "OUT").exists()
+
+
+def test_a_video_codec_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    _write_clip(tmp_path / "in", 2, w=64)
+    monkeypatch.setattr(render, "load_model_for", lambda *a, **k: pytest.fail("the model must not load"))
+    assert _run("interpolate", tmp_path / "in", "-o", tmp_path / "out.mp4", "--source-fps", "24",
+                "--codec", "prores_9000") == 2
+    assert "unknown video codec 'prores_9000'; choose one of" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out.mp4").exists()
 
 
 def test_errors_from_a_real_process_are_one_line_without_traceback(tmp_path):

@@ -28,6 +28,10 @@ class FramesIOError(EmaVfiError, OSError):
     """A frame could not be read or written, a colour space is unknown, or a needed package is missing."""
 
 
+class MediaOptionError(FramesIOError, ValueError):
+    """An output or colour option (colour space, codec, format, bit depth) cannot work: a usage error."""
+
+
 @dataclass(frozen=True)
 class FrameFormat:
     """How frames are stored: extension (".exr", lower case, ".jpg"/".tif" spelt short), bit_depth (one of

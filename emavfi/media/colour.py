@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import FrameFormat, FramesIOError, import_ocio
+from .base import FrameFormat, FramesIOError, MediaOptionError, import_ocio
 
 DEFAULT_CONFIG = "ocio://studio-config-latest"
 # The working space by its OCIO 2.5 interop id first, then the names other configs use for it.
@@ -127,7 +127,7 @@ def resolve(config: Any, name: str, reference: str = "") -> str:
     where = f" in the OCIO config {reference}" if reference else ""
     hint = f"; close names: {', '.join(repr(n) for n in close)}" if close else \
         f"; it has e.g. {', '.join(repr(s.getName()) for s in list(config.getColorSpaces())[:6])}"
-    raise FramesIOError(f"unknown colour space {name!r}{where}{hint}")
+    raise MediaOptionError(f"unknown colour space {name!r}{where}{hint}")
 
 
 def working_space(config: Any) -> str:

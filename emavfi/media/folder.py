@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import files
-from .base import BIT_DEPTHS, FrameFormat, FramesIOError, Source, import_oiio, natural_key
+from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio, natural_key
 from .colour import Colour
 from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, Timecode, advance_timecode, attributes,
                      canonical_extension, copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw,
@@ -153,7 +153,7 @@ def _output_depth(source: FrameFormat, extension: str, bit_depth: str | None) ->
         bit_depth = str(bit_depth).lower()
         bit_depth = {"32": "float", "f32": "float", "f16": "half"}.get(bit_depth, bit_depth)
         if bit_depth not in BIT_DEPTHS or bit_depth not in allowed:
-            raise FramesIOError(f"bit_depth {bit_depth!r} is not available for {extension.lstrip('.').upper()} "
+            raise MediaOptionError(f"bit_depth {bit_depth!r} is not available for {extension.lstrip('.').upper()} "
                                 f"frames; use one of {', '.join(allowed)}")
         return bit_depth
     if extension == source.extension:
@@ -190,7 +190,7 @@ class FolderSink:
         self.start_number = int(start_number)
         self.extension = canonical_extension(format) if format else source.format.extension
         if self.extension not in DEPTHS:
-            raise FramesIOError(f"cannot write {self.extension!r} frames; use one of "
+            raise MediaOptionError(f"cannot write {self.extension!r} frames; use one of "
                                 f"{', '.join(e.lstrip('.') for e in DEPTHS)}")
         self.bit_depth = _output_depth(source.format, self.extension, bit_depth)
         self.same_format = self.extension == source.format.extension and self.bit_depth == source.format.bit_depth

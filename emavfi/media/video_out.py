@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import files
-from .base import FramesIOError
+from .base import FramesIOError, MediaOptionError
 from .video import VideoSource, _av
 
 # Output container (FFmpeg muxer) by extension; anything else is refused before work starts.
@@ -83,10 +83,10 @@ def available_codecs() -> list[str]:
 def check_codec(name: str, path: str | os.PathLike | None = None) -> str:
     """Validate a codec name (and, given the output path, that its container takes it); returns the name."""
     if name not in _CODECS:
-        raise FramesIOError(f"unknown video codec {name!r}; choose one of: {', '.join(available_codecs())}")
+        raise MediaOptionError(f"unknown video codec {name!r}; choose one of: {', '.join(available_codecs())}")
     problem = _codec_problem(name)
     if problem:
-        raise FramesIOError(f"video codec {name!r} is unavailable ({problem}); "
+        raise MediaOptionError(f"video codec {name!r} is unavailable ({problem}); "
                             f"choose one of: {', '.join(available_codecs())}")
     encoder = _CODECS[name].encoder
     if path is not None and encoder not in _container_codecs(Path(path)):
@@ -99,7 +99,7 @@ def check_codec(name: str, path: str | os.PathLike | None = None) -> str:
 def _container_codecs(path: Path) -> set[str]:
     muxer = _MUXERS.get(path.suffix.lower())
     if muxer is None:
-        raise FramesIOError(f"cannot write video {path.name}: use one of {', '.join(sorted(_MUXERS))}")
+        raise MediaOptionError(f"cannot write video {path.name}: use one of {', '.join(sorted(_MUXERS))}")
     with _av().open(io.BytesIO(), "w", format=muxer) as probe:
         return set(probe.supported_codecs)
 
@@ -142,10 +142,10 @@ class VideoSink:
         else:
             _container_codecs(self.path)  # refuses unknown extensions now, not after the first frame
         if bit_depth not in (None, 8, 10):
-            raise FramesIOError(f"video bit depth must be 8 or 10; got {bit_depth}")
+            raise MediaOptionError(f"video bit depth must be 8 or 10; got {bit_depth}")
         if codec is not None and bit_depth is not None and bit_depth not in _CODECS[codec].depth:
             depths = " or ".join(str(d) for d in _CODECS[codec].depth)
-            raise FramesIOError(f"{codec} writes {depths}-bit video, not {bit_depth}-bit; "
+            raise MediaOptionError(f"{codec} writes {depths}-bit video, not {bit_depth}-bit; "
                                 "use h264_10bit, hevc_10bit, prores_422hq or ffv1 for 10-bit")
         deep_source = _source_depth(source) > 8
         source = source if isinstance(source, VideoSource) else None  # a folder of frames has no tags or audio

@@ -62,6 +62,10 @@ class RunOptions:
                                                                                     "cut threshold")
         if threshold < 0:
             raise SettingsError(f"cut threshold must be >= 0 (0 = off); got {self.cut_threshold!r}")
+        if 0 < threshold < 1:  # e.g. 0.06, the default of the earlier detector, saved in old workflows
+            raise SettingsError(f"cut threshold {threshold:g} is below 1, which would call almost every pair a cut: "
+                                f"it is how many times a pair's change stands out from its neighbours' (1.5 eager, "
+                                f"{DEFAULT_CUT_THRESHOLD:g} default, 6 strict; 0 = off)")
         object.__setattr__(self, "cut_threshold", threshold)
         _whole(self.chunk, "chunk", 0, MAX_CHUNK, "0 = automatic")
 

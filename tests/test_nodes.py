@@ -269,7 +269,7 @@ def test_scene_cut_repeats_the_nearer_frame(env):
     other = torch.zeros(1, 40, 56, 3)
     other[..., 2] = 0.9  # a blue frame: another scene
     images = torch.cat([similar, other])
-    (out, _, _), ui = interpolate(pack, images, multiplier=4, scene_cut_threshold=0.06)
+    (out, _, _), ui = interpolate(pack, images, multiplier=4)  # the default sensitivity
     assert ui["cuts"] == [1]
     # pair 1 is a cut: t = 0.25, 0.5 repeat frame 1, t = 0.75 repeats frame 2
     assert torch.equal(out[5], images[1]) and torch.equal(out[6], images[1]) and torch.equal(out[7], images[2])

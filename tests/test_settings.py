@@ -19,6 +19,7 @@ def test_defaults_are_valid_and_take_the_detector_default():
     ({"scale": 0.3}, "scale must be one of 1, 0.5, 0.25"),
     ({"scale": float("nan")}, "finite"),
     ({"cut_threshold": -1}, "cut threshold must be >= 0"),
+    ({"cut_threshold": 0.06}, "below 1, which would call almost every pair a cut"),
     ({"chunk": -1}, f"chunk must be a whole number from 0 to {MAX_CHUNK}"),
     ({"chunk": 10**9}, "chunk"),
     ({"chunk": 2.5}, "chunk"),

@@ -451,3 +451,30 @@ def test_a_variable_rate_video_whose_header_lies_is_retimed_by_its_real_timestam
     # in the 2 -> 6 gap (source frames 2 and 3) the in-betweens are new pictures, not repeats
     assert all(not np.array_equal(written[k], written[2]) and not np.array_equal(written[k], written[6])
                for k in (3, 4, 5))
+
+
+@pytest.mark.parametrize("kind", ["png16", "exr_half", "exr_float"])
+def test_frames_tasks_in_any_order_equal_the_whole_run(tmp_path, tiny, kind, capsys):
+    """Farm tasks (--frames) write byte-identical files for 16-bit and float outputs, cuts included."""
+    data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
+    photo = data.astronaut().astype(np.float32) / 255
+    inp = tmp_path / "in"
+    inp.mkdir()
+    views = [photo[40 + 3 * i:72 + 3 * i, 30:78] for i in range(5)] + [photo[300 + 3 * i:332 + 3 * i, 330:378]
+                                                                     for i in range(4)]
+    for i, view in enumerate(views):
+        if kind == "png16":
+            _save(inp / f"p.{i}.png", view, np.uint16)
+        else:
+            fmt = oiio.HALF if kind == "exr_half" else oiio.FLOAT
+            out = oiio.ImageOutput.create(str(inp / f"p.{i}.exr"))
+            assert out.open(str(inp / f"p.{i}.exr"), oiio.ImageSpec(48, 32, 3, fmt))
+            assert out.write_image(view * 2.0) and out.close()  # linear light, above 1 in places
+    base = ["interpolate", inp, "-m", "3", "--device", "cpu", "--start-number", "1001"]
+    assert _run(*base, "-o", tmp_path / "whole") == 0
+    assert "between source frames 4|5" in capsys.readouterr().err  # the cut sits next to the task border
+    for frames in ("1014-1025", "1001-1013"):  # the later task first; the border falls inside pair 4
+        assert _run(*base, "-o", tmp_path / "tasks", "--frames", frames) == 0
+    whole = {p.name: p.read_bytes() for p in _outputs(tmp_path / "whole")}
+    tasks = {p.name: p.read_bytes() for p in _outputs(tmp_path / "tasks")}
+    assert len(whole) == 25 and whole == tasks

@@ -209,24 +209,18 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
         if prepared.schedule.warning:
             render.stderr_note(prepared.schedule.warning)
         model = render.load_model_for(job, progress=_download_progress())
-        progress = ProgressLine()
-
-        def count(done: int, total: int) -> None:
-            status.written = done
-            progress.update(done, total)
-
+        progress, count = _counting_progress(status)
         try:
             report = render.render(prepared, model, folder=folder, progress=count, note=render.stderr_note)
         finally:
             progress.close()
-    cuts = f"; scene cuts (not blended) between source frames {render_cuts(report.cuts)}" if report.cuts else ""
     kept = f", {report.skipped} already complete" if report.skipped else ""
     if report.damaged:
         first = next(iter(report.damaged.values()))
         sys.stderr.write(f"warning: {report.missing} output frames were not made: they need {len(report.damaged)} "
                          f"source frame(s) that cannot be read (--on-error skip), e.g. {first}\n")
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(time.monotonic() - progress.started)}"
-                     f"{kept}{cuts}\n")
+                     f"{kept}{_cuts_suffix(report.cuts)}\n")
     return 0
 
 
@@ -234,28 +228,32 @@ def _run_ray(job: Any, args: argparse.Namespace, status: _Status) -> int:
     from . import distributed
 
     status.output = job.output
+    progress, count = _counting_progress(status)
+    try:
+        report = distributed.render(job, address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
+                                    progress=count)
+    finally:
+        progress.close()
+    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(report.seconds)} on {report.workers} "
+                     f"Ray worker(s) ({report.tasks} tasks){_cuts_suffix(report.cuts)}\n")
+    return 0
+
+
+def _counting_progress(status: _Status) -> tuple[ProgressLine, Callable[[int, int], None]]:
+    """A status line and the progress callback that feeds it and records the count for the Ctrl-C message."""
     progress = ProgressLine()
 
     def count(done: int, total: int) -> None:
         status.written = done
         progress.update(done, total)
 
-    try:
-        report = distributed.render(job, address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
-                                    progress=count)
-    finally:
-        progress.close()
-    cuts = f"; scene cuts (not blended) between source frames {render_cuts(report.cuts)}" if report.cuts else ""
-    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(report.seconds)} on {report.workers} "
-                     f"Ray worker(s) ({report.tasks} tasks){cuts}\n")
-    return 0
+    return progress, count
 
 
-def render_cuts(found: Sequence[int]) -> str:
-    """Cut positions for a report line (see emavfi.render.describe_cuts)."""
-    from .render import describe_cuts
+def _cuts_suffix(found: Sequence[int]) -> str:
+    from .cuts import describe_cuts
 
-    return describe_cuts(found)
+    return f"; scene cuts (not blended) between source frames {describe_cuts(list(found))}" if found else ""
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -169,3 +169,9 @@ def detect_cuts(frames: torch.Tensor, threshold: float = DEFAULT_CUT_THRESHOLD) 
     if _check_threshold(threshold) == 0:
         return []
     return decide_cuts(cut_scores(frames), threshold)
+
+
+def describe_cuts(found: list[int] | tuple[int, ...], limit: int = 12) -> str:
+    """Cut positions for a report: "12|13, 40|41" (pair i = frames i, i+1, 0-based), the first `limit` of them."""
+    text = ", ".join(f"{i}|{i + 1}" for i in sorted(found)[:limit])
+    return text + (f" and {len(found) - limit} more" if len(found) > limit else "")

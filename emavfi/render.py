@@ -362,12 +362,6 @@ def _make_batch(prepared: Prepared, runner: Any, window: torch.Tensor, lo: int,
                    bisection_depth=prepared.schedule.bisection_depth, pair_offset=lo, emit=emit, cancel=cancel)
 
 
-def describe_cuts(found: Sequence[int], limit: int = 12) -> str:
-    """"between frames 12|13, 40|41" for a report (source frame numbers, 0-based)."""
-    text = ", ".join(f"{i}|{i + 1}" for i in sorted(found)[:limit])
-    return text + (f" and {len(found) - limit} more" if len(found) > limit else "")
-
-
 def stderr_note(text: str) -> None:
     """Print one note line on stderr."""
     sys.stderr.write(f"note: {text}\n")

@@ -16,10 +16,11 @@ import torch
 from .config import VARIANTS
 from .errors import EmaVfiError
 from .schedule import Request
+from .weights import DTYPES
 
 SCALES = (1.0, 0.5, 0.25)
 MAX_CHUNK = 256
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # offered to users
+PRECISIONS = {name: DTYPES[name] for name in ("fp32", "fp16", "bf16")}  # the ones offered to users
 DEFAULT_VARIANT = "ours_small_t"
 ON_ERROR = ("stop", "skip")
 BIT_DEPTHS = ("8", "10", "12", "16", "half", "float")  # which of them a format takes is checked by emavfi.media

@@ -37,8 +37,7 @@ def scaled_fps(fps: float, factor: Fraction | int) -> float:
 
 def cut_text(found: Sequence[int]) -> str:
     """"2 scene cuts between frames 11|12, 40|41: not blended" (0-based frame numbers of the input batch)."""
-    where = ", ".join(f"{i}|{i + 1}" for i in found[:20]) + (" ..." if len(found) > 20 else "")
-    return f"{len(found)} scene cut(s) between frames {where}: not blended"
+    return f"{len(found)} scene cut(s) between frames {cuts.describe_cuts(found, limit=20)}: not blended"
 
 
 def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,

@@ -197,10 +197,10 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     from . import render
 
     job = render.Job(args.input, args.output, settings_from(args))
-    job.check()
     if args.ray is not None:
+        job.check()  # on the driver too: a bad path or codec fails here, before any worker starts
         return _run_ray(job, args, status)
-    prepared = render.prepare(job)
+    prepared = render.prepare(job)  # checks the job first
     status.output, status.video = job.output, job.video_out
     # The output folder is checked and locked before any weights are resolved, downloaded or loaded.
     with contextlib.nullcontext() if job.video_out else render.open_output(prepared) as folder:

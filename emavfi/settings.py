@@ -6,6 +6,7 @@ line naming the value and the fix; the CLI turns it into exit code 2, the nodes 
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -129,9 +130,10 @@ class Settings:
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
 
-    @property
+    @functools.cached_property
     def model_variant(self) -> str:
-        """The variant to load: the one asked for, the one the weights file records, or the default."""
+        """The variant to load: the one asked for, the one the weights file records, or the default (the file's
+        header is read once: prepare, the run record and the loader all ask)."""
         if self.variant is not None:
             return self.variant
         if self.weights is not None:

@@ -20,9 +20,10 @@ import torch
 from .. import files
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio, natural_key
 from .colour import Colour
-from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, Timecode, advance_timecode, attributes,
-                     canonical_extension, copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw,
-                     set_fps, set_timecode, timecode_of, to_values, verify, write_raw)
+from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, attributes, canonical_extension,
+                     copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw, set_fps, to_values, verify,
+                     write_raw)
+from .timecode import Timecode, advance_timecode, set_timecode, timecode_of
 
 
 def list_frames(folder: str | os.PathLike) -> list[Path]:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from . import ranges
 from .config import VARIANTS
-from .errors import EmaVfiError
+from .errors import EmaVfiError, one_line
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
@@ -285,10 +285,6 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (errors: one line on stderr, never a traceback)."""
     status = _Status()
@@ -307,13 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"\ninterrupted: {status.written} complete frames{where}{hint}\n")
         return EXIT_INTERRUPTED
     except (SettingsError, OutputFolderError, MediaOptionError) as exc:
-        sys.stderr.write(f"emavfi: error: {_one_line(exc)}\n")
+        sys.stderr.write(f"emavfi: error: {one_line(exc)}\n")
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
         if os.environ.get("EMAVFI_DEBUG"):
             raise
         known = isinstance(exc, (EmaVfiError, ValueError, OSError, MemoryError))
-        detail = _one_line(exc) if known else (f"unexpected {type(exc).__name__}: {_one_line(exc)} "
+        detail = one_line(exc) if known else (f"unexpected {type(exc).__name__}: {one_line(exc)} "
                                                "(set EMAVFI_DEBUG=1 for the traceback)")
         sys.stderr.write(f"emavfi: error: {detail}\n")
         return EXIT_ERROR

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from .config import ModelConfig
+from .errors import one_line
 from .hdr import hdr_decode, hdr_encode
 from .memory import (ClipMemoryError, auto_chunk_size, estimate_pair_bytes, free_memory_bytes, is_out_of_memory,
                      release_cached)
@@ -183,7 +184,7 @@ class Runner:
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                     if not is_out_of_memory(exc):
                         raise
-                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    message = one_line(exc, first=True)
                 else:
                     position += len(batch)
                     continue

@@ -11,7 +11,7 @@ from typing import Mapping, Union
 import torch
 
 from .config import VARIANTS, ModelConfig, get_config
-from .errors import WeightsError
+from .errors import WeightsError, one_line
 from .files import atomic_write, looks_like_pickle, sha256_of
 from .model import EMAVFI
 from .optimize import optimize
@@ -286,7 +286,7 @@ def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | N
         raise WeightsError(f"refusing {src.name}: it holds pickled objects other than tensors (possibly code), "
                            "so it was not converted") from None
     except Exception as exc:
-        raise WeightsError(f"could not read {src.name} as a PyTorch checkpoint ({_first_line(exc)}); "
+        raise WeightsError(f"could not read {src.name} as a PyTorch checkpoint ({_checkpoint_error(exc)}); "
                            "is it truncated?") from exc
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
@@ -300,7 +300,6 @@ def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | N
     return name
 
 
-def _first_line(exc: BaseException) -> str:
+def _checkpoint_error(exc: BaseException) -> str:
     """An error's first line, never torch's advice to load untrusted pickles with weights_only=False."""
-    line = next((t.strip() for t in str(exc).splitlines() if t.strip()), type(exc).__name__)
-    return type(exc).__name__ if "weights_only" in str(exc) else line[:200]
+    return type(exc).__name__ if "weights_only" in str(exc) else one_line(exc, first=True, limit=200)

@@ -13,6 +13,7 @@ import torch
 from ..emavfi import hub, load_model, local_weights
 from ..emavfi import weights as library_weights
 from ..emavfi.config import VARIANTS
+from ..emavfi.errors import one_line
 from . import host, weights_folder
 from .model import EmaVfiModel
 from .spec import MODEL_TYPE, Input, NodeBase, Output
@@ -121,7 +122,7 @@ class _DownloadReporter:
         if error is None:
             status = weights_status(self.variant, self.repo)
         else:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = one_line(error, first=True)
             status = {"variant": self.variant, "state": "error", "message": message}
         host.send_event(DOWNLOAD_EVENT, {**status, "node": self.node_id})
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import files
+from ..errors import one_line  # OpenImageIO repeats a complaint: one_line keeps distinct lines
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, import_oiio
 
 # Extension -> bit depths it can store (the first is the default when converting into it).
@@ -55,12 +56,6 @@ class RawImage:
         return tuple(self.spec.channelnames)
 
 
-def _first_line(text: str, fallback: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    # OpenImageIO repeats a reader's complaint; keep the distinct ones, on one line.
-    return "; ".join(dict.fromkeys(lines)) or fallback
-
-
 def bit_depth_of(spec: Any, path: Path) -> str:
     """The bit depth name (BIT_DEPTHS) of a file's samples."""
     base = str(spec.format).upper()  # "uint8", "uint16", "half", "float"
@@ -89,13 +84,13 @@ def read_raw(path: str | Path) -> RawImage:
         raise FramesIOError(f"frame {path} is empty (0 bytes): an interrupted copy or render? replace it")
     image_input = oiio.ImageInput.open(str(path))
     if image_input is None:
-        raise FramesIOError(f"cannot read frame {path}: {_first_line(oiio.geterror(), 'not an image')}")
+        raise FramesIOError(f"cannot read frame {path}: {one_line(oiio.geterror(), 'not an image')}")
     try:
         spec = image_input.spec()
         pixels = image_input.read_image(oiio.UNKNOWN)  # native sample type
         if pixels is None:
             raise FramesIOError(f"cannot read frame {path} (truncated or damaged): "
-                                f"{_first_line(image_input.geterror(), 'decode failed')}")
+                                f"{one_line(image_input.geterror(), 'decode failed')}")
         spec = oiio.ImageSpec(spec)
     finally:
         image_input.close()
@@ -145,13 +140,13 @@ def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
     def writer(tmp: Path) -> None:
         output = oiio.ImageOutput.create(str(tmp))
         if output is None:
-            raise FramesIOError(f"cannot write {path.name}: {_first_line(oiio.geterror(), 'unknown format')}")
+            raise FramesIOError(f"cannot write {path.name}: {one_line(oiio.geterror(), 'unknown format')}")
         try:
             if not output.open(str(tmp), spec):
-                raise FramesIOError(f"cannot write {path}: {_first_line(output.geterror(), 'open failed')}")
+                raise FramesIOError(f"cannot write {path}: {one_line(output.geterror(), 'open failed')}")
             ok = output.write_image(np.ascontiguousarray(pixels))
             if not output.close() or not ok:
-                raise FramesIOError(f"cannot write {path}: {_first_line(output.geterror(), 'write failed')}")
+                raise FramesIOError(f"cannot write {path}: {one_line(output.geterror(), 'write failed')}")
         finally:
             oiio.geterror()
 
@@ -175,19 +170,19 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
     finally:
         oiio.attribute("openexr:core", core)
     if image_input is None:
-        raise FramesIOError(f"cannot read frame {source}: {_first_line(oiio.geterror(), 'not an image')}")
+        raise FramesIOError(f"cannot read frame {source}: {one_line(oiio.geterror(), 'not an image')}")
     try:
         spec = make_spec(oiio.ImageSpec(image_input.spec()))
 
         def writer(tmp: Path) -> None:
             output = oiio.ImageOutput.create(str(tmp))
             if output is None or not output.open(str(tmp), spec):
-                raise FramesIOError(f"cannot write {path}: {_first_line(oiio.geterror(), 'open failed')}")
+                raise FramesIOError(f"cannot write {path}: {one_line(oiio.geterror(), 'open failed')}")
             ok = output.copy_image(image_input)
             error = output.geterror() or image_input.geterror()
             if not output.close() or not ok:
                 raise FramesIOError(f"cannot copy frame {source} to {path.name} (truncated or damaged?): "
-                                    f"{_first_line(error, 'copy failed')}")
+                                    f"{one_line(error, 'copy failed')}")
 
         return files.atomic_write(path, writer=writer)
     finally:

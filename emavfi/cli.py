@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import ranges
-from .config import VARIANTS
+from .config import DEFAULT_VARIANT, VARIANTS
 from .errors import EmaVfiError, one_line
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
-from .settings import DEFAULT_VARIANT, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
+from .settings import ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 

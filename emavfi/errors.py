@@ -16,6 +16,11 @@ class HubError(EmaVfiError, OSError):
     """Downloading or verifying weights from the Hugging Face Hub failed."""
 
 
+class SettingsError(EmaVfiError, ValueError):
+    """A setting has a value that cannot work (a usage error: exit code 2 in the CLI); the message names it and
+    the fix. Raised by emavfi.settings, and where a setting meets this machine (emavfi.devices)."""
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

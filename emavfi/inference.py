@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .model import EMAVFI, Features
 from .model.network import blend
 from .model.flow import resize
+from .schedule import untrained_t_warning
 
 Timesteps = float | Sequence[float]
 
@@ -80,7 +81,7 @@ def _check_timesteps(timesteps: Timesteps) -> list[float]:
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     if isinstance(timesteps, (str, bytes)):
         raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r} "
-                        "(parse strings with emavfi.schedule.parse_timesteps)")
+                        "(parse strings with emavfi.schedule.parse_timesteps_exact)")
     if isinstance(timesteps, torch.Tensor):
         values = [float(v) for v in timesteps.reshape(-1).tolist()]
     elif single:
@@ -188,8 +189,6 @@ class UntrainedTimestepWarning(UserWarning):
     """A model trained for t = 0.5 only was asked for another timestep (it works, but looks worse)."""
 
 
-UNTRAINED_T_MESSAGE = ("this EMA-VFI variant was trained for t = 0.5 only; other timesteps work but look worse. "
-                       "Use a `_t` variant or bisection (recursive mode).")
 
 
 def _check_model(model: object) -> None:
@@ -202,8 +201,9 @@ def _check_model(model: object) -> None:
 def _warn_untrained_t(model: EMAVFI, ts: list[float]) -> None:
     # A constant message and category: Python's own filter then shows it once per calling line. Level 4:
     # this helper, the public function, torch's inference_mode wrapper, then the caller.
-    if not model.config.arbitrary_t and any(abs(t - 0.5) > 1e-9 for t in ts):
-        warnings.warn(UNTRAINED_T_MESSAGE, UntrainedTimestepWarning, stacklevel=4)
+    message = untrained_t_warning(model.config.arbitrary_t, ts)  # the one rule and text, also the schedule's
+    if message:
+        warnings.warn(message, UntrainedTimestepWarning, stacklevel=4)
 
 
 def _preparation(model: EMAVFI, scale: float, size: torch.Size):

@@ -13,17 +13,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import ranges
 from .config import get_config
 from .media import VIDEO_EXTENSIONS
 from .outputs import Naming, OutputFolder, check_not_overlapping
-from .source_window import CutFinder, FrameBuffer
 from .schedule import OutputFrame, Schedule, apply_cuts, make_schedule, pair_timesteps
-from .settings import Settings, SettingsError, resolve_device, resolve_dtype
+from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # PyTorch loads with the model: prepare (and `emavfi plan`) runs without it
+    import torch
 
 ProgressFn = Callable[[int, int], None]
 
@@ -145,8 +145,10 @@ def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,
     from .weights import load_model
 
     s = job.settings
-    device = resolve_device(s.device)
-    dtype = resolve_dtype(s.precision, device)
+    from .devices import run_device, run_dtype
+
+    device = run_device(s.device)
+    dtype = run_dtype(s.precision, device)
     if state is not None:
         return load_model(state, variant=s.model_variant, device=device, dtype=dtype)
     return load_model(weights_path(s, progress), variant=s.model_variant, device=device, dtype=dtype)
@@ -175,8 +177,10 @@ def render(prepared: Prepared, model: Any, *, folder: OutputFolder | None = None
     from .runner import Runner
 
     job, s = prepared.job, prepared.job.settings
-    device = resolve_device(s.device)
-    runner = Runner(model, device=device, dtype=resolve_dtype(s.precision, device), tta=s.run.tta,
+    from .devices import run_device, run_dtype
+
+    device = run_device(s.device)
+    runner = Runner(model, device=device, dtype=run_dtype(s.precision, device), tta=s.run.tta,
                     scale=s.run.scale, chunk=s.run.chunk)
     if job.video_out:
         audio = _audio_choice(prepared, note)
@@ -324,6 +328,8 @@ def _run(prepared: Prepared, runner: Any, todo: Sequence[int], write: Callable[.
         batch = pair_of(frame, n) // chunk
         if batch in needed:
             members.setdefault(batch, []).append(k)
+    from .source_window import CutFinder, FrameBuffer
+
     frames = FrameBuffer(prepared.source, skip_damaged=prepared.job.settings.output.on_error == "skip")
     finder = CutFinder(n, threshold)
     for batch, ks in sorted(members.items()):

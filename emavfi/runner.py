@@ -20,12 +20,10 @@ from .errors import one_line
 from .hdr import hdr_decode, hdr_encode
 from .memory import (ClipMemoryError, auto_chunk_size, estimate_pair_bytes, free_memory_bytes, is_out_of_memory,
                      release_cached)
-from .schedule import OutputFrame, apply_cuts, check_plan, dyadic_depth, pair_timesteps
+from .schedule import MAX_BISECTION_DEPTH, OutputFrame, apply_cuts, check_plan, dyadic_depth, pair_timesteps
 
 HdrMode = bool | Literal["auto"]
 Emit = Callable[[int, Fraction, torch.Tensor], None]
-
-MAX_BISECTION_DEPTH = 16
 
 
 # ----------------------------------------------------------------------------------------------- backend

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import files
 from ..errors import one_line  # OpenImageIO repeats a complaint: one_line keeps distinct lines
+from ..plans import parse_fps
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, import_oiio
 
 # Extension -> bit depths it can store (the first is the default when converting into it).
@@ -222,16 +223,11 @@ def fps_of(spec: Any) -> Fraction | None:
     for key in ("dpx:FrameRate", "dpx:TemporalFrameRate"):
         value = spec.getattribute(key)
         if isinstance(value, float) and math.isfinite(value) and value > 0:
-            return _nice_rate(value)
+            try:  # a float (single precision in DPX): the nearest simple fraction, then the one rule for rates
+                return parse_fps(Fraction(value).limit_denominator(1001))
+            except ValueError:
+                return None  # beyond any real frame rate: unknown
     return None
-
-
-def _nice_rate(value: float) -> Fraction:
-    """23.976 -> 24000/1001; 25.0 -> 25."""
-    for candidate in (Fraction(round(value)), Fraction(round(value * 1.001) * 1000, 1001)):
-        if abs(float(candidate) - value) < 5e-4:
-            return candidate
-    return Fraction(value).limit_denominator(1001)
 
 
 def set_fps(spec: Any, fps: Fraction, *, extension: str) -> None:

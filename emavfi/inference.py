@@ -265,14 +265,14 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
 
     Each of the F frames gets its per-frame features once, however many pairs share it; this is what
     `interpolate` and `interpolate_sequence` run. aux [F,K,H,W]: extra channels warped and fused with the
-    same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`.
+    same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`. It does not warn
+    about untrained timesteps: its caller, the Runner, runs a schedule that already did (Schedule.warning).
     """
     _check_model(model)
     ts = _check_timesteps(timesteps)
     _check_image("frames", frames)
     if aux is not None:
         _check_aux("aux", aux, frames)
-    _warn_untrained_t(model, ts)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     padded = prep(frames)
     first, second = _check_indices(first, second, frames.shape[0], padded.device)

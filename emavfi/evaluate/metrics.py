@@ -49,8 +49,9 @@ def psnr(truth: Any, pred: Any) -> float:
 
 
 def round8(image: torch.Tensor) -> torch.Tensor:
-    """A 0..1 image quantised to 8 bits and back: round(x·255)/255 (clamped first; half to even)."""
-    return torch.round(image.clamp(0, 1) * 255) / 255
+    """A 0..1 image quantised to 8 bits and back: round(x·255)/255 (clamped first; half to even), computed
+    in the image's own dtype as the scripts do (float32 predictions are rounded in float32)."""
+    return torch.round(torch.as_tensor(image).clamp(0, 1) * 255) / 255
 
 
 def _gaussian(size: int, sigma: float) -> torch.Tensor:
@@ -94,13 +95,15 @@ def ssim_matlab(truth: Any, pred: Any) -> float:
 def interpolation_error(truth: Any, pred: Any) -> float:
     """Middlebury IE in 8-bit units: mean |round(pred·255) - truth·255|, truth an 8-bit frame scaled to 0..1
     (its codes are recovered exactly by rounding, so float32 truth gives the same integers as the file)."""
-    truth, pred = _pair(truth, pred)
-    return float(((round8(pred) - round8(truth)) * 255).round().abs().mean())
+    truth, pred = _pair(round8(truth), round8(pred))
+    return float(((pred - truth) * 255).round().abs().mean())
 
 
 def to_uint8_hwc(image: torch.Tensor) -> Any:
     """[3,H,W] 0..1 -> numpy uint8 [H,W,3]: clamped, rounded (half to even), as the Xiph script stores it."""
-    return (round8(_as_chw64("image", image)) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    tensor = torch.as_tensor(image).detach().cpu()
+    tensor = tensor[0] if tensor.dim() == 4 and tensor.shape[0] == 1 else tensor
+    return torch.round(tensor.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def _skimage_metrics() -> Any:

@@ -107,6 +107,7 @@ def test_an_interrupted_run_resumes_with_only_the_missing_samples(tmp_path, monk
     _calls(monkeypatch, stop_after=2)
     assert _run(*args) == 130
     assert not (tmp_path / "r.json").exists() and (tmp_path / "r.partial.json").exists()
+    assert "r.partial.json: run the same command to continue" in capsys.readouterr().err
     calls = _calls(monkeypatch)
     assert _run(*args) == 0
     assert len(calls) == 1 and not (tmp_path / "r.partial.json").exists()
@@ -185,3 +186,20 @@ def test_the_subcommand_modules_import_no_torch():
     code = ("import sys, emavfi.evaluate.cli, emavfi.evaluate.datasets, emavfi.evaluate.results; "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_lpips_needs_local_weights_and_never_downloads(tmp_path, monkeypatch, capsys):
+    import types
+
+    monkeypatch.setattr(Session, "load_model", lambda self: pytest.fail("the model must not load"))
+    write_ucf(tmp_path / "ucf", samples=1)
+    monkeypatch.setitem(sys.modules, "lpips", None)
+    assert _run("ucf101", str(tmp_path / "ucf"), "--lpips") == 2
+    assert "pip install lpips" in capsys.readouterr().err
+    fake = types.ModuleType("lpips")
+    fake.LPIPS = lambda **kw: pytest.fail("LPIPS must not be built without local weights")
+    monkeypatch.setitem(sys.modules, "lpips", fake)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    assert _run("ucf101", str(tmp_path / "ucf"), "--lpips") == 2
+    err = capsys.readouterr().err
+    assert "alexnet-owt-7be5be79.pth" in err and str(tmp_path / "torch-home") in err

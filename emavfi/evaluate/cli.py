@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import VARIANTS
 from .datasets import SETS, SUBSETS
-from .results import METRICS, EvalResult, format_metric, from_json
+from .results import METRICS, EvalResult, format_metric, from_json, partial_path
 
 BACKENDS = ("torch",)
 
@@ -106,7 +106,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     _check_arguments(args)
     session = Session.from_args(args)
-    results = session.run()
+    try:
+        results = session.run()
+    except KeyboardInterrupt:
+        kept = f"; scores so far are in {partial_path(args.json)}: run the same command to continue" \
+            if args.json else ""
+        sys.stderr.write(f"\ninterrupted{kept}\n")
+        return 130
     sys.stdout.write(session.report(results) + "\n")
     return 0
 

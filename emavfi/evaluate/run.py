@@ -20,7 +20,7 @@ from ..schedule import Request
 from .datasets import Item, LayoutError
 from .engine import predict
 from .protocols import PREPARE, Protocol, Scorer
-from .results import EvalResult, Sample, from_json, to_json, write_text
+from .results import EvalResult, Sample, from_json, partial_path, to_json, write_text
 
 
 def read_frame(path: Path) -> np.ndarray:
@@ -95,7 +95,7 @@ class PartialResults:
     """
 
     def __init__(self, json_path: Path, settings: dict[str, Any], interval: float = 5.0):
-        self.path = json_path.with_name(f"{json_path.stem}.partial.json")
+        self.path = partial_path(json_path)
         self.settings, self.interval = settings, interval
         self.results: dict[str, EvalResult] = {}
         self._saved = time.monotonic()

@@ -85,6 +85,7 @@ class Session:
 
                 results.append(evaluate_clip(model, self.args, done, partial, progress.update, extra))
             for chosen, items in self.work:
+                self._note(chosen)
                 sys.stderr.write(f"{chosen.name}: {len(items)} samples, "
                                  f"{_describe(chosen.describe(self.variant))}\n")
                 record = partial.update if partial else None
@@ -100,10 +101,18 @@ class Session:
         self.write(results, partial)
         return results
 
+    def _note(self, chosen: Protocol) -> None:
+        from ..config import get_config
+
+        if chosen.name.startswith("x4k") and not get_config(self.variant).arbitrary_t:
+            sys.stderr.write(f"note: the official XTest script evaluates `_t` models; {self.variant} reaches "
+                             "t = k/8 by bisection at t = 0.5\n")
+
     def write(self, results: list[EvalResult], partial: PartialResults | None) -> None:
         """The --json and --csv files (atomically); the partial file goes once the JSON is complete."""
+        common = {k: v for k, v in self.run_settings().items() if k != "sets"}
         for result in results:
-            result.settings = {**self.run_settings(), **result.settings}
+            result.settings = {**common, **result.settings}
         if self.args.json:
             write_text(self.args.json, to_json(results) + "\n")
         if self.args.csv:

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-skimage_data = __import__("pytest").importorskip("skimage.data", reason="real photographs come from scikit-image")
+import pytest
+
+skimage_data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -112,3 +114,14 @@ def write_xiph(root: Path, frames: int = 3) -> torch.Tensor:
         clip.append(big)
         save_png(root / f"BoxingPractice-{k + 1:03d}.png", big)
     return torch.stack(clip)
+
+
+@pytest.fixture
+def evaluated_model(monkeypatch):
+    """A tiny random network that `evaluate` uses instead of loading weights."""
+    from emavfi.evaluate.session import Session
+    from helpers import tiny_model
+
+    net = tiny_model(seed=3)
+    monkeypatch.setattr(Session, "load_model", lambda self: net)
+    return net

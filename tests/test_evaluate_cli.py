@@ -14,18 +14,12 @@ from emavfi.evaluate import metrics
 from emavfi.evaluate.protocols import area_resize, crop_4k
 from emavfi.evaluate.session import Session
 from emavfi.inference import ModelBackend
-from evaluate_helpers import blend_backend, pan, save_png, triplet, write_ucf, write_vimeo, write_xiph
+from evaluate_helpers import blend_backend, evaluated_model, pan, save_png, triplet, write_ucf, write_vimeo, write_xiph
 from helpers import tiny_model
 
 pytest.importorskip("OpenImageIO", reason="evaluate reads frames with OpenImageIO (requirements-cli.txt)")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def model(monkeypatch):
-    net = tiny_model(seed=5)
-    monkeypatch.setattr(Session, "load_model", lambda self: net)
-    return net
+model = evaluated_model  # fixture: a tiny random network stands in for the loaded weights
 
 
 def _calls(monkeypatch, stop_after: int | None = None) -> list[int]:

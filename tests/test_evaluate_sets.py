@@ -11,22 +11,14 @@ import torch
 from emavfi import cli
 from emavfi.evaluate import metrics
 from emavfi.evaluate.engine import predict
-from emavfi.evaluate.session import Session
 from emavfi.inference import ModelBackend
 from emavfi.schedule import Request
-from evaluate_helpers import (blend_backend, triplet, write_middlebury, write_snu, write_ucf, write_vimeo,
-                              write_x4k)
-from helpers import tiny_model
+from evaluate_helpers import (blend_backend, evaluated_model, triplet, write_middlebury, write_snu, write_ucf,
+                              write_vimeo, write_x4k)
 
 pytest.importorskip("OpenImageIO", reason="evaluate reads frames with OpenImageIO (requirements-cli.txt)")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def model(monkeypatch):
-    net = tiny_model(seed=3)
-    monkeypatch.setattr(Session, "load_model", lambda self: net)
-    return net
+model = evaluated_model  # fixture: a tiny random network stands in for the loaded weights
 
 
 @pytest.fixture

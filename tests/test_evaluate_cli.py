@@ -197,3 +197,19 @@ def test_lpips_needs_local_weights_and_never_downloads(tmp_path, monkeypatch, ca
     assert _run("ucf101", str(tmp_path / "ucf"), "--lpips") == 2
     err = capsys.readouterr().err
     assert "alexnet-owt-7be5be79.pth" in err and str(tmp_path / "torch-home") in err
+
+
+def test_hold_out_on_a_video_names_frames_by_index(tmp_path, model):
+    av = pytest.importorskip("av", reason="video input needs PyAV (requirements-cli.txt)")
+    clip = pan(5, h=32, w=48, step=2)
+    with av.open(str(tmp_path / "shot.mkv"), "w") as container:
+        stream = container.add_stream("ffv1", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 32, 48, "yuv444p"
+        for frame in clip:
+            array = np.round(frame.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv444p")))
+        container.mux(stream.encode())
+    assert _run("--frames", str(tmp_path / "shot.mkv"), "--hold-out", "2", "--json", str(tmp_path / "v.json")) == 0
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert [s["name"] for s in doc["samples"]] == ["1", "3"] and doc["set"] == "shot.mkv"
+    assert 5 < doc["psnr"] < 60

@@ -46,6 +46,10 @@ def add_parsers(commands: Any) -> None:
     ev.add_argument("--chunk", type=int, default=0, help="frame pairs per device batch (default automatic)")
     ev.add_argument("--lpips", action="store_true", help="also LPIPS (needs the lpips package and its AlexNet "
                     "weights already on this machine; never downloads)")
+    ev.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="share a set's samples out to Ray "
+                    "workers: no ADDRESS = a local cluster on this machine, 'auto' or ray://host:port = join one "
+                    "(the data set must be at the same path on every worker)")
+    ev.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
     ev.add_argument("--json", type=Path, help="write the results (means and every sample) as JSON; a partial file "
                     "beside it lets a rerun continue")
     ev.add_argument("--csv", type=Path, help="write one row per sample as CSV")
@@ -79,6 +83,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
                      "or --frames PATH --hold-out K")
     elif args.hold_out is not None:
         raise _usage("--hold-out goes with --frames PATH")
+    if args.ray is not None and (args.frames is not None or args.lpips):
+        raise _usage("--ray shares out benchmark sets; run --frames and --lpips in one process")
+    if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):
+        raise _usage("--ray-workers goes with --ray and must be at least 1")
     if args.limit is not None and args.limit < 1:
         raise _usage(f"--limit must be at least 1; got {args.limit}")
     for flag, path in (("--json", args.json), ("--csv", args.csv)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,28 @@ class Session:
         return load_model(path, variant=self.variant, device=device,
                           dtype=resolve_dtype(self.settings.precision, device))
 
+    def load_state(self) -> tuple[dict[str, Any], Any]:
+        """(state dict, variant) of the weights, read once on the driver for Ray workers."""
+        from ..cli import _download_progress
+        from ..render import weights_path
+        from ..weights import read_weights
+
+        return read_weights(weights_path(self.settings, _download_progress()), self.variant)
+
+    def scorer(self, extra: Any) -> Callable[..., EvalResult]:
+        """score(chosen, items, done, on_sample, progress): in this process, or on Ray with --ray."""
+        args = self.args
+        if args.ray is None:
+            model = self.load_model()
+            return lambda chosen, items, **kw: evaluate_items(model, items, chosen, self.variant, chunk=args.chunk,
+                                                              extra=extra, **kw)
+        from .ray_eval import evaluate_on_ray
+
+        state, spec = self.load_state()
+        return lambda chosen, items, **kw: evaluate_on_ray(
+            state, spec, items, chosen, self.variant, address=None if args.ray == "local" else args.ray,
+            workers=args.ray_workers, device=args.device, precision=args.precision, chunk=args.chunk, **kw)
+
     def run(self) -> list[EvalResult]:
         """Score every set (or the hold-out clip); results are saved as they come when --json is given."""
         from ..cli import ProgressLine
@@ -75,7 +99,10 @@ class Session:
         extra = _extra_scorer(self.args)
         partial = PartialResults(self.args.json, self.run_settings()) if self.args.json else None
         done = partial.load() if partial else {}
-        model = self.load_model()
+        if self.args.frames is not None:
+            model = self.load_model()
+        else:
+            score = self.scorer(extra)
         progress = ProgressLine()
         results: list[EvalResult] = []
         try:
@@ -87,10 +114,10 @@ class Session:
                 self._note(chosen)
                 sys.stderr.write(f"{chosen.name}: {len(items)} samples, "
                                  f"{_describe(chosen.describe(self.variant))}\n")
-                record = partial.update if partial else None
-                results.append(evaluate_items(model, items, chosen, self.variant, chunk=self.args.chunk,
-                                              done=done.get(chosen.name, ()), on_sample=record,
-                                              progress=progress.update, extra=extra))
+                started = time.monotonic()
+                results.append(score(chosen, items, done=done.get(chosen.name, ()),
+                                     on_sample=partial.update if partial else None, progress=progress.update))
+                results[-1].seconds = time.monotonic() - started
                 if partial:
                     partial.update(results[-1], force=True)
         finally:

@@ -13,13 +13,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from . import ranges
 from .config import DEFAULT_VARIANT, VARIANTS
 from .errors import EmaVfiError, one_line
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
+from .progress import ProgressLine, clock, download_progress
 from .schedule import Request, parse_fps, parse_timesteps_exact
 from .settings import ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
 
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
     convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    from .evaluate.cli import add_parsers as add_evaluate_parsers  # evaluate, compare (their own module, no torch)
+    add_evaluate_parsers(commands)
     return parser
 
 
@@ -124,61 +127,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
                     offline=getattr(args, "offline", False), device=getattr(args, "device", "auto"),
                     precision=getattr(args, "precision", "auto"))
-
-
-# ----------------------------------------------------------------------------------------------- progress
-
-class ProgressLine:
-    """One status line on stderr: frames done, frames per second and time left."""
-
-    def __init__(self, stream: TextIO | None = None, min_interval: float | None = None):
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.min_interval = min_interval if min_interval is not None else (0.25 if self.tty else 5.0)
-        self.started = time.monotonic()
-        self._last_print = float("-inf")
-        self._first: int | None = None  # frames already done when counting started (resume)
-        self.done = self.total = 0
-
-    def update(self, done: int, total: int, force: bool = False) -> None:
-        """Record progress; print at most every min_interval seconds."""
-        if self._first is None:
-            self._first, self.started = done, time.monotonic()
-        self.done, self.total = done, total
-        now = time.monotonic()
-        if not force and now - self._last_print < self.min_interval:
-            return
-        self._last_print = now
-        rate = (done - self._first) / max(now - self.started, 1e-9)
-        eta = _clock((total - done) / rate) if rate > 0 else "--:--"
-        line = f"{done}/{total} frames  {rate:.2f} frames/s  ETA {eta}"
-        self.stream.write(f"\r{line}   " if self.tty else f"{line}\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Print the final count and end the status line."""
-        if self._first is not None:
-            self.update(self.done, self.total, force=True)
-        if self.tty and self._last_print != float("-inf"):
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _download_progress() -> Callable[[int, int], None]:
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 1.0 or done >= total:
-            last[0] = now
-            sys.stderr.write(f"downloading weights: {done / 1e6:.1f} of {total / 1e6:.1f} MB\n")
-    return report
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -207,7 +155,7 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
         sys.stderr.write(f"{prepared.source.describe()} -> {prepared.total} frames{part}\n")
         if prepared.schedule.warning:
             render.stderr_note(prepared.schedule.warning)
-        model = render.load_model_for(job, progress=_download_progress())
+        model = render.load_model_for(job, progress=download_progress())
         progress, count = _counting_progress(status)
         try:
             report = render.render(prepared, model, folder=folder, progress=count, note=render.stderr_note)
@@ -218,7 +166,7 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
         first = next(iter(report.damaged.values()))
         sys.stderr.write(f"warning: {report.missing} output frames were not made: they need {len(report.damaged)} "
                          f"source frame(s) that cannot be read (--on-error skip), e.g. {first}\n")
-    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(time.monotonic() - progress.started)}"
+    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(time.monotonic() - progress.started)}"
                      f"{kept}{_cuts_suffix(report.cuts)}\n")
     return 0
 
@@ -233,7 +181,7 @@ def _run_ray(job: Any, args: argparse.Namespace, status: _Status) -> int:
                                     progress=count)
     finally:
         progress.close()
-    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(report.seconds)} on {report.workers} "
+    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(report.seconds)} on {report.workers} "
                      f"Ray worker(s) ({report.tasks} tasks){_cuts_suffix(report.cuts)}\n")
     return 0
 
@@ -288,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = _Status()
     try:
         args = build_parser().parse_args(argv)
+        if hasattr(args, "handler"):  # subcommands that register their own (evaluate, compare)
+            return args.handler(args)
         commands = {"convert": run_convert, "plan": run_plan}
         return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help

@@ -23,7 +23,7 @@ FLOORS = {
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "
        "emavfi.source_window emavfi.runner emavfi.engine",
     4: "emavfi.render emavfi.distributed emavfi.ray_cluster",
-    5: "emavfi.cli emavfi.__main__ nodes nodes.*",
+    5: "emavfi.cli emavfi.__main__ emavfi.progress nodes nodes.*",
 }
 TOP = max(FLOORS)
 

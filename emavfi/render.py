@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import ranges
+from . import dedupe, ranges
 from .config import get_config
 from .media import VIDEO_EXTENSIONS
 from .outputs import Naming, OutputFolder, check_not_overlapping
@@ -104,7 +104,11 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     arbitrary_t = get_config(job.settings.model_variant).arbitrary_t
     times = _variable_frame_times(source, request)
     try:
-        schedule = make_schedule(request, n, arbitrary_t, times=times)
+        if job.settings.run.dedupe:  # held frames leave the timeline; the plan numbers the kept ones
+            source, schedule = _without_held(source, request, arbitrary_t, job.settings)
+            n = source.count()
+        else:
+            schedule = make_schedule(request, n, arbitrary_t, times=times)
     except ValueError as exc:
         raise SettingsError(str(exc).replace("give the source fps", "add --source-fps")) from None
     total = len(schedule.plan)
@@ -122,6 +126,16 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
     return Prepared(job, source, n, schedule, requested)
+
+
+def _without_held(source: Any, request: Any, arbitrary_t: bool, settings: Settings) -> tuple[Any, Schedule]:
+    """The source without its held frames (emavfi.dedupe.KeptFrames) and the schedule over the rest."""
+    if settings.output.on_error == "skip":
+        raise SettingsError("--dedupe reads every frame first and cannot skip damaged ones: use --on-error stop")
+    held = dedupe.find_held(source.frames(0), settings.run.dedupe_threshold, settings.run.cut_threshold)
+    times = _variable_frame_times(source, dedupe.retime_request(request))
+    return dedupe.KeptFrames(source, held), dedupe.schedule_without_held(request, source.count(), held,
+                                                                          arbitrary_t, times)
 
 
 def _variable_frame_times(source: Any, request: Any) -> list[Fraction] | None:
@@ -181,8 +195,9 @@ def render(prepared: Prepared, model: Any, *, folder: OutputFolder | None = None
     if job.video_out:
         audio = _audio_choice(prepared, note)
         depth = s.output.bit_depth
-        sink = media.open_sink(job.output, prepared.source, fps=prepared.schedule.out_fps, codec=s.output.codec,
-                               bit_depth=int(depth) if depth and depth.isdigit() else depth, audio=audio)
+        sink = media.open_sink(job.output, dedupe.unwrap(prepared.source), fps=prepared.schedule.out_fps,
+                               codec=s.output.codec, bit_depth=int(depth) if depth and depth.isdigit() else depth,
+                               audio=audio)
         return _render_video(prepared, runner, sink, progress, cancel)
     sink = _folder_sink(prepared)
     if folder is not None:
@@ -208,7 +223,9 @@ def _record(prepared: Prepared) -> dict[str, Any]:
     return {"tool": "emavfi", "input": str(prepared.job.input.resolve()), "input_frames": prepared.n_source,
             "output_frames": prepared.total, "request": repr(s.request), "variant": s.model_variant,
             "tta": s.run.tta, "scale": s.run.scale, "cut_threshold": s.run.cut_threshold,
-            "format": [s.output.format, s.output.bit_depth, s.output.colorspace]}
+            "format": [s.output.format, s.output.bit_depth, s.output.colorspace],
+            **({"dedupe": {"threshold": s.run.dedupe_threshold, "held": len(prepared.source.held)}}
+               if s.run.dedupe else {})}
 
 
 def open_output(prepared: Prepared, sink: Any | None = None, *, shared: bool | None = None,
@@ -231,8 +248,9 @@ def _folder_sink(prepared: Prepared) -> Any:
     from . import media
 
     out = prepared.job.settings.output
-    return media.open_sink(prepared.job.output, prepared.source, total=prepared.total, start_number=out.start_number,
-                           format=out.format, bit_depth=out.bit_depth, out_fps=prepared.schedule.out_fps)
+    return media.open_sink(prepared.job.output, dedupe.unwrap(prepared.source), total=prepared.total,
+                           start_number=out.start_number, format=out.format, bit_depth=out.bit_depth,
+                           out_fps=prepared.schedule.out_fps)
 
 
 def _render_folder(prepared: Prepared, runner: Any, sink: Any, folder: OutputFolder, progress: ProgressFn | None,
@@ -347,7 +365,7 @@ def _make_batch(prepared: Prepared, runner: Any, window: torch.Tensor, lo: int,
             if k in wanted:
                 if cancel is not None:
                     cancel()
-                write(k, window[frame.source - lo], frame.source)
+                write(k, window[frame.source - lo], dedupe.source_index(prepared.source, frame.source))
             continue
         index_of.setdefault((frame.source - lo, frame.t), []).append(k)
         work.setdefault(frame.source - lo, set()).add(frame.t)

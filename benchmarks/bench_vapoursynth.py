@@ -124,7 +124,8 @@ def main() -> None:
         cli_s = time_cli(frames, weights, folder, args.device)
         vs_s = time_vapoursynth(frames, weights, args.device)
         out = 2 * args.frames - 1
-        print(f"\nx2 of {args.frames} frames {height}x{width}, ours_small_t (random weights), {args.device}, 1 thread\n")
+        print(f"\nx2 of {args.frames} frames {height}x{width}, ours_small_t (random weights), {args.device}, "
+              "1 thread\n")
         print("| path | seconds | output frames/s | vs. CLI |\n|---|---|---|---|")
         print(f"| CLI (render.render, EXR in/out) | {cli_s:.2f} | {out / cli_s:.2f} | 1.00 |")
         print(f"| VapourSynth (get_frame of all) | {vs_s:.2f} | {out / vs_s:.2f} | {cli_s / vs_s:.2f}x |")

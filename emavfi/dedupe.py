@@ -232,6 +232,15 @@ def unwrap(source: Any) -> Any:
     return source.source if isinstance(source, KeptFrames) else source
 
 
-def source_index(source: Any, j: int) -> int:
-    """The source frame index of frame j of `source` (a KeptFrames view maps it; other sources are the identity)."""
-    return source.index(j) if isinstance(source, KeptFrames) else j
+def source_copies(sink: Any, source: Any) -> Any:
+    """The sink, told source frame indices for exact copies (a KeptFrames view numbers only the kept frames)."""
+    return _SourceCopies(sink, source) if isinstance(source, KeptFrames) else sink
+
+
+class _SourceCopies:
+    def __init__(self, sink: Any, source: KeptFrames):
+        self.sink, self.source = sink, source
+
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+        """Write output `index`; copy_of (a timeline frame) is passed on as its source frame."""
+        self.sink.write(index, image, copy_of=None if copy_of is None else self.source.index(copy_of))

@@ -7,9 +7,9 @@
 
 The plan comes from emavfi.schedule (emavfi.dedupe with dedupe=True), scene cuts from emavfi.cuts (fixed
 window) plus `_SceneChangeNext`/`_SceneChangePrev` set upstream, and the pixels from emavfi.runner.Runner, in
-the CLI's batches of pairs. An output frame computes only its own batch of pairs (random access); decoded
-source frames, cut evidence and finished batches are kept in small LRU caches. Only this module imports
-vapoursynth.
+emavfi.engine.run over the CLI's device batches. An output frame computes only its own batch of pairs (random
+access); decoded source frames, cut evidence and finished batches are kept in small LRU caches. Only this module
+imports vapoursynth.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -29,7 +30,7 @@ try:
 except ImportError:
     raise ImportError("emavfi.vapoursynth needs VapourSynth: pip install vapoursynth (Python 3.12 or newer)") from None
 
-from . import cuts, dedupe
+from . import cuts, dedupe, engine
 from .config import get_config
 from .plans import OutputFrame, apply_cuts, pair_timesteps
 from .schedule import Request, Schedule, make_schedule
@@ -148,29 +149,25 @@ def to_tensor(frame: vs.VideoFrame) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- the filter
 
 class _Filter:
-    """One interpolated clip: its schedule, model, caches and the ModifyFrame callback (thread-safe)."""
+    """One interpolated clip: its schedule, the engine's parts, caches and the ModifyFrame callback (thread-safe)."""
 
     def __init__(self, clip: vs.VideoNode, settings: Settings, upstream_cuts: bool):
         from .runner import Runner
 
         self.clip, self.settings, self.upstream_cuts = clip, settings, upstream_cuts
-        self.threshold = settings.run.cut_threshold
         self.n_source = clip.num_frames
         self.index, self.schedule = self._timeline(settings.request)
         self.n = len(self.index)
         self.plan = self.schedule.plan
         device = resolve_device(settings.device)
-        self.runner = Runner(self._model(device), device=device, dtype=resolve_dtype(settings.precision, device),
-                             tta=settings.run.tta, scale=settings.run.scale, chunk=settings.run.chunk)
-        depth = self.schedule.bisection_depth
-        rows = (1 << depth) - 1 if depth else max((len(ts) for ts in pair_timesteps(self.plan).values()), default=1)
-        self.chunk = self.runner.resolve_chunk(clip.height, clip.width, rows)
-        # Frames: a batch's window and the cut context read ahead of it; cut evidence: a few windows' worth.
-        self._frames, self._scores = _LRU(self.chunk + 8), _LRU(8 * (self.chunk + 2 * cuts.CUT_CONTEXT + 2))
+        self.runner = Runner(self._model(device), tta=settings.run.tta, scale=settings.run.scale,
+                             chunk=settings.run.chunk)
+        rows = engine.rows_per_pair(pair_timesteps(self.plan), self.schedule.bisection_depth)
+        chunk = self.runner.resolve_chunk(clip.height, clip.width, rows)  # the whole shot's, as the CLI's
+        self.frames = _ClipFrames(self, chunk + 2 * cuts.CUT_CONTEXT + 4)
+        self.finder = engine.CutFinder(self.n, settings.run.cut_threshold)
         self._batches = _LRU(CACHED_BATCHES)
-        self._device = threading.Lock()  # one batch on the device at a time; others wait for its result
-        self._pending: dict[int, threading.Event] = {}
-        self._state = threading.Lock()
+        self._lock = threading.RLock()  # one batch at a time: the device, the cut finder, the caches' makers
 
     def _timeline(self, request: Request) -> tuple[list[int], Schedule]:
         """Source index of each timeline frame (all, or the kept ones with dedupe) and the CLI's schedule."""
@@ -180,7 +177,7 @@ class _Filter:
             if not self.settings.run.dedupe:
                 return list(range(self.n_source)), make_schedule(request, self.n_source, arbitrary_t, times=times)
             held = dedupe.find_held((to_tensor(f) for f in self.clip.frames()), self.settings.run.dedupe_threshold,
-                                    self.threshold)
+                                    self.settings.run.cut_threshold)
             sched = dedupe.schedule_without_held(request, self.n_source, held, arbitrary_t, times)
             return dedupe.kept_frames(self.n_source, held), sched
         except ValueError as exc:
@@ -202,28 +199,19 @@ class _Filter:
                                       keep=True)
         return vs.core.std.ModifyFrame(blank, blank, self._make)
 
-    # -- sources and cuts -------------------------------------------------------------------------------
+    # -- cuts (an engine.CutPolicy) ---------------------------------------------------------------------
 
-    def source(self, j: int) -> torch.Tensor:
-        """Timeline frame j as [3,H,W] float32."""
-        return self._frames.get(j, lambda: to_tensor(self.clip.get_frame(self.index[j])))
-
-    def _score(self, pair: int) -> float:
-        return self._scores.get(("score", pair), lambda: float(
-            cuts.cut_scores(torch.stack([self.source(pair), self.source(pair + 1)]))[0]))
+    def cuts(self, frames: engine.Frames, first_pair: int, end_pair: int) -> list[int]:
+        """Pairs in [first_pair, end_pair) that are cuts: emavfi.cuts's fixed window, or marked upstream."""
+        with self._lock:
+            found = set(self.finder.cuts(frames, first_pair, end_pair))
+        if self.upstream_cuts:
+            found.update(p for p in range(first_pair, end_pair) if self._marked(p))
+        return sorted(found)
 
     def is_cut(self, pair: int) -> bool:
-        """Whether timeline pair (pair, pair + 1) is a scene cut: emavfi.cuts's fixed window, or marked upstream."""
-        return self._scores.get(("cut", pair), lambda: self._decide(pair))
-
-    def _decide(self, pair: int) -> bool:
-        if self.upstream_cuts and self._marked(pair):
-            return True
-        if not self.threshold or self.n < 2:
-            return False
-        lo, hi = max(0, pair - cuts.CUT_CONTEXT), min(self.n - 2, pair + cuts.CUT_CONTEXT)
-        window = torch.tensor([self._score(p) for p in range(lo, hi + 1)])
-        return pair - lo in cuts.decide_cuts(window, self.threshold)
+        """Whether timeline pair (pair, pair + 1) is a scene cut."""
+        return 0 <= pair < self.n - 1 and bool(self.cuts(self.frames, pair, pair + 1))
 
     def _marked(self, pair: int) -> bool:
         later = self.index[pair + 1]
@@ -233,58 +221,26 @@ class _Filter:
     # -- batches ------------------------------------------------------------------------------------------
 
     def _pair_of(self, frame: OutputFrame) -> int:
-        return min(frame.source, max(self.n - 2, 0))
+        return engine.pair_of(frame, self.n)
 
-    def _batch_of(self, k: int) -> int:
-        return self._pair_of(self.plan[k]) // self.chunk
+    def batch(self, k: int) -> dict[int, torch.Tensor]:
+        """The output frames (index -> [3,H,W]) of the CLI's device batch that makes output k."""
+        pairs = self.runner.batch_of(self._pair_of(self.plan[k]))
+        with self._lock:
+            return self._batches.get(pairs.start, lambda: self._make_batch(pairs))
 
-    def batch(self, cell: int) -> dict[int, torch.Tensor]:
-        """Output frames (index -> [3,H,W]) of the pairs cell*chunk .. (cell+1)*chunk - 1: the CLI's batch."""
-        while True:
-            with self._state:
-                event = self._pending.get(cell)
-                if event is None:
-                    self._pending[cell] = threading.Event()
-            if event is None:
-                break
-            event.wait()  # another thread is making this batch
-        try:
-            return self._batches.get(cell, lambda: self._make_batch(cell))
-        finally:
-            with self._state:
-                self._pending.pop(cell).set()
-
-    def _make_batch(self, cell: int) -> dict[int, torch.Tensor]:
-        first, end = cell * self.chunk, min((cell + 1) * self.chunk, max(self.n - 1, 1))
-        lo = bisect.bisect_left(self.plan, first, key=self._pair_of)
-        hi = bisect.bisect_left(self.plan, end, key=self._pair_of) if end < self.n - 1 else len(self.plan)
-        found = [p for p in range(first, end) if self.n > 1 and self.is_cut(p)]
-        window = torch.stack([self.source(j) for j in range(first, min(end, self.n - 1) + 1)])
-        plan = apply_cuts(self.plan[lo:hi], found)
-        out: dict[int, torch.Tensor] = {}
-        index_of: dict[tuple[int, Fraction], list[int]] = {}
-        work: dict[int, set[Fraction]] = {}
-        for k, frame in enumerate(plan, lo):
-            if frame.is_copy:
-                out[k] = window[frame.source - first]
-            else:
-                index_of.setdefault((frame.source - first, frame.t), []).append(k)
-                work.setdefault(frame.source - first, set()).add(frame.t)
-
-        def emit(pair: int, t: Fraction, image: torch.Tensor) -> None:
-            for k in index_of[(pair, t)]:
-                out[k] = image
-
-        if work:
-            with self._device:
-                self.runner.run(window, {p: tuple(sorted(ts)) for p, ts in sorted(work.items())},
-                                bisection_depth=self.schedule.bisection_depth, pair_offset=first, emit=emit)
-        return out
+    def _make_batch(self, pairs: range) -> dict[int, torch.Tensor]:
+        """engine.run over the outputs of one device batch (numbered from lo), into a dict by global index."""
+        lo = bisect.bisect_left(self.plan, pairs.start, key=self._pair_of)
+        hi = bisect.bisect_left(self.plan, pairs.stop, key=self._pair_of)
+        out = _DictSink(lo)
+        engine.run(replace(self.schedule, plan=self.plan[lo:hi]), self.frames, self.runner, out, self)
+        return out.frames
 
     # -- the callback ---------------------------------------------------------------------------------------
 
     def _make(self, n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        image = self.batch(self._batch_of(n))[n]
+        image = self.batch(n)[n]
         out = f.copy()
         dtype = np.float16 if self.clip.format.name == "RGBH" else np.float32
         for p in range(3):
@@ -310,6 +266,34 @@ class _Filter:
         if not frame.is_copy and self.is_cut(frame.source):
             frame = apply_cuts([frame], [frame.source])[0]
         return frame.position
+
+
+class _ClipFrames:
+    """The timeline's frames as an engine.Frames: decoded on request, the last `cached` kept (LRU)."""
+
+    def __init__(self, owner: _Filter, cached: int):
+        self.owner, self.count = owner, owner.n
+        self.size = (owner.clip.height, owner.clip.width)
+        self.damaged: dict[int, str] = {}
+        self._cache = _LRU(cached)
+
+    def get(self, lo: int, hi: int) -> torch.Tensor:
+        """Timeline frames lo..hi, [hi - lo + 1, 3, H, W] float32."""
+        clip, index = self.owner.clip, self.owner.index
+        return torch.stack([self._cache.get(j, lambda j=j: to_tensor(clip.get_frame(index[j])))
+                            for j in range(lo, hi + 1)])
+
+
+class _DictSink:
+    """An engine.Sink for a slice of the plan that starts at global output `offset`."""
+
+    def __init__(self, offset: int):
+        self.offset, self.frames = offset, {}
+
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+        """Keep the frame under its global index."""
+        assert image is not None
+        self.frames[self.offset + index] = image
 
 
 __all__ = ["FORMATS", "ema_vfi", "interpolate", "to_tensor"]

@@ -41,8 +41,8 @@ def _frames(n: int, height: int, width: int) -> torch.Tensor:
 def _weights(folder: Path) -> str:
     from safetensors.torch import save_file
 
-    sys.path.insert(0, str(REPO))
-    from tests.helpers import random_state
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import random_state
 
     path = folder / "ours_small_t.safetensors"
     save_file(random_state("ours_small_t"), str(path))

@@ -194,6 +194,17 @@ def schedule_without_held(request: Request, n_frames: int, held: Sequence[int], 
     return schedule if request.source_fps is not None or request.is_retime else replace(schedule, out_fps=None)
 
 
+def drop_held(frames: torch.Tensor, request: Request, arbitrary_t: bool, threshold: float | None = None,
+              cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD) -> tuple[torch.Tensor, Schedule, list[int]]:
+    """A clip in memory without its held frames: (kept frames [K,C,H,W], their schedule, held indices).
+
+    For front ends holding the whole clip (the ComfyUI nodes): run the schedule on the kept frames.
+    """
+    held = find_held(frames, threshold, cut_threshold)
+    sched = schedule_without_held(request, frames.shape[0], held, arbitrary_t)
+    return frames[kept_frames(frames.shape[0], held)], sched, held
+
+
 class KeptFrames:
     """A source seen without its held frames: frame j of this is source frame kept[j]; the rest is the source's."""
 

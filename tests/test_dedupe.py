@@ -154,6 +154,14 @@ def test_the_drawings_are_retimed_at_their_true_times_over_the_same_duration(req
         assert a <= k * step <= b
 
 
+def test_a_clip_in_memory_loses_its_held_frames_and_keeps_its_duration(clips):
+    frames, held = clips["coffee on threes"]
+    kept, sched, found = dedupe.drop_held(frames, schedule.Request(multiplier=2), arbitrary_t=True)
+    assert found == held and torch.equal(kept, frames[dedupe.kept_frames(len(frames), held)])
+    assert len(sched.plan) == 2 * (len(frames) - 1) + 1 and sched.out_fps is None
+    schedule.check_plan(sched.plan, len(kept))
+
+
 def test_settings_and_bad_values():
     assert RunOptions(dedupe=True).dedupe_threshold == dedupe.DEFAULT_DEDUPE_THRESHOLD
     for bad in (-1, float("nan"), 1000, "2", True):
@@ -171,7 +179,7 @@ oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs Open
 
 @pytest.fixture
 def tiny(monkeypatch):
-    from tests.helpers import tiny_model
+    from helpers import tiny_model
 
     model = tiny_model()
     monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)

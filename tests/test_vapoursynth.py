@@ -41,7 +41,7 @@ def weights(tmp_path_factory):
     """Random weights in the layout of ours_small_t (the pixels differ from real ones; the code paths do not)."""
     from safetensors.torch import save_file
 
-    from tests.helpers import random_state
+    from helpers import random_state
 
     path = tmp_path_factory.mktemp("weights") / "ours_small_t.safetensors"
     save_file(random_state("ours_small_t", seed=3), str(path))

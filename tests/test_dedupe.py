@@ -231,3 +231,29 @@ def test_cli_dedupe_usage_errors_are_one_line(kit, tmp_path, tiny, capsys, extra
     assert cli.main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and fragment in err[0], err
+
+
+def test_ray_workers_decide_the_same_holds_and_write_the_one_process_files(kit, tmp_path):
+    ray = pytest.importorskip("ray", reason="needs the optional Ray extra (pip install -r requirements-ray.txt)")
+    import emavfi
+    from emavfi import distributed, ray_cluster
+    from emavfi.schedule import Request
+    from emavfi.settings import Settings
+    from helpers import random_state
+
+    _, held = _write_twos(kit, tmp_path / "in", holds=(2, 3, 2, 2, 1, 3))
+    weights = tmp_path / "ours_small_t.safetensors"
+    emavfi.weights.save_safetensors(random_state("ours_small_t"), weights, "ours_small_t")
+    settings = Settings(request=Request(multiplier=2), run=RunOptions(dedupe=True), weights=weights, device="cpu")
+    one = render.Job(tmp_path / "in", tmp_path / "one", settings)
+    render.render(render.prepare(one), render.load_model_for(one))
+    assert not ray.is_initialized()
+    ray_cluster.start_local(num_cpus=2)
+    try:
+        report = distributed.render(render.Job(tmp_path / "in", tmp_path / "ray", settings), workers=2, task_frames=4)
+    finally:
+        ray.shutdown()
+    assert report.written == 2 * (13 - 1) + 1
+    one_files, ray_files = (sorted((tmp_path / d).glob("frame_*.png")) for d in ("one", "ray"))
+    assert [p.name for p in one_files] == [p.name for p in ray_files] and len(held) == 7
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one_files, ray_files))

@@ -37,7 +37,7 @@ from .schedule import Request, Schedule, make_schedule
 from .settings import RunOptions, Settings, SettingsError, resolve_device, resolve_dtype
 
 FORMATS = ("RGBS", "RGBH")
-CACHED_BATCHES = 4  # finished batches of output frames kept for neighbouring requests
+CACHED_BATCHES = 2  # finished batches of output frames kept: the one being read and the next (parallel requests)
 _CONVERT = 'core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="709")'
 
 

@@ -9,7 +9,7 @@ VS_VENV="${VS_VENV:-$HOME/.cache/emavfi-vs-venv}"
 
 python312="$(command -v python3.12 || true)"
 if [ -z "$python312" ]; then
-  python312="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python 2>/dev/null | tail -n 1 || true)"
+  python312="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python 2>/dev/null | head -n 1 || true)"
 fi
 if [ -z "$python312" ]; then
   echo "VapourSynth tests skipped: no Python >= 3.12 on this machine (python3.12 or pyenv)"

@@ -22,6 +22,7 @@ from .errors import EmaVfiError
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
+from .train import cli as finetune_cli
 from .settings import DEFAULT_VARIANT, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
     convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    finetune_cli.add_parser(commands)
     return parser
 
 
@@ -294,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = _Status()
     try:
         args = build_parser().parse_args(argv)
-        commands = {"convert": run_convert, "plan": run_plan}
+        commands = {"convert": run_convert, "plan": run_plan, "finetune": finetune_cli.run}
         return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0

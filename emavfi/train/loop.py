@@ -114,8 +114,9 @@ def train(job: Job, worker: Worker, folder: Path) -> Outcome:
         state = load_checkpoint(where, model, optimizer)
     net: torch.nn.Module = model
     if worker.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[worker.device.index]
-                                                        if worker.device.type == "cuda" else None)
+        # cor_embed's bias cancels out of this implementation's motion features (A·E - E): it gets no gradient
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[worker.device.index] if worker.device.type
+                                                        == "cuda" else None, find_unused_parameters=True)
     triplets = Triplets(list(job.clips), opts.gap_for(job.config.arbitrary_t), job.config.arbitrary_t, opts.seed)
     stream = BatchStream(triplets, FrameReader(list(job.clips)), opts.batch, worker.rank, worker.world, opts.crop)
     lead = worker.rank == 0

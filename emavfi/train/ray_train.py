@@ -14,10 +14,63 @@ from pathlib import Path
 from typing import Any
 
 from ..ray_cluster import DistributedError, connection, import_ray
+from .checkpoint import latest_checkpoint, read_log
 from .loop import Job, Outcome, Worker, train
 from .run import StopSwitch
 
 RAY_TRAIN_MISSING = "fine-tuning on Ray needs Ray Train: pip install -r requirements-ray.txt"
+LOOPBACK = "127.0.0.1"
+# The rendezvous store a worker hosts for an embedded cluster must live as long as that worker process: this
+# list keeps it referenced (it is only ever appended to in a Ray worker, once per training run).
+_HOSTED_STORES: list[Any] = []
+
+
+def _host_loopback_store(world: int) -> int:
+    """On rank 0: a torch TCPStore listening on 127.0.0.1 only (torch's own binds every interface); its port."""
+    import socket
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOOPBACK, 0))
+    listener.listen(world * 4)
+    store = dist.TCPStore(LOOPBACK, listener.getsockname()[1], world, is_master=True, wait_for_workers=False,
+                          timeout=timedelta(minutes=30), master_listen_fd=listener.fileno(), use_libuv=False)
+    _HOSTED_STORES.append((listener, store))
+    return listener.getsockname()[1]
+
+
+def _use_loopback_store(port: int) -> None:
+    """On every worker: rendezvous through the store rank 0 hosts on 127.0.0.1 (clients only, no new server)."""
+    import os
+
+    os.environ.update({"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "True"})
+
+
+def _loopback_config(backend: str) -> Any:
+    """TorchConfig whose process-group set-up keeps every socket on 127.0.0.1 (for the embedded cluster)."""
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
+
+    class LoopbackBackend(_TorchBackend):
+        def on_start(self, worker_group: Any, backend_config: Any) -> None:
+            import ray
+
+            world = len(worker_group)
+            port = worker_group.execute_single(0, _host_loopback_store, world)
+            worker_group.execute(_use_loopback_store, port)
+            worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(
+                rank, _setup_torch_process_group, backend=backend_config.backend, world_rank=rank, world_size=world,
+                init_method="env://", timeout_s=backend_config.timeout_s) for rank in range(world)])
+
+    class LoopbackConfig(TorchConfig):
+        @property
+        def backend_cls(self) -> Any:
+            return LoopbackBackend
+
+    return LoopbackConfig(backend=backend)
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -33,8 +86,7 @@ def _worker(config: dict[str, Any]) -> None:
     worker = Worker(rank=context.get_world_rank(), world=context.get_world_size(), device=get_device(),
                     stop_requested=lambda: stop.path.exists())
     outcome = train(config["job"], worker, folder)
-    ray.train.report({"step": outcome.step, "interrupted": outcome.interrupted,
-                      "loss": outcome.last_loss if outcome.last_loss is not None else float("nan")})
+    ray.train.report({"step": outcome.step, "interrupted": outcome.interrupted})
 
 
 def train_on_ray(job: Job, folder: Path, address: str | None, workers: int | None, stop: StopSwitch,
@@ -56,16 +108,21 @@ def train_on_ray(job: Job, folder: Path, address: str | None, workers: int | Non
         trainer = TorchTrainer(
             _worker, train_loop_config={"job": job, "folder": str(folder.resolve()), "threads": 1},
             scaling_config=ScalingConfig(num_workers=count, use_gpu=gpus > 0),
-            torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+            torch_config=(_loopback_config if address is None else TorchConfig)(backend="nccl" if gpus else "gloo"),
             run_config=RunConfig(name="emavfi-finetune", storage_path=str((folder / ".ray-train").resolve())))
         try:
-            result = trainer.fit()
+            trainer.fit()
         except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors; show the first one, on one line
             raise DistributedError(_worker_error(exc)) from None
-    metrics = result.metrics or {}
-    loss = metrics.get("loss")
-    return Outcome(int(metrics.get("step", 0)), bool(metrics.get("interrupted", False)),
-                   None if loss is None or loss != loss else float(loss))
+    return outcome_in(folder, job.total_steps)
+
+
+def outcome_in(folder: Path, total: int) -> Outcome:
+    """How a run ended, read from what rank 0 wrote: the newest checkpoint and the last row of the log."""
+    where = latest_checkpoint(folder)
+    step = int(where.name.split("-")[1]) if where is not None else 0
+    rows = read_log(folder) if (folder / "log.csv").is_file() else []
+    return Outcome(step, step < total, rows[-1]["loss"] if rows else None)
 
 
 def _worker_error(exc: BaseException) -> str:

@@ -47,14 +47,7 @@ class TrainState:
 
 def open_run(folder: Path, record: dict[str, Any], resume: bool) -> IO[bytes]:
     """Create (or, with resume, re-open) the run folder and lock it; returns the lock handle to keep open."""
-    if folder.exists() and not folder.is_dir():
-        raise RunFolderError(f"{folder} exists and is not a folder; choose a new run folder")
-    if folder.exists() and not resume:
-        raise RunFolderError(f"run folder {folder} already exists; add --resume to continue the run in it, or "
-                             "choose a new folder (nothing in it is touched)")
-    if resume and not (folder / RECORD).is_file():
-        raise RunFolderError(f"{folder} is not a fine-tuning run folder (no {RECORD}); --resume needs the folder "
-                             "of an earlier `emavfi finetune` run")
+    check_run_folder(folder, resume)
     folder.mkdir(parents=True, exist_ok=True)
     handle = try_lock(folder / LOCK)
     if handle is None:
@@ -68,6 +61,18 @@ def open_run(folder: Path, record: dict[str, Any], resume: bool) -> IO[bytes]:
         handle.close()
         raise
     return handle
+
+
+def check_run_folder(folder: Path, resume: bool) -> None:
+    """Refuse an existing folder (unless resuming) and, when resuming, a folder that is not a run's."""
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"{folder} exists and is not a folder; choose a new run folder")
+    if folder.exists() and not resume:
+        raise RunFolderError(f"run folder {folder} already exists; add --resume to continue the run in it, or "
+                             "choose a new folder (nothing in it is touched)")
+    if resume and not (folder / RECORD).is_file():
+        raise RunFolderError(f"{folder} is not a fine-tuning run folder (no {RECORD}); --resume needs the folder "
+                             "of an earlier `emavfi finetune` run")
 
 
 def _check_record(folder: Path, record: dict[str, Any]) -> None:
@@ -144,6 +149,13 @@ def latest_checkpoint(folder: Path) -> Path | None:
     if where.parent != folder / "checkpoints" or not all((where / n).is_file() for n in CHECKPOINT_FILES):
         raise RunFolderError(f"{folder / LATEST} names an incomplete checkpoint {where}; start a new run")
     return where
+
+
+def checkpoint_before(folder: Path, step: int) -> Path | None:
+    """The newest complete checkpoint of a step below `step`, or None."""
+    found = [p for p in (folder / "checkpoints").glob("step-*") if p.name[5:].isdigit() and int(p.name[5:]) < step
+             and all((p / n).is_file() for n in CHECKPOINT_FILES)] if (folder / "checkpoints").is_dir() else []
+    return max(found, key=lambda p: int(p.name[5:]), default=None)
 
 
 def load_checkpoint(where: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:

@@ -1,8 +1,8 @@
 """The training steps, the same in one process and in each Ray Train worker.
 
 Each step: the worker's share of the global batch -> `EMAVFI.forward` -> the paper's loss
-(emavfi.loss.training_loss) -> backward (DistributedDataParallel averages the gradients of all workers, so
-the update is that of the global batch) -> one all-reduce of (loss, stop request) -> AdamW step. Rank 0
+(emavfi.loss.training_loss) -> one all-reduce of (loss, stop request) -> backward (DistributedDataParallel
+averages the gradients of all workers, so the update is that of the global batch) -> AdamW step. Rank 0
 writes the log, checkpoints, validation scores and the final weights. A non-finite loss stops the run
 before the bad update, keeping the weights of the step before as a checkpoint; a stop request (Ctrl-C,
 or the driver's stop file under Ray) is honoured at the next step boundary by every worker at once.
@@ -21,7 +21,7 @@ from ..errors import EmaVfiError
 from ..loss import training_loss
 from ..model import EMAVFI
 from .batches import Batch, BatchStream
-from .checkpoint import LossLog, TrainState, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from .checkpoint import LossLog, TrainState, checkpoint_before, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from .data import Clip, FrameReader, Triplets
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .options import FinetuneOptions
@@ -135,14 +135,14 @@ def train(job: Job, worker: Worker, folder: Path) -> Outcome:
             lr = learning_rate(step, job.total_steps, opts.lr, floor, warmup)
             set_learning_rate(optimizer, lr)
             loss = _loss(net, stream.get(step, step + 1 < job.total_steps), worker.device, opts.precision)
-            loss.backward()
             shared = torch.stack([loss.detach().float().cpu(), torch.tensor(float(worker.stop_requested()))])
             if worker.world > 1:
                 torch.distributed.all_reduce(shared)
                 shared[0] /= worker.world
             last_loss = float(shared[0])
-            if not torch.isfinite(shared[0]):
-                _stop_on_bad_loss(folder, state, last_loss, model, checkpoint)
+            if not torch.isfinite(shared[0]):  # before backward: grid_sample's backward may crash on NaN flows
+                _stop_on_bad_loss(folder, state, last_loss)
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step = step + 1
@@ -164,15 +164,14 @@ def train(job: Job, worker: Worker, folder: Path) -> Outcome:
             log.close()
 
 
-def _stop_on_bad_loss(folder: Path, state: TrainState, value: float, model: EMAVFI,
-                      checkpoint: Callable[[], None]) -> None:
-    """Keep the weights from before this step (when they are finite) and stop with one line."""
-    kept = "the last checkpoint"
-    if all(torch.isfinite(p).all() for p in model.parameters()):
-        checkpoint()
-        kept = f"checkpoints/step-{state.step:08d}"
-    raise NonFiniteLoss(f"the loss became {value} at step {state.step + 1}; stopped before applying it, the weights "
-                        f"of {kept} in {folder} are kept. Lower --lr (or raise --warmup) and resume, or start anew")
+def _stop_on_bad_loss(folder: Path, state: TrainState, value: float) -> None:
+    """Stop with one line naming the newest checkpoint from before the weights went bad (step-N holds the weights
+    step N+1 runs with, so a checkpoint of this very step is not a good one)."""
+    where = checkpoint_before(folder, state.step)
+    kept = (f"the last good checkpoint is {where / 'model.safetensors'}: start a new run from it with --weights and "
+            "a lower --lr (or a longer --warmup)" if where is not None else
+            "no checkpoint was written before it: start again with a lower --lr (or a longer --warmup)")
+    raise NonFiniteLoss(f"the loss became {value} at step {state.step + 1}; training stopped. {kept}")
 
 
 def _validation_frames(opts: FinetuneOptions) -> torch.Tensor:

@@ -34,7 +34,7 @@ class FinetuneOptions:
 
     steps / epochs: length of the run (give at most one; default 1000 steps); an epoch is every training
     window of the data once. batch: GLOBAL batch size (split over Ray workers). crop: square training crop in
-    pixels, a multiple of 32 (the loss's pyramid). max_gap: the farthest the ground-truth frame may lie from
+    pixels, a multiple of 32 and at least 64 (the loss's 5-level pyramid). max_gap: the farthest the ground-truth frame may lie from
     an input frame; default 1 for t = 0.5 variants (consecutive triplets, as Vimeo90K) and 3 for `_t` ones
     (three frames from a 7-frame window, as Vimeo90K septuplets). val: a held-out clip scored every val_every
     steps (drop every hold_out-th frame, interpolate it back); val_frames and val_crop bound its size.
@@ -75,10 +75,10 @@ class FinetuneOptions:
         _whole(self.steps, "--steps", 1, MAX_STEPS, optional=True)
         _whole(self.epochs, "--epochs", 1, 10**6, optional=True)
         _whole(self.batch, "--batch", 1, MAX_BATCH)
-        _whole(self.crop, "--crop", 32, MAX_CROP)
+        _whole(self.crop, "--crop", 64, MAX_CROP)
         if self.crop % 32:
             raise FinetuneSettingsError(f"--crop must be a multiple of 32 (the loss's 5-level pyramid); got "
-                                        f"{self.crop}, e.g. use {max(32, self.crop // 32 * 32)}")
+                                        f"{self.crop}, e.g. use {max(64, self.crop // 32 * 32)}")
         for name, value in (("--lr", self.lr), ("--min-lr", self.min_lr), ("--weight-decay", self.weight_decay)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value) or value < 0 or value > 1e6):

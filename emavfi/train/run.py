@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import ModelConfig, get_config
 from ..files import atomic_write
-from .checkpoint import latest_checkpoint, open_run
+from .checkpoint import check_run_folder, latest_checkpoint, open_run
 from .data import DataError, Triplets, scan, scan_clip
 from .loop import Job, Outcome, Worker, train
 from .options import DEFAULT_STEPS, FinetuneOptions, FinetuneSettingsError
@@ -80,8 +80,6 @@ def plan_job(options: FinetuneOptions, *, resume: bool, workers: int = 1,
     if options.batch % workers:
         raise FinetuneSettingsError(f"--batch {options.batch} does not split evenly over {workers} Ray workers; use "
                                     f"a multiple of {workers}")
-    if options.precision != "fp32" and options.device == "cpu":
-        raise FinetuneSettingsError(f"--precision {options.precision} is for GPUs (mixed precision); use fp32 on CPU")
     folder = Path(options.output)
     _check_paths(options, folder)
     clips = scan(list(options.data), options.crop, options.gap_for(cfg.arbitrary_t))
@@ -107,7 +105,16 @@ def finetune(options: FinetuneOptions, *, resume: bool = False, ray: str | None 
     workers = ray_workers or 1
     if ray_workers is not None and not 1 <= ray_workers <= 1024:
         raise FinetuneSettingsError(f"--ray-workers must be a whole number from 1 to 1024; got {ray_workers}")
+    check_run_folder(Path(options.output), resume)
+    device = _device(options.device) if ray is None else None
+    if device is not None and device.type != "cuda" and options.precision != "fp32":
+        raise FinetuneSettingsError(f"--precision {options.precision} (mixed precision) needs a GPU; use fp32 on "
+                                    f"{device.type.upper()}")
     job = plan_job(options, resume=resume, workers=workers, config=config)
+    if ray not in (None, "local"):
+        from ..ray_cluster import probe
+
+        probe(ray)  # an unreachable cluster fails in seconds, before the run folder is made
     folder = Path(options.output)
     note(describe(job))
     lock = open_run(folder, run_record(job), resume)
@@ -121,9 +128,6 @@ def finetune(options: FinetuneOptions, *, resume: bool = False, ray: str | None 
             from .ray_train import train_on_ray
 
             return train_on_ray(job, folder, None if ray == "local" else ray, ray_workers, stop, note)
-        device = _device(options.device)
-        if device.type == "cpu" and options.precision != "fp32":
-            raise FinetuneSettingsError(f"--precision {options.precision} needs a GPU; use fp32 on CPU")
         return train(job, Worker(device=device, stop_requested=stop.requested, note=note), folder)
     finally:
         stop.clear()

@@ -43,8 +43,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept (default 2)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="fp32 (default) or mixed precision on a GPU (bf16 recommended)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="fp32 (default) or bf16: mixed precision on a GPU")
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute activations in the backward pass: "
                    "less memory, about a third more time")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")

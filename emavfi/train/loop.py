@@ -95,8 +95,7 @@ def prepare_model(job: Job, worker: Worker) -> EMAVFI:
 def _loss(net: torch.nn.Module, batch: Batch, device: torch.device, precision: str) -> torch.Tensor:
     img0, gt, img1 = (x.to(device, non_blocking=True) for x in (batch.img0, batch.gt, batch.img1))
     t = batch.t.to(device) if isinstance(batch.t, torch.Tensor) else batch.t
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     with autocast:
         out = net(img0, img1, t)
     out = {"pred": out["pred"].float(), "merged": [m.float() for m in out["merged"]]}

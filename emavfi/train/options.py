@@ -96,8 +96,9 @@ class FinetuneOptions:
             raise FinetuneSettingsError(f"--val-crop must be a multiple of 32 (0 = whole frames); got {self.val_crop}")
         _whole(self.checkpoint_every, "--checkpoint-every", 1, MAX_STEPS)
         _whole(self.keep_checkpoints, "--keep-checkpoints", 1, 1000)
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise FinetuneSettingsError(f"--precision must be fp32, bf16 or fp16; got {self.precision!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise FinetuneSettingsError(f"--precision must be fp32 or bf16 (mixed precision on a GPU); got "
+                                        f"{self.precision!r}")
 
     def gap_for(self, arbitrary_t: bool) -> int:
         """The max_gap in effect: as given, else 3 for `_t` variants and 1 for t = 0.5 ones."""

@@ -3,13 +3,18 @@
 Every worker runs emavfi.train.loop.train with its rank: it reads only its share of each global batch
 (slots rank*b/n .. (rank+1)*b/n-1, the same samples a one-process run puts there), DistributedDataParallel
 averages the gradients, and rank 0 writes the run folder. The run folder and the data must therefore be
-on storage every worker can reach (one machine, or a shared file system on a farm). A Ctrl-C on the driver
-writes RUN/.stop-request; the workers see it at the next step and stop together after a checkpoint.
+on storage every worker can reach (one machine, or a shared file system on a farm). RUN/.stop-request (made
+by a Ctrl-C the driver receives, or by `touch`) stops every worker at the next step, after a checkpoint; a
+terminal's Ctrl-C also reaches an embedded cluster's own processes, which end the run at once (the newest
+periodic checkpoint stays).
 `import ray` happens only here (Ray Train is an optional extra: requirements-ray.txt).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +116,31 @@ def train_on_ray(job: Job, folder: Path, address: str | None, workers: int | Non
             torch_config=(_loopback_config if address is None else TorchConfig)(backend="nccl" if gpus else "gloo"),
             run_config=RunConfig(name="emavfi-finetune", storage_path=str((folder / ".ray-train").resolve())))
         try:
-            trainer.fit()
+            with _stop_on_ctrl_c(stop):
+                trainer.fit()
         except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors; show the first one, on one line
-            raise DistributedError(_worker_error(exc)) from None
+            if not stop.flag:
+                raise DistributedError(_worker_error(exc)) from None
     return outcome_in(folder, job.total_steps)
+
+
+@contextmanager
+def _stop_on_ctrl_c(stop: StopSwitch) -> Iterator[None]:
+    """While Ray Train runs: Ctrl-C asks the workers to stop (ray.init replaces the CLI's handler with its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: object) -> None:
+        if stop.flag:
+            raise KeyboardInterrupt
+        stop.request()
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def outcome_in(folder: Path, total: int) -> Outcome:

@@ -46,6 +46,6 @@ def predict(model: Any, frames: torch.Tensor, request: Request, *, tta: bool = F
     schedule = make_schedule(request, frames.shape[0], arbitrary_t(model))
     source = frames.flip(1) if bgr else frames
     with eval_mode(model):
-        out = interpolate_clip(model, source.float(), schedule.plan, recursive=schedule.bisection_depth is not None,
-                               progress=progress, tta=tta, scale=scale, chunk=chunk, **options)
+        out = interpolate_clip(model, source.float(), schedule, progress=progress, tta=tta, scale=scale, chunk=chunk,
+                               **options)
     return schedule.plan, out.flip(1) if bgr else out

@@ -1,13 +1,15 @@
 """Drop-frame evaluation of any clip: keep every K-th frame, make the K-1 between each kept pair, score them.
 
     score_holdout(model, frames, hold_out, *, tta=False, scale=1.0, chunk=0, names=None, progress=None,
-                  **options) -> EvalResult
+                  bgr=False, extra=None, **options) -> EvalResult
 
 frames: [N,3,H,W] float in 0..1 (RGB, CPU), N >= hold_out + 1. hold_out: K, 2..16 (multiplier K between
 kept frames 0, K, 2K, ...; frames after the last kept one are not scored). Each held-out frame is one sample
 named `names[i]` (default: its index in `frames`) with `psnr` (0..1 peak, the unrounded prediction) and
 `ssim` (the authors' ssim_matlab), both on values clamped to 0..1; the result's `psnr`/`ssim` are their
-means. tta / scale / chunk / options: as emavfi.runner.interpolate_clip. The model is put in eval mode
+means. tta / scale / chunk / options: as emavfi.runner.interpolate_clip; bgr: feed the network BGR (as
+the official scripts); extra(truth, pred) -> {metric: value}: further figures per frame (e.g. LPIPS);
+progress(done, total): output frames made. The model is put in eval mode
 for the call and restored after, so a training loop can validate with it. Stable API (used by finetune).
 """
 from __future__ import annotations
@@ -43,7 +45,9 @@ def score_frame(truth: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
 
 def score_holdout(model: Any, frames: torch.Tensor, hold_out: int, *, tta: bool = False, scale: float = 1.0,
                   chunk: int = 0, names: Sequence[str] | None = None,
-                  progress: Callable[[int, int], None] | None = None, **options: Any) -> EvalResult:
+                  progress: Callable[[int, int], None] | None = None, bgr: bool = False,
+                  extra: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
+                  **options: Any) -> EvalResult:
     """Scores of the held-out frames of `frames` [N,3,H,W] (see the module docstring)."""
     if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] < 3:
         got = list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
@@ -53,13 +57,16 @@ def score_holdout(model: Any, frames: torch.Tensor, hold_out: int, *, tta: bool 
     kept = kept_indices(frames.shape[0], hold_out)
     started = time.monotonic()
     plan, out = predict(model, frames[kept, :3], Request(multiplier=hold_out), tta=tta, scale=scale, chunk=chunk,
-                        progress=progress, **options)
+                        progress=progress, bgr=bgr, **options)
     samples = []
     for index, frame in enumerate(plan):
         if frame.is_copy:
             continue
         original = kept[frame.source] + round(frame.t * hold_out)
         name = str(original) if names is None else names[original]
-        samples.append(Sample(name, score_frame(frames[original], out[index])))
+        scores = score_frame(frames[original], out[index])
+        if extra is not None:
+            scores.update(extra(frames[original, :3].clamp(0, 1), out[index, :3].clamp(0, 1)))
+        samples.append(Sample(name, scores))
     settings = {"hold_out": hold_out, "tta": tta, "scale": scale}
     return EvalResult("hold-out", samples, settings, len(samples), time.monotonic() - started)

@@ -49,8 +49,9 @@ def psnr(truth: Any, pred: Any) -> float:
 
 
 def round8(image: torch.Tensor) -> torch.Tensor:
-    """A 0..1 image quantised to 8 bits and back: round(x·255)/255 (clamped first; half to even)."""
-    return torch.round(image.clamp(0, 1) * 255) / 255
+    """A 0..1 image quantised to 8 bits and back: round(x·255)/255 (clamped first; half to even), computed
+    in the image's own dtype as the scripts do (float32 predictions are rounded in float32)."""
+    return torch.round(torch.as_tensor(image).clamp(0, 1) * 255) / 255
 
 
 def _gaussian(size: int, sigma: float) -> torch.Tensor:
@@ -60,12 +61,17 @@ def _gaussian(size: int, sigma: float) -> torch.Tensor:
 
 
 def _blur3d(volume: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """[B,K,D,H,W] -> each of the K maps convolved (valid) with the separable 3-D window kernel⊗kernel⊗kernel."""
-    k = kernel.numel()
-    maps = volume.shape[1]
-    for shape in ((k, 1, 1), (1, k, 1), (1, 1, k)):
-        weight = kernel.view(1, 1, *shape).expand(maps, 1, *shape).contiguous()
-        volume = F.conv3d(volume, weight, groups=maps)
+    """[K,D,H,W] -> each map correlated ('valid') with the separable window kernel⊗kernel⊗kernel.
+
+    One axis at a time as a weighted sum of shifted views: in float64 on a CPU this is several times faster
+    than conv3d, and equal to the full 3-D window to rounding (checked against scipy in the tests)."""
+    size = kernel.numel()
+    for axis in (1, 2, 3):
+        length = volume.shape[axis] - size + 1
+        out = volume.narrow(axis, 0, length) * float(kernel[0])
+        for offset in range(1, size):
+            out.add_(volume.narrow(axis, offset, length), alpha=float(kernel[offset]))
+        volume = out
     return volume
 
 
@@ -84,8 +90,8 @@ def ssim_matlab(truth: Any, pred: Any) -> float:
     c1, c2 = (0.01 * (top - bottom)) ** 2, (0.03 * (top - bottom)) ** 2
     half = SSIM_WINDOW // 2
     stack = torch.stack([truth, pred, truth * truth, pred * pred, truth * pred])[None]  # [1,5,C,H,W]
-    stack = F.pad(stack, (half,) * 6, mode="replicate")
-    mu1, mu2, e11, e22, e12 = _blur3d(stack, _gaussian(SSIM_WINDOW, SSIM_SIGMA))[0]
+    stack = F.pad(stack, (half,) * 6, mode="replicate")[0]
+    mu1, mu2, e11, e22, e12 = _blur3d(stack, _gaussian(SSIM_WINDOW, SSIM_SIGMA))
     var1, var2, cov = e11 - mu1 * mu1, e22 - mu2 * mu2, e12 - mu1 * mu2
     ssim_map = ((2 * mu1 * mu2 + c1) * (2 * cov + c2)) / ((mu1 * mu1 + mu2 * mu2 + c1) * (var1 + var2 + c2))
     return float(ssim_map.mean())
@@ -94,13 +100,15 @@ def ssim_matlab(truth: Any, pred: Any) -> float:
 def interpolation_error(truth: Any, pred: Any) -> float:
     """Middlebury IE in 8-bit units: mean |round(pred·255) - truth·255|, truth an 8-bit frame scaled to 0..1
     (its codes are recovered exactly by rounding, so float32 truth gives the same integers as the file)."""
-    truth, pred = _pair(truth, pred)
-    return float(((round8(pred) - round8(truth)) * 255).round().abs().mean())
+    truth, pred = _pair(round8(truth), round8(pred))
+    return float(((pred - truth) * 255).round().abs().mean())
 
 
 def to_uint8_hwc(image: torch.Tensor) -> Any:
     """[3,H,W] 0..1 -> numpy uint8 [H,W,3]: clamped, rounded (half to even), as the Xiph script stores it."""
-    return (round8(_as_chw64("image", image)) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    tensor = torch.as_tensor(image).detach().cpu()
+    tensor = tensor[0] if tensor.dim() == 4 and tensor.shape[0] == 1 else tensor
+    return torch.round(tensor.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def _skimage_metrics() -> Any:

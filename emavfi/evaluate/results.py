@@ -132,6 +132,11 @@ def format_metric(metric: str, value: float) -> str:
     return f"{value:.4f}" if metric in ("ssim", "lpips") else f"{value:.2f}"
 
 
+def partial_path(json_path: Path) -> Path:
+    """Where a run with --json keeps what it has scored so far: NAME.partial.json beside NAME.json."""
+    return json_path.with_name(f"{json_path.stem}.partial.json")
+
+
 def write_text(path: Path, text: str) -> None:
     """Write a report file atomically (never a half-written file)."""
     from ..files import atomic_write

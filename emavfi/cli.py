@@ -21,7 +21,6 @@ from .errors import EmaVfiError
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
-from .train import cli as finetune_cli
 from .settings import DEFAULT_VARIANT, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -103,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
     from .evaluate.cli import add_parsers as add_evaluate_parsers  # evaluate, compare (their own module, no torch)
     add_evaluate_parsers(commands)
-    finetune_cli.add_parser(commands)
+    from .train.cli import add_parser as add_finetune_parser  # finetune (its own module, no torch)
+    add_finetune_parser(commands)
     return parser
 
 
@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if hasattr(args, "handler"):  # subcommands that register their own (evaluate, compare)
             return args.handler(args)
-        commands = {"convert": run_convert, "plan": run_plan, "finetune": finetune_cli.run}
+        commands = {"convert": run_convert, "plan": run_plan}
         return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0

@@ -51,6 +51,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="train on a Ray cluster (Ray Train): "
                    "no ADDRESS = a local one, 'auto' or ray://host:port = join that cluster")
     p.add_argument("--ray-workers", type=int, help="Ray Train workers (default: one per GPU, else 1)")
+    p.set_defaults(handler=run)
     return p
 
 

@@ -174,3 +174,34 @@ def test_video_frames_in_any_order_match_decoding_from_the_start(tmp_path):
     run = finetune(FinetuneOptions(data=(str(video),), output=str(tmp_path / "run"), steps=2, batch=2, crop=64,
                                    device="cpu"), config=CFG)
     assert run.step == 2 and (tmp_path / "run" / "final.safetensors").is_file()
+
+
+def test_triplets_follow_the_protocol_and_epochs_count_windows(tmp_path):
+    from emavfi.train.data import Clip, Triplets
+    from emavfi.train.run import plan_job
+
+    clips = [Clip("a", 12, (64, 64)), Clip("b", 9, (64, 64))]
+    arbitrary = Triplets(clips, gap=3, arbitrary_t=True, seed=1)
+    assert len(arbitrary) == (12 - 6) + (9 - 6)
+    seen_t = set()
+    for position in range(4 * len(arbitrary)):
+        s = arbitrary.sample(position)
+        a, g, b = s.frames
+        assert a < g < b <= a + 6 and b < clips[s.clip].count and s.t == (g - a) / (b - a)
+        seen_t.add(s.t)
+    assert len(seen_t) >= 5  # t takes many values in (0, 1), not only 0.5
+    n = len(arbitrary)
+    for epoch in range(3):  # each window once per epoch, in a new order each epoch
+        order = [arbitrary._window(p) for p in range(epoch * n, (epoch + 1) * n)]
+        assert sorted(order) == list(range(n)) and (epoch == 0 or order != first)
+        first = order if epoch == 0 else first
+    fixed = Triplets(clips, gap=2, arbitrary_t=False, seed=1)
+    for position in range(3 * len(fixed)):
+        a, g, b = fixed.sample(position).frames
+        assert g - a == b - g in (1, 2) and fixed.sample(position).t == 0.5
+    assert [arbitrary.sample(p) for p in range(5)] == [Triplets(clips, 3, True, 1).sample(p) for p in range(5)]
+
+    data = write_clip(tmp_path / "clip", shot(12, 64, 64))
+    job = plan_job(FinetuneOptions(data=(str(data),), output=str(tmp_path / "run"), epochs=2, batch=2, crop=64),
+                   resume=False, config=CFG)
+    assert job.total_steps == 2 * ((12 - 6) // 2)

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
     from .evaluate.cli import add_parsers as add_evaluate_parsers  # evaluate, compare (their own module, no torch)
     add_evaluate_parsers(commands)
+    from .train.cli import add_parser as add_finetune_parser  # finetune (its own module, no torch)
+    add_finetune_parser(commands)
     return parser
 
 

@@ -50,18 +50,27 @@ def worker(args: argparse.Namespace) -> None:
     model = emavfi.build_model(emavfi.get_config(args.variant)).eval()
     h, w = (int(v) for v in args.size.split("x"))
     frames = torch.rand(args.frames, 3, h, w, generator=torch.Generator().manual_seed(1))
+    options = {"backend": _blend} if args.backend == "blend" else {}
     result = {}
     for m in args.multipliers:
         plan = schedule.multiplier_plan(args.frames, m)
         made = (args.frames - 1) * (m - 1)
-        interpolate_clip(model, frames, plan)  # warm-up: allocator, geometry caches
+        interpolate_clip(model, frames, plan, **options)  # warm-up: allocator, geometry caches
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            interpolate_clip(model, frames, plan)
+            interpolate_clip(model, frames, plan, **options)
             times.append((time.perf_counter() - start) * 1000 / made)
         result[str(m)] = statistics.median(times)
     print(TAG + json.dumps({"module": emavfi.__file__, "ms": result}), flush=True)
+
+
+def _blend(frames, first, second, timesteps, aux):  # noqa: ANN001 - a runner.Backend without a network
+    """Zero-flow blends: what is left to time is the engine's and the Runner's own work around the network."""
+    rgb = [(1 - t) * frames[first] + t * frames[second] for t in timesteps]
+    import torch
+
+    return torch.stack(rgb), None
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -82,7 +91,7 @@ def run_side(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     """One fresh process timing the frame path of the emavfi in `tree`."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--variant", args.variant,
                "--size", args.size, "--frames", str(args.frames), "--repeats", str(args.repeats),
-               "--threads", str(args.threads), "--multipliers", *map(str, args.multipliers)]
+               "--threads", str(args.threads), "--backend", args.backend, "--multipliers", *map(str, args.multipliers)]
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
     done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, timeout=args.timeout)
     lines = [line for line in done.stdout.splitlines() if line.startswith(TAG)]
@@ -110,7 +119,8 @@ def measure(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
 
 def table(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> str:
     """Markdown: per multiplier, before and after (median [min-max] over rounds) and the after/before ratios."""
-    lines = [f"| {args.size}, {args.variant} | before `{args.before}` ms/frame | after `{args.after}` ms/frame "
+    what = args.variant if args.backend == "network" else "no network (blend backend)"
+    lines = [f"| {args.size}, {what} | before `{args.before}` ms/frame | after `{args.after}` ms/frame "
              "| after/before (median of rounds) | per-round ratio range |", "|---|---|---|---|---|"]
     for m in map(str, args.multipliers):
         before = [r[m] for r in results["before"]]
@@ -133,6 +143,8 @@ def main() -> None:
     parser.add_argument("--multipliers", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--variant", default="ours_small_t")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", choices=("network", "blend"), default="network",
+                        help="blend: zero-flow blends instead of the network, to time the engine's own overhead")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
     parser.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS.md")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -143,8 +155,9 @@ def main() -> None:
     started = time.monotonic()
     results = measure(args)
     text = table(results, args)
+    model = f"random `{args.variant}` weights" if args.backend == "network" else "a zero-flow blend backend"
     note = (f"{args.rounds} alternating rounds, {args.repeats} timed runs per process, {args.frames} frames, "
-            f"{args.threads} thread(s), random `{args.variant}` weights; {time.monotonic() - started:.0f} s")
+            f"{args.threads} thread(s), {model}; {time.monotonic() - started:.0f} s")
     print(text + "\n\n" + note)
     if args.write:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
     convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    from .evaluate.cli import add_parsers as add_evaluate_parsers  # evaluate, compare (their own module, no torch)
+    add_evaluate_parsers(commands)
     return parser
 
 
@@ -292,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = _Status()
     try:
         args = build_parser().parse_args(argv)
+        if hasattr(args, "handler"):  # subcommands that register their own (evaluate, compare)
+            return args.handler(args)
         commands = {"convert": run_convert, "plan": run_plan}
         return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tta", action="store_true", help="test-time augmentation: better, twice as slow")
     run.add_argument("--scale", type=float, default=1.0, help="flow resolution: 1 (default), 0.5 for 2K, 0.25 for 4K")
     run.add_argument("--cut-threshold", type=float, help="scene-cut sensitivity (default: the detector's; 0 = off)")
+    run.add_argument("--dedupe", action="store_true", help="drop held frames (anime on twos, repeated frames) and "
+                     "retime the drawings at their true times; -m N = N x the input rate, same duration")
+    run.add_argument("--dedupe-threshold", type=float, help="how far a held frame may differ, in multiples of the "
+                     "difference noise alone makes (default 2; 0 = exact repeats only)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                      help="auto = fp16 on CUDA, fp32 elsewhere")
@@ -116,8 +120,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
     interpolate = args.command == "interpolate"
-    run = RunOptions(tta=args.tta, scale=args.scale, cut_threshold=args.cut_threshold,
-                     chunk=args.chunk) if interpolate else RunOptions()
+    run = RunOptions(tta=args.tta, scale=args.scale, cut_threshold=args.cut_threshold, chunk=args.chunk,
+                     dedupe=args.dedupe, dedupe_threshold=args.dedupe_threshold) if interpolate else RunOptions()
     output = OutputOptions(start_number=args.start_number, frames=getattr(args, "frames", None),
                            resume=getattr(args, "resume", False), overwrite=getattr(args, "overwrite", False),
                            format=getattr(args, "format", None), bit_depth=getattr(args, "bit_depth", None),

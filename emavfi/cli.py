@@ -48,11 +48,8 @@ def _request_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of the first output frame file (e.g. 1001 for plates); default 0")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `python -m emavfi` (subcommands interpolate, plan and convert)."""
-    parser = _Parser(prog="emavfi", description="EMA-VFI video frame interpolation.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-
+def _interpolate_parser(commands: Any) -> None:
+    """The interpolate subcommand's arguments."""
     run = commands.add_parser("interpolate", help="make in-between frames for an image folder or a video",
                               description="Interpolate a folder of frames (EXR/DPX/TIFF/PNG/JPG) or a video.")
     run.add_argument("input", type=Path, help="folder of frames (natural order) or a video file")
@@ -63,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tta", action="store_true", help="test-time augmentation: better, twice as slow")
     run.add_argument("--scale", type=float, default=1.0, help="flow resolution: 1 (default), 0.5 for 2K, 0.25 for 4K")
     run.add_argument("--cut-threshold", type=float, help="scene-cut sensitivity (default: the detector's; 0 = off)")
+    run.add_argument("--dedupe", action="store_true", help="drop held frames (anime on twos, repeated frames) and "
+                     "retime the drawings at their true times; -m N = N x the input rate, same duration")
+    run.add_argument("--dedupe-threshold", type=float, help="how far a held frame may differ, in multiples of the "
+                     "difference noise alone makes (default 2; 0 = exact repeats only)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                      help="auto = fp16 on CUDA, fp32 elsewhere")
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
     run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m emavfi` (subcommands interpolate, plan and convert)."""
+    parser = _Parser(prog="emavfi", description="EMA-VFI video frame interpolation.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    _interpolate_parser(commands)
     plan = commands.add_parser("plan", help="print the output frame count and farm task ranges of a shot",
                                description="Plan a render-farm job: output frames and --frames ranges per task.")
     plan.add_argument("input", type=Path, help="folder of frames or a video file")
@@ -103,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
     from .evaluate.cli import add_parsers as add_evaluate_parsers  # evaluate, compare (their own module, no torch)
     add_evaluate_parsers(commands)
+    from .train.cli import add_parser as add_finetune_parser  # finetune (its own module, no torch)
+    add_finetune_parser(commands)
     return parser
 
 
@@ -117,8 +127,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
     interpolate = args.command == "interpolate"
-    run = RunOptions(tta=args.tta, scale=args.scale, cut_threshold=args.cut_threshold,
-                     chunk=args.chunk) if interpolate else RunOptions()
+    run = RunOptions(tta=args.tta, scale=args.scale, cut_threshold=args.cut_threshold, chunk=args.chunk,
+                     dedupe=args.dedupe, dedupe_threshold=args.dedupe_threshold) if interpolate else RunOptions()
     output = OutputOptions(start_number=args.start_number, frames=getattr(args, "frames", None),
                            resume=getattr(args, "resume", False), overwrite=getattr(args, "overwrite", False),
                            format=getattr(args, "format", None), bit_depth=getattr(args, "bit_depth", None),

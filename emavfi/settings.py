@@ -22,13 +22,18 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # besides "auto"; what each means: emavfi
 DEFAULT_CUT_THRESHOLD = 2.5
 """Scene-cut sensitivity (emavfi.cuts): a pair is a cut when its evidence exceeds threshold x the typical
 evidence around it. Sensible values run from about 1.5 (eager) to 6 (strict); 0 disables detection."""
+DEFAULT_DEDUPE_THRESHOLD = 2.0
+"""Held frames (emavfi.dedupe): how many times the noise-only difference a held frame may differ by: 1.5 strict,
+2 default, 4 lenient; 0 = bit-identical repeats only. Values around 1 would miss holds on noisy footage."""
+MAX_DEDUPE_THRESHOLD = 20.0
 ON_ERROR = ("stop", "skip")
 BIT_DEPTHS = ("8", "10", "12", "16", "half", "float")  # which of them a format takes is checked by emavfi.media
 MAX_START_NUMBER = 10**8
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 
-__all__ = ["BIT_DEPTHS", "DEFAULT_CUT_THRESHOLD", "MAX_CHUNK", "ON_ERROR", "PRECISIONS", "SCALES", "OutputOptions",
-           "RunOptions", "Settings", "SettingsError"]
+__all__ = ["BIT_DEPTHS", "DEFAULT_CUT_THRESHOLD", "DEFAULT_DEDUPE_THRESHOLD", "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD",
+           "ON_ERROR", "PRECISIONS", "SCALES", "OutputOptions", "RunOptions", "Settings", "SettingsError",
+           "check_dedupe_threshold"]
 
 
 def _flag(name: str) -> str:
@@ -40,13 +45,16 @@ class RunOptions:
     """How in-between frames are computed: test-time augmentation, flow scale, cut sensitivity, batch size.
 
     cut_threshold: scene-cut sensitivity (see emavfi.cuts; 0 disables). chunk: frame pairs per device batch
-    (0 = automatic: 1 on CPU, from free memory on a GPU).
+    (0 = automatic: 1 on CPU, from free memory on a GPU). dedupe: drop held frames and retime the rest at their
+    true times (see emavfi.dedupe; dedupe_threshold None = its default, 0 = exact repeats only).
     """
 
     tta: bool = False
     scale: float = 1.0
     cut_threshold: float | None = None  # None: the detector's default
     chunk: int = 0
+    dedupe: bool = False
+    dedupe_threshold: float | None = None  # None: emavfi.dedupe's default
 
     def __post_init__(self) -> None:
         if not isinstance(self.tta, bool):
@@ -66,6 +74,15 @@ class RunOptions:
                                 f"{DEFAULT_CUT_THRESHOLD:g} default, 6 strict; 0 = off)")
         object.__setattr__(self, "cut_threshold", threshold)
         _whole(self.chunk, "chunk", 0, MAX_CHUNK, "0 = automatic")
+        self._check_dedupe()
+
+    def _check_dedupe(self) -> None:
+        if not isinstance(self.dedupe, bool):
+            raise SettingsError(f"dedupe must be true or false; got {self.dedupe!r}")
+        try:
+            object.__setattr__(self, "dedupe_threshold", check_dedupe_threshold(self.dedupe_threshold))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,9 @@ class Settings:
             raise SettingsError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.run.dedupe and self.request.timesteps is not None:
+            raise SettingsError("--dedupe retimes the drawings to a frame rate: use --multiplier or --fps, not "
+                                "--timesteps")
 
     @functools.cached_property
     def model_variant(self) -> str:
@@ -137,6 +157,18 @@ class Settings:
 
             return inspect_safetensors(self.weights)
         return DEFAULT_VARIANT
+
+
+def check_dedupe_threshold(threshold: float | None) -> float:
+    """A held-frame threshold as a float (None = the default), or a one-line ValueError naming the bad value."""
+    if threshold is None:
+        return DEFAULT_DEDUPE_THRESHOLD
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
+            or not 0 <= threshold <= MAX_DEDUPE_THRESHOLD:
+        raise ValueError(f"dedupe threshold must be from 0 to {MAX_DEDUPE_THRESHOLD:g} (0 = exact repeats only, "
+                         f"{DEFAULT_DEDUPE_THRESHOLD:g} default: times the difference noise alone makes); "
+                         f"got {threshold!r}")
+    return float(threshold)
 
 
 def _number(value: object, name: str) -> float:

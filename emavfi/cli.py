@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import ranges
+from . import ranges, sequences
 from .config import VARIANTS
 from .errors import EmaVfiError
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
+from .sequences import GAPS
 from .settings import DEFAULT_VARIANT, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -44,8 +45,14 @@ def _request_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=VARIANTS, help=f"model variant (default {DEFAULT_VARIANT}; "
                         "with --weights, read from the file)")
     parser.add_argument("--weights", type=Path, help="local .safetensors weights (default: download from the Hub)")
-    parser.add_argument("--start-number", type=int, default=0,
-                        help="number of the first output frame file (e.g. 1001 for plates); default 0")
+    parser.add_argument("--start-number", type=int,
+                        help="number of the first output frame file; default: the input's first frame number "
+                             "(1001 for a plate numbered from 1001), else 0")
+    parser.add_argument("--gaps", choices=GAPS, default="error",
+                        help="missing frame numbers in the input: error (default, before any work), interpolate "
+                             "(make them at their true times) or ignore (treat the files as consecutive)")
+    parser.add_argument("--pattern", help="which sequence of a folder holding several, e.g. 'plate.####.exr' "
+                        "(# = digits, * and ? as usual)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     existing = run.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="keep verified frames of an earlier run of this "
                           "command and make only the missing ones")
+    run.add_argument("--redo-changed", action="store_true", help="with --resume: re-render the frames that were "
+                     "changed after emavfi wrote them (without it, --resume stops and names them)")
     existing.add_argument("--overwrite", action="store_true", help="replace the frames an earlier emavfi run wrote "
                           "in the output folder (never deletes other files)")
     run.add_argument("--frames", help="render only these output frames (output numbering, inclusive), "
@@ -120,6 +129,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     output = OutputOptions(start_number=args.start_number, frames=getattr(args, "frames", None),
                            resume=getattr(args, "resume", False), overwrite=getattr(args, "overwrite", False),
                            format=getattr(args, "format", None), bit_depth=getattr(args, "bit_depth", None),
+                           gaps=args.gaps, pattern=args.pattern, redo_changed=getattr(args, "redo_changed", False),
                            codec=getattr(args, "codec", None), colorspace=getattr(args, "colorspace", None),
                            ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"))
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
@@ -206,8 +216,9 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     with contextlib.nullcontext() if job.video_out else render.open_output(prepared) as folder:
         part = '' if len(prepared.requested) == prepared.total else f' ({len(prepared.requested)} in this task)'
         sys.stderr.write(f"{prepared.source.describe()} -> {prepared.total} frames{part}\n")
-        if prepared.schedule.warning:
-            render.stderr_note(prepared.schedule.warning)
+        for note in (prepared.schedule.warning, sequences.gaps_note(prepared.source, job.settings.output.gaps)):
+            if note:
+                render.stderr_note(note)
         model = render.load_model_for(job, progress=_download_progress())
         progress, count = _counting_progress(status)
         try:
@@ -270,7 +281,10 @@ def run_plan(args: argparse.Namespace) -> int:
         raise SettingsError(str(exc)) from None
     first = render.open_output(prepared).path(0).name  # names only: nothing is opened or created
     pattern = re.sub(r"\d+(?=\.\w+$)", lambda m: "#" * len(m.group()), first)
-    print(ranges.plan_report(prepared.total, tasks, settings.output.start_number, as_json=args.json,
+    note = sequences.gaps_note(prepared.source, settings.output.gaps)
+    if note:
+        render.stderr_note(note)
+    print(ranges.plan_report(prepared.total, tasks, prepared.start_number, as_json=args.json,
                              name_pattern=pattern))
     return 0
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import ranges
+from . import ranges, sequences
 from .config import get_config
 from .media import VIDEO_EXTENSIONS
 from .outputs import Naming, OutputFolder, check_not_overlapping
@@ -72,6 +72,7 @@ class Prepared:
     n_source: int
     schedule: Schedule
     requested: list[int]  # global output indices this process renders
+    start_number: int = 0  # file number of output index 0 (--start-number, else the input's first frame number)
 
     @property
     def total(self) -> int:
@@ -96,32 +97,33 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
 
     job.check()
     out = job.settings.output
-    source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio)
+    source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio, pattern=out.pattern)
     n = source.count()
     request = job.settings.request
     if request.source_fps is None and source.fps is not None:
         request = replace(request, source_fps=source.fps)
     arbitrary_t = get_config(job.settings.model_variant).arbitrary_t
-    times = _variable_frame_times(source, request)
     try:
-        schedule = make_schedule(request, n, arbitrary_t, times=times)
+        schedule = (sequences.schedule_over_gaps(source, request, arbitrary_t, out.gaps)
+                    or make_schedule(request, n, arbitrary_t, times=_variable_frame_times(source, request)))
     except ValueError as exc:
         raise SettingsError(str(exc).replace("give the source fps", "add --source-fps")) from None
     total = len(schedule.plan)
+    start_number = sequences.output_start(out.start_number, source)
     if frames is not None:
         requested = sorted(set(frames))
         if requested and not 0 <= requested[0] <= requested[-1] < total:
             raise SettingsError(f"output frames must be 0..{total - 1}; got {requested[0]}..{requested[-1]}")
     elif out.frames:
         try:
-            requested = [k for r in ranges.parse_frames(out.frames, total, out.start_number) for k in r]
+            requested = [k for r in ranges.parse_frames(out.frames, total, start_number) for k in r]
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     else:
         requested = list(range(total))
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
-    return Prepared(job, source, n, schedule, requested)
+    return Prepared(job, source, n, schedule, requested, start_number)
 
 
 def _variable_frame_times(source: Any, request: Any) -> list[Fraction] | None:
@@ -221,7 +223,7 @@ def open_output(prepared: Prepared, sink: Any | None = None, *, shared: bool | N
     s = prepared.job.settings
     sink = sink if sink is not None else _folder_sink(prepared)
     partial = bool(s.output.frames) or len(prepared.requested) != prepared.total
-    return OutputFolder(prepared.job.output, _record(prepared), _naming_of(sink, prepared.total, s.output.start_number),
+    return OutputFolder(prepared.job.output, _record(prepared), _naming_of(sink, prepared.total, prepared.start_number),
                         shared=partial if shared is None else shared,
                         resume=s.output.resume if resume is None else resume,
                         overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify)
@@ -231,8 +233,8 @@ def _folder_sink(prepared: Prepared) -> Any:
     from . import media
 
     out = prepared.job.settings.output
-    return media.open_sink(prepared.job.output, prepared.source, total=prepared.total, start_number=out.start_number,
-                           format=out.format, bit_depth=out.bit_depth, out_fps=prepared.schedule.out_fps)
+    return media.open_sink(prepared.job.output, prepared.source, total=prepared.total,
+                           start_number=prepared.start_number, format=out.format, bit_depth=out.bit_depth, out_fps=prepared.schedule.out_fps)
 
 
 def _render_folder(prepared: Prepared, runner: Any, sink: Any, folder: OutputFolder, progress: ProgressFn | None,

@@ -54,7 +54,7 @@ def _save(path: Path, frame: np.ndarray, dtype=np.uint8) -> Path:
 def _write_clip(folder: Path, n: int, **kwargs) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     dtype = kwargs.pop("dtype", np.uint8)
-    return [_save(folder / f"frame{i + 1}.png", f, dtype) for i, f in enumerate(_frames(n, **kwargs))]
+    return [_save(folder / f"frame{i}.png", f, dtype) for i, f in enumerate(_frames(n, **kwargs))]
 
 
 def _read(path: Path) -> torch.Tensor:
@@ -408,13 +408,13 @@ def test_a_truncated_frame_stops_the_run_or_is_skipped(tmp_path, tiny, capsys):
     base = ["interpolate", tmp_path / "in", "--device", "cpu", "--cut-threshold", "0"]
     assert _run(*base, "-o", tmp_path / "stop") == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "frame3.png" in message and message.startswith("emavfi: error:")
+    assert "frame2.png" in message and message.startswith("emavfi: error:")
     assert all(images.verify(p) for p in _outputs(tmp_path / "stop"))
     assert not [p for p in _outputs(tmp_path / "stop") if p.name >= "frame_000003.png"]  # nothing needing frame 2
 
     assert _run(*base, "-o", tmp_path / "skip", "--on-error", "skip") == 0
     err = capsys.readouterr().err
-    assert "3 output frames were not made" in err and "frame3.png" in err
+    assert "3 output frames were not made" in err and "frame2.png" in err
     names = [p.name for p in _outputs(tmp_path / "skip")]
     assert names == [f"frame_{k:06d}.png" for k in (0, 1, 2, 6, 7, 8)]  # pairs 1|2 and 2|3 and the copy of 2 left out
     assert _run(*base, "-o", tmp_path / "v.mp4", "--on-error", "skip", "--source-fps", "24") == 2

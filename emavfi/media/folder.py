@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import files
-from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio, natural_key
+from .. import files, sequences
+from ..sequences import FrameSequence
+from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio
 from .colour import Colour
 from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, Timecode, advance_timecode, attributes,
                      canonical_extension, copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw,
                      set_fps, set_timecode, timecode_of, to_values, verify, write_raw)
 
 
-def list_frames(folder: str | os.PathLike) -> list[Path]:
-    """Image files of a folder in natural order (hidden files and atomic-write temporaries skipped); one
-    extension per folder."""
+def find_sequence(folder: str | os.PathLike, pattern: str | None = None) -> FrameSequence:
+    """The one frame sequence of a folder (hidden files and atomic-write temporaries skipped), in frame order;
+    pattern (`--pattern`, e.g. "plate.####.exr") picks one where several share the folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FramesIOError(f"input folder not found: {folder}")
@@ -35,10 +36,15 @@ def list_frames(folder: str | os.PathLike) -> list[Path]:
              and not files.is_partial(p.name) and p.suffix.lower() in IMAGE_EXTENSIONS]
     if not paths:
         raise FramesIOError(f"no image frames ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    kinds = sorted({canonical_extension(p.suffix) for p in paths})
-    if len(kinds) > 1:
-        raise FramesIOError(f"{folder} mixes {' and '.join(kinds)} frames; keep one kind of file per folder")
-    return sorted(paths, key=lambda p: natural_key(p.name))
+    try:
+        return sequences.group(folder, paths, {e: canonical_extension(e) for e in IMAGE_EXTENSIONS}, pattern)
+    except sequences.SequenceError as exc:
+        raise MediaOptionError(str(exc)) from None
+
+
+def list_frames(folder: str | os.PathLike, pattern: str | None = None) -> list[Path]:
+    """Image files of a folder's one sequence in frame order (natural order where names carry no number)."""
+    return list(find_sequence(folder, pattern).paths)
 
 
 def _channel_order(names: tuple[str, ...]) -> list[int]:
@@ -56,9 +62,11 @@ def _channel_order(names: tuple[str, ...]) -> list[int]:
 class FolderSource:
     """A folder of frames (EXR, DPX, TIFF, PNG, JPEG), read one file at a time in natural order."""
 
-    def __init__(self, folder: str | os.PathLike, *, colorspace: str | None = None, ocio: str | None = None):
+    def __init__(self, folder: str | os.PathLike, *, colorspace: str | None = None, ocio: str | None = None,
+                 pattern: str | None = None):
         self.path = Path(folder)
-        self.paths = list_frames(self.path)
+        self.sequence = find_sequence(self.path, pattern)
+        self.paths = list(self.sequence.paths)
         first = read_raw(self.paths[0])
         self.first_spec = first.spec
         self.format: FrameFormat = first.format
@@ -92,7 +100,8 @@ class FolderSource:
         extra = {1: " gray", 2: " gray+alpha", 3: "", 4: " RGBA"}.get(fmt.channels, f" {fmt.channels} channels")
         rate = f" {float(self.fps):g} fps" if self.fps else ""
         tc = f" TC {self.timecode}" if self.timecode else ""
-        return (f"{len(self.paths)} {fmt.extension.lstrip('.').upper()} frames {w}x{h} {depth}{extra}{rate}{tc}, "
+        numbers = f" ({self.sequence.label} {self.sequence.describe_range()})" if self.sequence.numbers else ""
+        return (f"{len(self.paths)} {fmt.extension.lstrip('.').upper()} frames{numbers} {w}x{h} {depth}{extra}{rate}{tc}, "
                 f"{self.colour.describe()}")
 
     def read_raw(self, index: int) -> RawImage:

@@ -234,7 +234,8 @@ def _folder_sink(prepared: Prepared) -> Any:
 
     out = prepared.job.settings.output
     return media.open_sink(prepared.job.output, prepared.source, total=prepared.total,
-                           start_number=prepared.start_number, format=out.format, bit_depth=out.bit_depth, out_fps=prepared.schedule.out_fps)
+                           start_number=prepared.start_number, format=out.format, bit_depth=out.bit_depth,
+                           out_fps=prepared.schedule.out_fps)
 
 
 def _render_folder(prepared: Prepared, runner: Any, sink: Any, folder: OutputFolder, progress: ProgressFn | None,

@@ -101,7 +101,8 @@ class FolderSource:
         rate = f" {float(self.fps):g} fps" if self.fps else ""
         tc = f" TC {self.timecode}" if self.timecode else ""
         numbers = f" ({self.sequence.label} {self.sequence.describe_range()})" if self.sequence.numbers else ""
-        return (f"{len(self.paths)} {fmt.extension.lstrip('.').upper()} frames{numbers} {w}x{h} {depth}{extra}{rate}{tc}, "
+        kind = fmt.extension.lstrip('.').upper()
+        return (f"{len(self.paths)} {kind} frames{numbers} {w}x{h} {depth}{extra}{rate}{tc}, "
                 f"{self.colour.describe()}")
 
     def read_raw(self, index: int) -> RawImage:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from . import ranges, sequences
 from .config import VARIANTS
 from .errors import EmaVfiError
 from .media.base import MediaOptionError
-from .outputs import OutputFolderError
+from .outputs import OutputFolderError, check_new_file, record_file
 from .schedule import Request, parse_fps, parse_timesteps_exact
 from .sequences import GAPS
 from .settings import DEFAULT_VARIANT, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
     convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing destination that an earlier "
+                         "convert wrote (never another file)")
     return parser
 
 
@@ -274,7 +277,8 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.tasks is not None and args.frames_per_task is not None:
         raise SettingsError("give --tasks or --frames-per-task, not both")
     settings = settings_from(args)
-    prepared = render.prepare(render.Job(args.input, args.input.with_name(args.input.name + "_plan"), settings))
+    naming_only = Path(tempfile.gettempdir()) / f"{args.input.name}_plan"  # never written: plan writes nothing
+    prepared = render.prepare(render.Job(args.input, naming_only, settings))
     try:
         tasks = ranges.split_tasks(prepared.total, tasks=args.tasks, per_task=args.frames_per_task)
     except ValueError as exc:
@@ -294,7 +298,9 @@ def run_convert(args: argparse.Namespace) -> int:
     from .weights import convert_pkl
 
     destination = args.output or args.source.with_suffix(".safetensors")
+    check_new_file(destination, args.overwrite)
     variant = convert_pkl(args.source, destination, args.variant)
+    record_file(destination, {"converted_from": args.source.name, "variant": variant})
     sys.stderr.write(f"converted {args.source} -> {destination} (variant {variant})\n")
     return 0
 

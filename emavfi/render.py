@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import ranges, sequences
+from . import preflight, ranges, sequences
 from .config import get_config
 from .media import VIDEO_EXTENSIONS
 from .outputs import Naming, OutputFolder, check_not_overlapping
@@ -50,6 +50,7 @@ class Job:
         if not self.input.exists():
             raise SettingsError(f"input not found: {self.input}")
         check_not_overlapping(self.input, self.output)
+        preflight.check_output(self)
         out = self.settings.output
         if self.video_out and (out.resume or out.frames or out.start_number):
             raise SettingsError("--resume, --frames and --start-number work with an output folder of frames, "
@@ -226,7 +227,8 @@ def open_output(prepared: Prepared, sink: Any | None = None, *, shared: bool | N
     return OutputFolder(prepared.job.output, _record(prepared), _naming_of(sink, prepared.total, prepared.start_number),
                         shared=partial if shared is None else shared,
                         resume=s.output.resume if resume is None else resume,
-                        overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify)
+                        overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify,
+                        redo_changed=s.output.redo_changed)
 
 
 def _folder_sink(prepared: Prepared) -> Any:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import files
+from ..outputs import record_file
 from .base import FramesIOError, MediaOptionError
 from .video import VideoSource, _av
 
@@ -195,6 +196,7 @@ class VideoSink:
         depth = self._depth(self.codec)
         self._pix_fmt = spec.pix_fmt(depth, alpha, height, width)
         self._colour = self._colour_tags(spec)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         container = av.open(str(self._tmp), "w", format=_MUXERS[self.path.suffix.lower()])
         self._container = container
         # The encoder's time base needs a rational rate; limit the denominator for odd rates like 1/3 fps steps.
@@ -322,6 +324,7 @@ class VideoSink:
             self._container = None
             self._close_audio()
             files.commit(self._tmp, self.path)
+            record_file(self.path)  # what lets a later --overwrite replace it (and nothing else)
         except BaseException:
             self.abort()
             raise

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import ranges, sequences
+from . import provenance, ranges, sequences
 from .config import VARIANTS
 from .errors import EmaVfiError
 from .media.base import MediaOptionError
@@ -223,6 +223,8 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
             if note:
                 render.stderr_note(note)
         model = render.load_model_for(job, progress=_download_progress())
+        if folder is not None:  # the weights are here now: the record names them before the first frame
+            folder.confirm(provenance.WEIGHTS_KEY, provenance.weights_sha256(job.settings))
         progress, count = _counting_progress(status)
         try:
             report = render.render(prepared, model, folder=folder, progress=count, note=render.stderr_note)

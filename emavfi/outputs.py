@@ -27,7 +27,7 @@ LOCK_NAME = ".emavfi.lock"
 RECORD_NAME = ".emavfi-run.json"
 LOG_NAME = ".emavfi-frames.log"
 # Record entries learnt only once the weights are resolved (after the folder was checked and locked).
-LATE_KEYS = ("weights_sha256",)
+LATE_KEYS = ("weights_sha256",)  # = provenance.WEIGHTS_KEY
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".dpx", ".webp", ".bmp"})
 
 
@@ -140,6 +140,8 @@ class OutputFolder:
         """Check the folder against the record; write the record; delete only what a record names (overwrite)."""
         before = self._read_record()
         ours = self._recorded_files(before) if before else []
+        if before is not None:  # facts not known yet (weights not downloaded) are taken as the folder has them
+            self.record = {**self.record, **{k: before[k] for k in LATE_KEYS if k in before and self.record.get(k) is None}}
         if before is None:
             foreign = [p.name for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if foreign:
@@ -162,9 +164,9 @@ class OutputFolder:
                 partial.unlink(missing_ok=True)
         if before is None or _comparable(before) != _comparable(self.record) or self.overwrite:
             self._write_record()
+        if before is None:
             self._claimed.append(self.folder / RECORD_NAME)
         else:
-            self.record = {**self.record, **{k: before[k] for k in LATE_KEYS if k in before}}
             self._claimed = []  # the folder was ours before this run: an early failure leaves it as it is
 
     def _write_record(self) -> None:
@@ -178,7 +180,7 @@ class OutputFolder:
             raise OutputFolderError(f"{self.folder} holds the output of a different run ({key} {_short(known)} there, "
                                     f"{_short(value)} now); use the same weights to resume it, --overwrite to replace "
                                     "its frames, or another folder")
-        if known is None:
+        if known is None and value is not None:
             self.record = {**self.record, key: value}
             self._write_record()
 
@@ -258,8 +260,7 @@ class OutputFolder:
 
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as stored, less the facts learnt after adoption (LATE_KEYS: compared by `confirm`)."""
-    return {k: v for k, v in json.loads(json.dumps(record, sort_keys=True)).items() if k not in LATE_KEYS}
+    return json.loads(json.dumps(record, sort_keys=True))
 
 
 def _short(value: Any) -> str:

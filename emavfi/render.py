@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import preflight, ranges, sequences
+from . import preflight, provenance, ranges, sequences
 from .config import get_config
 from .media import VIDEO_EXTENSIONS
 from .outputs import Naming, OutputFolder, check_not_overlapping
@@ -207,11 +207,7 @@ def _audio_choice(prepared: Prepared, note: Callable[[str], None] | None) -> boo
 
 
 def _record(prepared: Prepared) -> dict[str, Any]:
-    s = prepared.job.settings
-    return {"tool": "emavfi", "input": str(prepared.job.input.resolve()), "input_frames": prepared.n_source,
-            "output_frames": prepared.total, "request": repr(s.request), "variant": s.model_variant,
-            "tta": s.run.tta, "scale": s.run.scale, "cut_threshold": s.run.cut_threshold,
-            "format": [s.output.format, s.output.bit_depth, s.output.colorspace]}
+    return provenance.record(prepared)
 
 
 def open_output(prepared: Prepared, sink: Any | None = None, *, shared: bool | None = None,

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import files
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, import_oiio
+from .reproducible import finish_dpx, reproducible
 
 # Extension -> bit depths it can store (the first is the default when converting into it).
 DEPTHS = {
@@ -141,6 +142,7 @@ def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
     """Write [H,W,C] raw samples with spec (its format, channels and metadata) atomically to path."""
     path = Path(path)
     oiio = import_oiio()
+    spec = reproducible(spec)
 
     def writer(tmp: Path) -> None:
         output = oiio.ImageOutput.create(str(tmp))
@@ -154,6 +156,7 @@ def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
                 raise FramesIOError(f"cannot write {path}: {_first_line(output.geterror(), 'write failed')}")
         finally:
             oiio.geterror()
+        finish_dpx(tmp, path)
 
     return files.atomic_write(path, writer=writer)
 
@@ -177,7 +180,7 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
     if image_input is None:
         raise FramesIOError(f"cannot read frame {source}: {_first_line(oiio.geterror(), 'not an image')}")
     try:
-        spec = make_spec(oiio.ImageSpec(image_input.spec()))
+        spec = reproducible(make_spec(oiio.ImageSpec(image_input.spec())))
 
         def writer(tmp: Path) -> None:
             output = oiio.ImageOutput.create(str(tmp))
@@ -188,6 +191,7 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
             if not output.close() or not ok:
                 raise FramesIOError(f"cannot copy frame {source} to {path.name} (truncated or damaged?): "
                                     f"{_first_line(error, 'copy failed')}")
+            finish_dpx(tmp, path)
 
         return files.atomic_write(path, writer=writer)
     finally:

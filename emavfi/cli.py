@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import provenance, ranges, sequences
+from . import provenance, ranges
 from .config import VARIANTS
 from .errors import EmaVfiError
 from .media.base import MediaOptionError
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--codec", help="video codec: h264, h264_10bit, hevc_10bit, prores_422hq, prores_4444")
     run.add_argument("--colorspace", help="colour space of the input (OpenColorIO name); default from the file")
     run.add_argument("--ocio", help="OpenColorIO config (default: $OCIO, else the built-in ACES studio config)")
+    run.add_argument("--apply-rotation", action="store_true", help="turn a phone video's pixels upright by its "
+                     "display rotation (default: keep them as stored and carry the rotation to the output)")
     run.add_argument("--on-error", choices=ON_ERROR, default="stop", help="a damaged input frame stops the run "
                      "(default) or skips the output frames that need it")
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the shot over a Ray cluster: "
@@ -133,6 +135,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                            resume=getattr(args, "resume", False), overwrite=getattr(args, "overwrite", False),
                            format=getattr(args, "format", None), bit_depth=getattr(args, "bit_depth", None),
                            gaps=args.gaps, pattern=args.pattern, redo_changed=getattr(args, "redo_changed", False),
+                           apply_rotation=getattr(args, "apply_rotation", False),
                            codec=getattr(args, "codec", None), colorspace=getattr(args, "colorspace", None),
                            ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"))
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
@@ -207,10 +210,11 @@ class _Status:
 
 def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     """The interpolate subcommand: settings and paths checked first, then weights, then frames."""
-    from . import render
+    from . import preflight, render
 
     job = render.Job(args.input, args.output, settings_from(args))
     if args.ray is not None:
+        preflight.check_ray_workers(args.ray_workers, None if args.ray == "local" else args.ray)
         job.check()  # on the driver too: a bad path or codec fails here, before any worker starts
         return _run_ray(job, args, status)
     prepared = render.prepare(job)  # checks the job first
@@ -219,9 +223,9 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     with contextlib.nullcontext() if job.video_out else render.open_output(prepared) as folder:
         part = '' if len(prepared.requested) == prepared.total else f' ({len(prepared.requested)} in this task)'
         sys.stderr.write(f"{prepared.source.describe()} -> {prepared.total} frames{part}\n")
-        for note in (prepared.schedule.warning, sequences.gaps_note(prepared.source, job.settings.output.gaps)):
-            if note:
-                render.stderr_note(note)
+        for note in preflight.notes(prepared):
+            render.stderr_note(note)
+        preflight.check_memory(prepared)
         model = render.load_model_for(job, progress=_download_progress())
         if folder is not None:  # the weights are here now: the record names them before the first frame
             folder.confirm(provenance.WEIGHTS_KEY, provenance.weights_sha256(job.settings))
@@ -274,7 +278,7 @@ def _cuts_suffix(found: Sequence[int]) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     """The plan subcommand: output frame count and task ranges, without loading the model."""
-    from . import render
+    from . import preflight, render
 
     if args.tasks is not None and args.frames_per_task is not None:
         raise SettingsError("give --tasks or --frames-per-task, not both")
@@ -287,8 +291,7 @@ def run_plan(args: argparse.Namespace) -> int:
         raise SettingsError(str(exc)) from None
     first = render.open_output(prepared).path(0).name  # names only: nothing is opened or created
     pattern = re.sub(r"\d+(?=\.\w+$)", lambda m: "#" * len(m.group()), first)
-    note = sequences.gaps_note(prepared.source, settings.output.gaps)
-    if note:
+    for note in preflight.notes(prepared):
         render.stderr_note(note)
     print(ranges.plan_report(prepared.total, tasks, prepared.start_number, as_json=args.json,
                              name_pattern=pattern))

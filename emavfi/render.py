@@ -98,7 +98,8 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
 
     job.check()
     out = job.settings.output
-    source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio, pattern=out.pattern)
+    source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio, pattern=out.pattern,
+                               apply_rotation=out.apply_rotation)
     n = source.count()
     request = job.settings.request
     if request.source_fps is None and source.fps is not None:
@@ -124,7 +125,9 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
         requested = list(range(total))
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
-    return Prepared(job, source, n, schedule, requested, start_number)
+    prepared = Prepared(job, source, n, schedule, requested, start_number)
+    preflight.check_prepared(prepared)
+    return prepared
 
 
 def _variable_frame_times(source: Any, request: Any) -> list[Fraction] | None:

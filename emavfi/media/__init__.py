@@ -18,7 +18,7 @@ __all__ = ["BIT_DEPTHS", "VIDEO_EXTENSIONS", "FrameFormat", "FramesIOError", "Si
 
 
 def open_source(path: str | os.PathLike, *, colorspace: str | None = None, ocio: str | None = None,
-                pattern: str | None = None) -> Source:
+                pattern: str | None = None, apply_rotation: bool = False) -> Source:
     """A folder of frames (FolderSource) or a video file (VideoSource, by extension).
 
     colorspace: the frames' colour space (a name, alias or role of the OCIO config; default guessed from the
@@ -38,7 +38,7 @@ def open_source(path: str | os.PathLike, *, colorspace: str | None = None, ocio:
         if pattern:
             raise FramesIOError(f"--pattern picks a sequence in a folder of frames; {path.name} is a video")
         from .video import VideoSource
-        return VideoSource(path)
+        return VideoSource(path, apply_rotation=apply_rotation)
     if path.exists():
         raise FramesIOError(f"{path} is neither a folder of frames nor a video ({', '.join(VIDEO_EXTENSIONS)})")
     raise FramesIOError(f"input not found: {path}")

@@ -155,6 +155,9 @@ class _Generic:
                                                   "uint8" if depth == "8" else "uint16")
         if self.channels > 3:
             self.first_spec.alpha_channel = 3
+        rotation = getattr(source, "rotation", 0)
+        if rotation and not getattr(source, "apply_rotation", False):  # EXIF orientation of a turned display
+            self.first_spec.attribute("Orientation", {90: 8, 180: 3, 270: 6}[rotation])
 
 
 def _output_depth(source: FrameFormat, extension: str, bit_depth: str | None) -> str:

@@ -23,6 +23,7 @@ import torch
 from .. import files
 from ..outputs import record_file
 from .base import FramesIOError, MediaOptionError
+from .channels import alpha_index
 from .video import VideoSource, _av
 
 # Output container (FFmpeg muxer) by extension; anything else is refused before work starts.
@@ -149,6 +150,7 @@ class VideoSink:
             raise MediaOptionError(f"{codec} writes {depths}-bit video, not {bit_depth}-bit; "
                                 "use h264_10bit, hevc_10bit, prores_422hq or ffv1 for 10-bit")
         deep_source = _source_depth(source) > 8
+        self._alpha = alpha_index(source) if source is not None else 3  # where alpha is among the frames' channels
         source = source if isinstance(source, VideoSource) else None  # a folder of frames has no tags or audio
         if audio and source is None:
             raise ValueError("audio=True needs a video source= (the video whose audio is copied)")
@@ -210,6 +212,9 @@ class VideoSink:
             stream.codec_context.codec_tag = "hvc1"  # Apple players refuse FFmpeg's default tag, hev1
         for tag, value in self._colour.items():
             setattr(stream.codec_context, tag, value)
+        matrix = getattr(self._source, "display_matrix", None)
+        if matrix is not None and not self._source.apply_rotation:  # type: ignore[union-attr]
+            stream.set_display_matrix(list(matrix))  # pixels as stored: players turn them as they did the source's
         self._stream = stream
         self._dts_from_pts = spec.dts_from_pts
         if self._audio:
@@ -243,6 +248,9 @@ class VideoSink:
         """Append frame index ([C,H,W] float 0..1, C = 3 or 4); indices must follow each other."""
         if image is None:
             raise ValueError(f"a video sink needs the image for frame {index} (copy_of is not enough)")
+        if image.dim() == 3 and image.shape[0] > 3:  # RGB and alpha; extra channels (depth, mattes) stay out
+            alpha = [self._alpha] if self._alpha is not None and self._alpha < image.shape[0] else []
+            image = image[[0, 1, 2, *alpha]]
         if image.dim() != 3 or image.shape[0] not in (3, 4):
             raise ValueError(f"image must be [3 or 4,H,W]; got {list(image.shape)}")
         if self._first_index is None:
@@ -355,6 +363,11 @@ class VideoSink:
             self.close()
         else:
             self.abort()
+
+
+def codec_keeps_alpha(codec: str | None, path: Path) -> bool:
+    """True when the codec (None: the default for path with an alpha source) writes alpha."""
+    return _CODECS[codec or _default_codec(path, False, True)].alpha
 
 
 def _source_depth(source: Any) -> int:

@@ -13,7 +13,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -58,7 +58,10 @@ def _request_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m emavfi` (subcommands interpolate, plan and convert)."""
+    from . import __version__
+
     parser = _Parser(prog="emavfi", description="EMA-VFI video frame interpolation.")
+    parser.add_argument("--version", action="version", version=f"emavfi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     run = commands.add_parser("interpolate", help="make in-between frames for an image folder or a video",
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "e.g. 1001-1100 or 1-50,101-150: one render-farm task")
     run.add_argument("--format", help="output file type for frame folders (exr, dpx, tif, png, jpg); default: the input's")
     run.add_argument("--bit-depth", help="output bit depth: 8, 10, 12, 16, half or float; default: the input's")
-    run.add_argument("--codec", help="video codec: h264, h264_10bit, hevc_10bit, prores_422hq, prores_4444")
+    run.add_argument("--codec", help="video codec: h264, h264_10bit, hevc_10bit, prores_422hq, prores_4444 (alpha), "
+                     "ffv1 (alpha)")
     run.add_argument("--colorspace", help="colour space of the input (OpenColorIO name); default from the file")
     run.add_argument("--ocio", help="OpenColorIO config (default: $OCIO, else the built-in ACES studio config)")
     run.add_argument("--apply-rotation", action="store_true", help="turn a phone video's pixels upright by its "
@@ -115,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing destination that an earlier "
                          "convert wrote (never another file)")
+    for command in (run, plan, convert):
+        command.add_argument("--verbose", action="store_true", help="also show what OpenImageIO, libpng and the "
+                             "video encoders print (hidden by default)")
     return parser
 
 
@@ -314,13 +321,27 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+@contextlib.contextmanager
+def _verbose(on: bool) -> Iterator[None]:
+    """--verbose for this command only: EMAVFI_VERBOSE (read by emavfi.media.quiet, here and in child processes)."""
+    before = os.environ.get("EMAVFI_VERBOSE")
+    if on:
+        os.environ["EMAVFI_VERBOSE"] = "1"
+    try:
+        yield
+    finally:
+        if on and before is None:
+            os.environ.pop("EMAVFI_VERBOSE", None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (errors: one line on stderr, never a traceback)."""
     status = _Status()
     try:
         args = build_parser().parse_args(argv)
         commands = {"convert": run_convert, "plan": run_plan}
-        return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
+        with _verbose(args.verbose):
+            return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .media.base import FramesIOError, MediaOptionError
+from .media.quiet import quietly
 from .outputs import OutputFolderError, check_new_file
 
 
@@ -49,6 +50,7 @@ def check_output(job: Any) -> None:
 
 # ----------------------------------------------------------------------------------------------- input frames
 
+@quietly
 def check_frame_headers(source: Any, skip_damaged: bool) -> None:
     """Every frame file's header (size, channels, bit depth) matches the first, read before the first pair.
 

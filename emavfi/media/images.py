@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import files
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, import_oiio
+from .quiet import quietly
 from .reproducible import finish_dpx, reproducible
 
 # Extension -> bit depths it can store (the first is the default when converting into it).
@@ -77,6 +78,7 @@ def bit_depth_of(spec: Any, path: Path) -> str:
     raise FramesIOError(f"{path}: unsupported sample type {spec.format} (use 8/10/12/16-bit, half or float images)")
 
 
+@quietly
 def read_raw(path: str | Path) -> RawImage:
     """The whole first subimage of path, as stored. FramesIOError (one line naming the file) when the file is
     empty, truncated or not an image."""
@@ -138,11 +140,13 @@ def oiio_type(bit_depth: str) -> str:
     return {"8": "uint8", "10": "uint16", "12": "uint16", "16": "uint16", "half": "half", "float": "float"}[bit_depth]
 
 
+@quietly
 def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
     """Write [H,W,C] raw samples with spec (its format, channels and metadata) atomically to path."""
     path = Path(path)
     oiio = import_oiio()
     spec = reproducible(spec)
+    files.check_space(path.parent, pixels.nbytes + (1 << 16))  # libpng does not notice a full disk
 
     def writer(tmp: Path) -> None:
         output = oiio.ImageOutput.create(str(tmp))
@@ -158,9 +162,14 @@ def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
             oiio.geterror()
         finish_dpx(tmp, path)
 
-    return files.atomic_write(path, writer=writer)
+    try:
+        return files.atomic_write(path, writer=writer)
+    except FramesIOError:
+        files.check_space(path.parent, pixels.nbytes)  # "Write error" on a full disk: say so
+        raise
 
 
+@quietly
 def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], Any]) -> Path:
     """Write source's pixels to path atomically without decoding them where the format allows (EXR: the
     compressed blocks themselves, so even DWAA/B44 copies are bit-exact), with the metadata of
@@ -169,6 +178,7 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
     oiio = import_oiio()
     if source.stat().st_size == 0:
         raise FramesIOError(f"frame {source} is empty (0 bytes): an interrupted copy or render? replace it")
+    files.check_space(path.parent, source.stat().st_size + (1 << 16))
     # OpenImageIO copies compressed EXR blocks only with OpenEXR's C++ reader, not the default C core one.
     # Process-wide setting, so it is restored at once; the opened reader keeps the library it was opened with.
     core = oiio.get_int_attribute("openexr:core", 0)

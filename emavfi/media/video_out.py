@@ -24,6 +24,7 @@ from .. import files
 from ..outputs import record_file
 from .base import FramesIOError, MediaOptionError
 from .channels import alpha_index
+from .quiet import quietly
 from .video import VideoSource, _av
 
 # Output container (FFmpeg muxer) by extension; anything else is refused before work starts.
@@ -244,6 +245,7 @@ class VideoSink:
 
     # -- writing
 
+    @quietly
     def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
         """Append frame index ([C,H,W] float 0..1, C = 3 or 4); indices must follow each other."""
         if image is None:
@@ -321,6 +323,7 @@ class VideoSink:
 
     # -- finishing
 
+    @quietly
     def close(self) -> None:
         """Flush the encoder, copy the rest of the audio and move the finished file into place."""
         if self._container is None:
@@ -329,7 +332,7 @@ class VideoSink:
             self._mux_video(self._stream.encode())
             self._mux_audio(None)
             self._container.close()
-            self._container = None
+            self._container = self._stream = None  # the encoder is freed here (x265 prints its summary then)
             self._close_audio()
             files.commit(self._tmp, self.path)
             record_file(self.path)  # what lets a later --overwrite replace it (and nothing else)
@@ -337,13 +340,14 @@ class VideoSink:
             self.abort()
             raise
 
+    @quietly
     def abort(self) -> None:
         """Drop the unfinished file (nothing is left under the target name or the temporary)."""
         if self._container is not None:
             # Closing a half-written file may fail; it is deleted anyway.
             with contextlib.suppress(Exception):
                 self._container.close()
-            self._container = None
+            self._container = self._stream = None
         self._close_audio()
         self._tmp.unlink(missing_ok=True)
 

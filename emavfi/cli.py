@@ -56,6 +56,19 @@ def _request_arguments(parser: argparse.ArgumentParser) -> None:
                         "(# = digits, * and ? as usual)")
 
 
+def _convert_parser(commands: Any) -> argparse.ArgumentParser:
+    """The convert subcommand's arguments."""
+    convert = commands.add_parser("convert", help="convert an official .pkl checkpoint to .safetensors",
+                                  description="Convert an official EMA-VFI .pkl checkpoint without running "
+                                              "pickled code.")
+    convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
+    convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
+    convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing destination that an earlier "
+                         "convert wrote (never another file)")
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m emavfi` (subcommands interpolate, plan and convert)."""
     from . import __version__
@@ -111,14 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--frames-per-task", type=int, help="output frames per task")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
-    convert = commands.add_parser("convert", help="convert an official .pkl checkpoint to .safetensors",
-                                  description="Convert an official EMA-VFI .pkl checkpoint without running "
-                                              "pickled code.")
-    convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
-    convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
-    convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing destination that an earlier "
-                         "convert wrote (never another file)")
+    convert = _convert_parser(commands)
     for command in (run, plan, convert):
         command.add_argument("--verbose", action="store_true", help="also show what OpenImageIO, libpng and the "
                              "video encoders print (hidden by default)")

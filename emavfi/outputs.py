@@ -141,7 +141,8 @@ class OutputFolder:
         before = self._read_record()
         ours = self._recorded_files(before) if before else []
         if before is not None:  # facts not known yet (weights not downloaded) are taken as the folder has them
-            self.record = {**self.record, **{k: before[k] for k in LATE_KEYS if k in before and self.record.get(k) is None}}
+            known = {k: before[k] for k in LATE_KEYS if k in before and self.record.get(k) is None}
+            self.record = {**self.record, **known}
         if before is None:
             foreign = [p.name for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if foreign:

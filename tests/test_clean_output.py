@@ -12,20 +12,12 @@ import pytest
 import torch
 
 from conftest import REPO
-from emavfi import cli, render
+from emavfi import cli
 
-from helpers import tiny_model
 
 oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO (requirements-cli.txt)")
 data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    model = tiny_model()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
-    return model
 
 
 def rocket(folder: Path, n: int = 4, size: int = 32) -> Path:
@@ -37,7 +29,7 @@ def rocket(folder: Path, n: int = 4, size: int = 32) -> Path:
     return folder
 
 
-def test_a_damaged_png_gives_our_line_only(tmp_path, tiny, capfd):
+def test_a_damaged_png_gives_our_line_only(tmp_path, tiny_cli, capfd):
     clip = rocket(tmp_path / "in", 5)
     frame = clip / "r.3.png"
     frame.write_bytes(frame.read_bytes()[:90])  # cut off by a failed copy
@@ -60,7 +52,7 @@ def test_x265_prints_nothing_of_its_own(tmp_path, capfd):
     assert "x265" not in capfd.readouterr().err
 
 
-def test_a_full_disk_is_worded_as_such(tmp_path, tiny, capsys):
+def test_a_full_disk_is_worded_as_such(tmp_path, tiny_cli, capsys):
     mount = tmp_path / "small"
     mount.mkdir()
     if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",

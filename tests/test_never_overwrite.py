@@ -18,18 +18,6 @@ data = pytest.importorskip("skimage.data", reason="real photographs come from sc
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def loads(monkeypatch):
-    """The tiny model stands in for the weights; the list counts how often a model was loaded."""
-    model, calls = tiny_model(), []
-
-    def load(job, state=None, progress=None):
-        calls.append(job)
-        return model
-    monkeypatch.setattr(render, "load_model_for", load)
-    return calls
-
-
 def coffee_clip(folder: Path, n: int = 4, first: int = 1) -> Path:
     photo = data.coffee()
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +37,7 @@ def one_line(capsys) -> str:
     return lines[0]
 
 
-def test_an_existing_video_is_refused_and_overwrite_replaces_only_our_own(tmp_path, loads, capsys):
+def test_an_existing_video_is_refused_and_overwrite_replaces_only_our_own(tmp_path, tiny_cli, capsys):
     pytest.importorskip("av", reason="video output needs PyAV")
     clip = coffee_clip(tmp_path / "in")
     video = tmp_path / "edit.mp4"
@@ -59,7 +47,7 @@ def test_an_existing_video_is_refused_and_overwrite_replaces_only_our_own(tmp_pa
     assert "already exists" in one_line(capsys) and video.read_bytes() == b"the editor's only copy"
     assert run(*base, "--overwrite") == 2
     assert "not written by emavfi" in one_line(capsys) and video.read_bytes() == b"the editor's only copy"
-    assert loads == []  # refused before any weights were loaded
+    assert tiny_cli == []  # refused before any weights were loaded
     ours = tmp_path / "ours.mp4"
     base[3] = ours
     assert run(*base) == 0 and file_record_path(ours).is_file()
@@ -72,7 +60,7 @@ def test_an_existing_video_is_refused_and_overwrite_replaces_only_our_own(tmp_pa
     assert run(*base, "--overwrite") == 2 and "changed after emavfi wrote it" in one_line(capsys)
 
 
-def test_resume_never_replaces_a_frame_edited_after_we_wrote_it(tmp_path, loads, capsys):
+def test_resume_never_replaces_a_frame_edited_after_we_wrote_it(tmp_path, tiny_cli, capsys):
     clip = coffee_clip(tmp_path / "in", 5)
     out = tmp_path / "out"
     base = ["interpolate", clip, "-o", out, "-m", "2", "--device", "cpu"]
@@ -85,10 +73,10 @@ def test_resume_never_replaces_a_frame_edited_after_we_wrote_it(tmp_path, loads,
     (out / "frame_000007.png").unlink()  # and one frame is missing: resume should make it
     artist = edited.read_bytes()
     capsys.readouterr()
-    loads.clear()
+    tiny_cli.clear()
     assert run(*base, "--resume") == 2
     message = one_line(capsys)
-    assert loads == []  # stopped before any weights were loaded
+    assert tiny_cli == []  # stopped before any weights were loaded
     assert "changed after emavfi wrote them (frame_000004.png)" in message and "--redo-changed" in message
     assert edited.read_bytes() == artist and not (out / "frame_000007.png").exists()
     assert run(*base, "--resume", "--redo-changed") == 0

@@ -7,26 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from emavfi import cli, render
+from emavfi import cli
 
-from helpers import tiny_model
 
 oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO (requirements-cli.txt)")
 data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def loads(monkeypatch):
-    model, calls = tiny_model(), []
-
-    def load(job, state=None, progress=None):
-        calls.append(job)
-        return model
-    monkeypatch.setattr(render, "load_model_for", load)
-    return calls
 
 
 def run(*argv) -> int:
@@ -70,7 +57,7 @@ def encode(path: Path, frames: list[np.ndarray], *, rotation: int = 0, pts: list
 
 
 @pytest.mark.parametrize("command", ["interpolate", "plan"])
-def test_a_frame_of_another_size_at_the_end_is_found_before_any_work(tmp_path, loads, capsys, command):
+def test_a_frame_of_another_size_at_the_end_is_found_before_any_work(tmp_path, tiny_cli, capsys, command):
     frames = views(12)
     frames[-1] = views(1, 40, 48)[0]  # the last frame was rendered at another size
     clip = png_clip(tmp_path / "in", frames)
@@ -78,10 +65,10 @@ def test_a_frame_of_another_size_at_the_end_is_found_before_any_work(tmp_path, l
     assert run(command, clip, "-m", "2", *extra) == 1
     message = last_line(capsys)
     assert "sh.1012.png is 48x40 3 channels 8-bit, but sh.1001.png is 48x32 3 channels 8-bit" in message
-    assert loads == [] and not (tmp_path / "out").exists()
+    assert tiny_cli == [] and not (tmp_path / "out").exists()
 
 
-def test_extra_channels_going_to_a_video_are_left_out_with_one_line(tmp_path, loads, capsys):
+def test_extra_channels_going_to_a_video_are_left_out_with_one_line(tmp_path, tiny_cli, capsys):
     pytest.importorskip("av", reason="video tests need PyAV")
     folder = tmp_path / "in"
     folder.mkdir()
@@ -104,14 +91,14 @@ def test_extra_channels_going_to_a_video_are_left_out_with_one_line(tmp_path, lo
     assert "the input has alpha and h264 has none" in last_line(capsys)
 
 
-def test_ray_workers_beyond_this_machine_are_refused_at_once(tmp_path, loads, capsys):
+def test_ray_workers_beyond_this_machine_are_refused_at_once(tmp_path, tiny_cli, capsys):
     clip = png_clip(tmp_path / "in", views(3))
     assert run("interpolate", clip, "-o", tmp_path / "out", "--ray", "--ray-workers", "1000") == 2
     assert "--ray-workers 1000 is more than this machine's" in last_line(capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_duplicate_timestamp_names_the_file_and_frame(tmp_path, loads, capsys):
+def test_a_duplicate_timestamp_names_the_file_and_frame(tmp_path, tiny_cli, capsys):
     video = encode(tmp_path / "dup.mkv", views(5), pts=[0, 1, 2, 2, 3])
     code = run("interpolate", video, "-o", tmp_path / "out", "--fps", "48", "--device", "cpu")
     message = last_line(capsys)
@@ -120,7 +107,7 @@ def test_a_duplicate_timestamp_names_the_file_and_frame(tmp_path, loads, capsys)
     assert code == 1 and "dup.mkv: frame 3 has the same timestamp as frame 2" in message
 
 
-def test_memory_is_checked_before_a_run(tmp_path, loads, capsys, monkeypatch):
+def test_memory_is_checked_before_a_run(tmp_path, tiny_cli, capsys, monkeypatch):
     import emavfi.memory
 
     clip = png_clip(tmp_path / "in", views(3))
@@ -128,16 +115,16 @@ def test_memory_is_checked_before_a_run(tmp_path, loads, capsys, monkeypatch):
     assert run("interpolate", clip, "-o", tmp_path / "out", "--device", "cpu", "--chunk", "4") == 1
     message = last_line(capsys)
     assert "a 48x32 frame batch needs about" in message and "1 MB" not in message and "--chunk 1 (now 4)" in message
-    assert loads == [] and not (tmp_path / "out").exists()
+    assert tiny_cli == [] and not (tmp_path / "out").exists()
 
 
-def test_m_on_a_variable_rate_video_warns(tmp_path, loads, capsys):
+def test_m_on_a_variable_rate_video_warns(tmp_path, tiny_cli, capsys):
     video = encode(tmp_path / "vfr.mkv", views(5), pts=[0, 1, 2, 6, 7])
     assert run("interpolate", video, "-o", tmp_path / "out", "-m", "2", "--device", "cpu") == 0
     assert "vfr.mkv has a variable frame rate" in capsys.readouterr().err
 
 
-def test_a_phone_video_keeps_its_rotation_or_is_turned_upright(tmp_path, loads, capsys):
+def test_a_phone_video_keeps_its_rotation_or_is_turned_upright(tmp_path, tiny_cli, capsys):
     av = pytest.importorskip("av", reason="video tests need PyAV")
     video = encode(tmp_path / "phone.mp4", views(3, 32, 64), rotation=90)
     assert run("interpolate", video, "-o", tmp_path / "kept.mp4", "-m", "2", "--device", "cpu") == 0

@@ -7,22 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emavfi import cli, render
+from emavfi import cli
 from emavfi.files import sha256_of
 from emavfi.outputs import RECORD_NAME
 
-from helpers import random_state, tiny_model
+from helpers import random_state
 
 oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO (requirements-cli.txt)")
 data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    model = tiny_model()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
-    return model
 
 
 def rocket_clip(folder: Path, n: int = 5) -> Path:
@@ -49,7 +42,7 @@ def last_line(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def test_the_record_holds_what_decides_the_pixels(tmp_path, tiny):
+def test_the_record_holds_what_decides_the_pixels(tmp_path, tiny_cli):
     weights = weights_file(tmp_path / "a.safetensors", 0)
     out = tmp_path / "out"
     assert run("interpolate", rocket_clip(tmp_path / "in"), "-o", out, "-m", "2", "--device", "cpu",
@@ -68,7 +61,7 @@ def test_the_record_holds_what_decides_the_pixels(tmp_path, tiny):
     (["--chunk", "2"], "chunk 0 there, 2 now"),
     (["--tta"], "tta false there, true now"),
 ])
-def test_farm_tasks_and_resumes_that_would_mix_two_runs_are_refused(tmp_path, tiny, capsys, second, difference):
+def test_farm_tasks_and_resumes_that_would_mix_two_runs_are_refused(tmp_path, tiny_cli, capsys, second, difference):
     weights = {"a": weights_file(tmp_path / "a.safetensors", 0), "b": weights_file(tmp_path / "b.safetensors", 1)}
     clip, out = rocket_clip(tmp_path / "in"), tmp_path / "out"
     base = ["interpolate", clip, "-o", out, "-m", "2", "--device", "cpu", "--weights", weights["a"]]

@@ -7,20 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emavfi import cli, render
+from emavfi import cli
 
-from helpers import tiny_model
 
 oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO (requirements-cli.txt)")
 data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    model = tiny_model()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
-    return model
 
 
 def chelsea_plate(folder: Path) -> Path:
@@ -39,7 +31,7 @@ def contents(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("fmt", [["png"], ["tif"], ["exr", "half"], ["exr", "float"], ["dpx"]])
-def test_the_same_job_gives_identical_bytes_twice_and_as_reversed_tasks(tmp_path, tiny, fmt):
+def test_the_same_job_gives_identical_bytes_twice_and_as_reversed_tasks(tmp_path, tiny_cli, fmt):
     clip = chelsea_plate(tmp_path / "in")
     base = ["interpolate", str(clip), "-m", "2", "--device", "cpu", "--format", fmt[0],
             *(["--bit-depth", fmt[1]] if len(fmt) > 1 else [])]

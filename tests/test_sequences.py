@@ -11,18 +11,10 @@ from emavfi import cli, render, sequences
 from emavfi.runner import interpolate_clip
 from emavfi.schedule import timesteps_plan
 
-from helpers import tiny_model
 
 oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO (requirements-cli.txt)")
 data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    model = tiny_model()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
-    return model
 
 
 def plate(folder: Path, numbers, prefix: str = "plate.", ext: str = ".png") -> list[Path]:
@@ -53,7 +45,7 @@ def names(folder: Path) -> list[str]:
 GAP = [*range(1001, 1006), *range(1007, 1012)]  # 1006 missing: a render that failed
 
 
-def test_output_numbering_follows_the_input_and_start_number_overrides(tmp_path, tiny, capsys):
+def test_output_numbering_follows_the_input_and_start_number_overrides(tmp_path, tiny_cli, capsys):
     plate(tmp_path / "in", range(1001, 1005))
     assert run("interpolate", tmp_path / "in", "-o", tmp_path / "a", "-m", "2", "--device", "cpu") == 0
     assert names(tmp_path / "a") == [f"frame_{n:06d}.png" for n in range(1001, 1008)]
@@ -66,7 +58,7 @@ def test_output_numbering_follows_the_input_and_start_number_overrides(tmp_path,
 
 
 @pytest.mark.parametrize("command", ["interpolate", "plan"])
-def test_a_missing_frame_is_an_error_before_any_work(tmp_path, tiny, capsys, command):
+def test_a_missing_frame_is_an_error_before_any_work(tmp_path, tiny_cli, capsys, command):
     plate(tmp_path / "sh010" / "plate", [n for n in range(1001, 1012) if n not in (1006, 1009, 1010)])
     extra = ["-o", tmp_path / "out", "--device", "cpu"] if command == "interpolate" else []
     assert run(command, tmp_path / "sh010" / "plate", "-m", "2", *extra) == 2
@@ -76,7 +68,7 @@ def test_a_missing_frame_is_an_error_before_any_work(tmp_path, tiny, capsys, com
     assert not (tmp_path / "out").exists()
 
 
-def test_gaps_interpolate_makes_the_missing_frame_at_its_true_time(tmp_path, tiny, capsys):
+def test_gaps_interpolate_makes_the_missing_frame_at_its_true_time(tmp_path, tiny_cli, capsys):
     sources = plate(tmp_path / "in", GAP)
     out = tmp_path / "out"
     argv = ["interpolate", tmp_path / "in", "-o", out, "-m", "2", "--device", "cpu", "--cut-threshold", "0"]
@@ -88,7 +80,8 @@ def test_gaps_interpolate_makes_the_missing_frame_at_its_true_time(tmp_path, tin
         assert torch.equal(read(files[(n - 1001) * 2]), read(path)), n
     # the missing frame 1006 is the in-between of 1005 and 1007 at t = 1/2; 1005.5 at t = 1/4
     pair = torch.stack([read(sources[4]), read(sources[5])])
-    quarter, half = interpolate_clip(tiny, pair, timesteps_plan(2, [0.25, 0.5]))[1:3]
+    model = render.load_model_for(None)  # the tiny model the run used
+    quarter, half = interpolate_clip(model, pair, timesteps_plan(2, [0.25, 0.5]))[1:3]
     assert float((read(files[9]) - quarter).abs().max()) <= 0.5 / 255 + 1e-6
     assert float((read(files[10]) - half).abs().max()) <= 0.5 / 255 + 1e-6
     capsys.readouterr()
@@ -96,7 +89,7 @@ def test_gaps_interpolate_makes_the_missing_frame_at_its_true_time(tmp_path, tin
     assert "output frames: 21" in capsys.readouterr().out
 
 
-def test_gaps_ignore_keeps_the_files_consecutive(tmp_path, tiny):
+def test_gaps_ignore_keeps_the_files_consecutive(tmp_path, tiny_cli):
     plate(tmp_path / "in", GAP)
     assert run("interpolate", tmp_path / "in", "-o", tmp_path / "out", "-m", "2", "--device", "cpu",
                "--gaps", "ignore") == 0
@@ -104,7 +97,7 @@ def test_gaps_ignore_keeps_the_files_consecutive(tmp_path, tiny):
 
 
 @pytest.mark.parametrize("second", [("b_", ".png"), ("a_", ".jpg")])
-def test_two_sequences_in_one_folder_are_refused_and_pattern_picks_one(tmp_path, tiny, capsys, second):
+def test_two_sequences_in_one_folder_are_refused_and_pattern_picks_one(tmp_path, tiny_cli, capsys, second):
     plate(tmp_path / "in", range(1001, 1004), prefix="a_")
     plate(tmp_path / "in", range(1001, 1005), prefix=second[0], ext=second[1])
     assert run("plan", tmp_path / "in", "-m", "2") == 2

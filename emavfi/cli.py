@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -302,12 +301,11 @@ def run_plan(args: argparse.Namespace) -> int:
         tasks = ranges.split_tasks(prepared.total, tasks=args.tasks, per_task=args.frames_per_task)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    first = render.open_output(prepared).path(0).name  # names only: nothing is opened or created
-    pattern = re.sub(r"\d+(?=\.\w+$)", lambda m: "#" * len(m.group()), first)
     for note in preflight.notes(prepared):
         render.stderr_note(note)
+    naming = prepared.sink.naming if prepared.sink is not None else None  # names only: nothing is created
     print(ranges.plan_report(prepared.total, tasks, prepared.start_number, as_json=args.json,
-                             name_pattern=pattern))
+                             name_pattern=naming.pattern if naming else None))
     return 0
 
 

@@ -106,6 +106,7 @@ def check_ray_workers(workers: int | None, address: str | None) -> None:
 def check_memory(prepared: Any) -> None:
     """One frame batch must fit in the device's available memory (a CPU run past it is killed by the system)."""
     from .config import get_config
+    from .engine import rows_per_pair
     from .memory import estimate_pair_bytes, free_memory_bytes
     from .schedule import pair_timesteps
     from .settings import resolve_device, resolve_dtype
@@ -113,7 +114,7 @@ def check_memory(prepared: Any) -> None:
     s = prepared.job.settings
     device = resolve_device(s.device)
     height, width = prepared.source.size
-    rows = max((len(ts) for ts in pair_timesteps(prepared.schedule.plan).values()), default=1)
+    rows = rows_per_pair(pair_timesteps(prepared.schedule.plan), prepared.schedule.bisection_depth)
     pair = estimate_pair_bytes(get_config(s.model_variant), height, width, rows, resolve_dtype(s.precision, device),
                                tta=s.run.tta)
     need, free = pair * max(1, s.run.chunk), free_memory_bytes(device)

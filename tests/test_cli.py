@@ -297,7 +297,7 @@ def test_sigint_in_a_real_process_exits_130_with_complete_files(tmp_path):
 
 
 def test_two_runs_into_one_folder_the_second_fails_at_once(tmp_path):
-    _write_clip(tmp_path / "in", 20)
+    _write_clip(tmp_path / "in", 60)  # long enough to still run when the second starts on a busy machine
     out = tmp_path / "out"
     first = _slow_process(tmp_path, "interpolate", tmp_path / "in", "-o", out, "-m", "4", "--device", "cpu")
     _wait_for(out, 2)

@@ -140,3 +140,13 @@ def test_a_phone_video_keeps_its_rotation_or_is_turned_upright(tmp_path, tiny_cl
         stored = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.float32) / 255
     assert first.shape == (64, 32, 3)
     assert np.abs(first - np.rot90(stored)).max() <= 1 / 255 + 1e-6  # turned counter-clockwise, as players do
+
+
+@pytest.mark.parametrize("target", ["notes.txt/shot.mp4", "notes.txt/frames"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, tiny_cli, capsys, target):
+    clip = png_clip(tmp_path / "in", views(3))
+    (tmp_path / "notes.txt").write_text("a file where a folder should be")
+    assert run("interpolate", clip, "-o", tmp_path / target, "--source-fps", "24", "--device", "cpu") == 2
+    message = last_line(capsys)
+    assert message.startswith("emavfi: error: cannot write") and "notes.txt is a file, not a folder" in message
+    assert tiny_cli == []  # nothing loaded, nothing computed

@@ -156,9 +156,9 @@ def channels_note(source: Any, path: Path, codec: str | None) -> str | None:
 
 
 def check_prepared(prepared: Any) -> None:
-    """Checks on the opened input, before any pair is computed (interpolate, plan and farm tasks alike)."""
+    """Checks on the prepared job, before any pair is computed (interpolate, plan and farm tasks alike); the frame
+    headers were checked as the input was opened (`check_frame_headers`)."""
     out = prepared.job.settings.output
-    check_frame_headers(prepared.source, out.on_error == "skip")
     if prepared.job.video_out:
         channels_note(prepared.source, prepared.job.output, out.codec)  # refuses alpha to a codec without it
 

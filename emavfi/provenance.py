@@ -58,6 +58,14 @@ def record(prepared: Any) -> dict[str, Any]:
             "output_frames": prepared.total, "request": repr(s.request), "variant": s.model_variant,
             WEIGHTS_KEY: weights_sha256(s), "precision": precision, "backend": getattr(s, "backend", "torch"),
             "device_type": device.type, "chunk": s.run.chunk, "tta": s.run.tta, "scale": s.run.scale,
-            "cut_threshold": s.run.cut_threshold, "dedupe": bool(getattr(s.run, "dedupe", False)),
+            "cut_threshold": s.run.cut_threshold, "dedupe": _dedupe(prepared),
             "schedule": schedule_digest(prepared.schedule),
             "format": [s.output.format, s.output.bit_depth, s.output.colorspace]}
+
+
+def _dedupe(prepared: Any) -> Any:
+    """False, or the held-frame threshold and how many frames it dropped (--dedupe)."""
+    run = prepared.job.settings.run
+    if not getattr(run, "dedupe", False):
+        return False
+    return {"threshold": run.dedupe_threshold, "held": len(prepared.source.held)}

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import preflight, provenance, ranges, sequences
+from . import dedupe, preflight, provenance, ranges, sequences
 from .config import get_config
 from .engine import CancelFn, ProgressFn, Report
 from .media import VIDEO_EXTENSIONS
@@ -95,18 +95,25 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     out = job.settings.output
     source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio, pattern=out.pattern,
                                apply_rotation=out.apply_rotation)
+    preflight.check_frame_headers(source, out.on_error == "skip")  # every file, before any frame is decoded
     n = source.count()
     request = job.settings.request
     if request.source_fps is None and source.fps is not None:
         request = replace(request, source_fps=source.fps)
     arbitrary_t = get_config(job.settings.model_variant).arbitrary_t
     try:
-        schedule = (sequences.schedule_over_gaps(source, request, arbitrary_t, out.gaps)
-                    or make_schedule(request, n, arbitrary_t, times=_variable_frame_times(source, request)))
+        gapped = sequences.schedule_over_gaps(source, request, arbitrary_t, out.gaps)
+        if job.settings.run.dedupe:  # held frames leave the timeline; the plan numbers the kept ones
+            if gapped is not None:
+                raise SettingsError("--dedupe and --gaps interpolate do not combine yet: use --gaps ignore")
+            source, schedule = _without_held(source, request, arbitrary_t, job.settings)
+            n = source.count()
+        else:
+            schedule = gapped or make_schedule(request, n, arbitrary_t, times=_variable_frame_times(source, request))
     except ValueError as exc:
         raise SettingsError(str(exc).replace("give the source fps", "add --source-fps")) from None
     total = len(schedule.plan)
-    start_number = sequences.output_start(out.start_number, source)
+    start_number = sequences.output_start(out.start_number, dedupe.unwrap(source))
     if frames is not None:
         requested = sorted(set(frames))
         if requested and not 0 <= requested[0] <= requested[-1] < total:
@@ -120,12 +127,22 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
         requested = list(range(total))
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
-    sink = None if job.video_out else media.open_sink(job.output, source, total=total, start_number=start_number,
-                                                       format=out.format, bit_depth=out.bit_depth,
-                                                       out_fps=schedule.out_fps)
+    sink = None if job.video_out else media.open_sink(job.output, dedupe.unwrap(source), total=total,
+                                                       start_number=start_number, format=out.format,
+                                                       bit_depth=out.bit_depth, out_fps=schedule.out_fps)
     prepared = Prepared(job, source, n, schedule, requested, sink, start_number)  # type: ignore[arg-type]
     preflight.check_prepared(prepared)
     return prepared
+
+
+def _without_held(source: Source, request: Request, arbitrary_t: bool, settings: Settings) -> tuple[Any, Schedule]:
+    """The source without its held frames (emavfi.dedupe.KeptFrames) and the schedule over the rest."""
+    if settings.output.on_error == "skip":
+        raise SettingsError("--dedupe reads every frame first and cannot skip damaged ones: use --on-error stop")
+    held = dedupe.find_held(source.frames(0), settings.run.dedupe_threshold, settings.run.cut_threshold)
+    times = _variable_frame_times(source, dedupe.retime_request(request))
+    return dedupe.KeptFrames(source, held), dedupe.schedule_without_held(request, source.count(), held,
+                                                                          arbitrary_t, times)
 
 
 def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | None:
@@ -195,8 +212,8 @@ def _run(prepared: Prepared, model: Model, sink: Sink, todo: Sequence[int], prog
     s = prepared.job.settings
     frames = FrameBuffer(prepared.source, prepared.n_source, skip_damaged=s.output.on_error == "skip")
     runner = Runner(model, tta=s.run.tta, scale=s.run.scale, chunk=s.run.chunk)
-    return run(prepared.schedule, frames, runner, sink, CutFinder(prepared.n_source, s.run.cut_threshold),
-               todo=todo, progress=progress, cancel=cancel)
+    return run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
+               CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, progress=progress, cancel=cancel)
 
 
 class _Logged:
@@ -234,8 +251,8 @@ def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None,
 
     s = prepared.job.settings
     depth = s.output.bit_depth
-    sink = media.open_sink(prepared.job.output, prepared.source, fps=prepared.schedule.out_fps, codec=s.output.codec,
-                           bit_depth=int(depth) if depth and depth.isdigit() else depth,
+    sink = media.open_sink(prepared.job.output, dedupe.unwrap(prepared.source), fps=prepared.schedule.out_fps,
+                           codec=s.output.codec, bit_depth=int(depth) if depth and depth.isdigit() else depth,
                            audio=_audio_choice(prepared, note))
     try:
         report = _run(prepared, model, InOrder(sink, prepared.requested), prepared.requested, progress, cancel)

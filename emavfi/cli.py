@@ -10,18 +10,20 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import ranges
+from . import provenance, ranges
 from .config import DEFAULT_VARIANT, VARIANTS
 from .errors import EmaVfiError, one_line
 from .media.base import MediaOptionError
-from .outputs import OutputFolderError
+from .outputs import OutputFolderError, check_new_file, record_file
 from .progress import ProgressLine, clock, download_progress
 from .schedule import Request, parse_fps, parse_timesteps_exact
+from .sequences import GAPS
 from .settings import ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -44,11 +46,30 @@ def _request_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=VARIANTS, help=f"model variant (default {DEFAULT_VARIANT}; "
                         "with --weights, read from the file)")
     parser.add_argument("--weights", type=Path, help="local .safetensors weights (default: download from the Hub)")
-    parser.add_argument("--start-number", type=int, default=0,
-                        help="number of the first output frame file (e.g. 1001 for plates); default 0")
+    parser.add_argument("--start-number", type=int,
+                        help="number of the first output frame file; default: the input's first frame number "
+                             "(1001 for a plate numbered from 1001), else 0")
+    parser.add_argument("--gaps", choices=GAPS, default="error",
+                        help="missing frame numbers in the input: error (default, before any work), interpolate "
+                             "(make them at their true times) or ignore (treat the files as consecutive)")
+    parser.add_argument("--pattern", help="which sequence of a folder holding several, e.g. 'plate.####.exr' "
+                        "(# = digits, * and ? as usual)")
 
 
-def _interpolate_parser(commands: Any) -> None:
+def _convert_parser(commands: Any) -> argparse.ArgumentParser:
+    """The convert subcommand's arguments."""
+    convert = commands.add_parser("convert", help="convert an official .pkl checkpoint to .safetensors",
+                                  description="Convert an official EMA-VFI .pkl checkpoint without running "
+                                              "pickled code.")
+    convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
+    convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
+    convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing destination that an earlier "
+                         "convert wrote (never another file)")
+    return convert
+
+
+def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
     """The interpolate subcommand's arguments."""
     run = commands.add_parser("interpolate", help="make in-between frames for an image folder or a video",
                               description="Interpolate a folder of frames (EXR/DPX/TIFF/PNG/JPG) or a video.")
@@ -72,28 +93,37 @@ def _interpolate_parser(commands: Any) -> None:
     existing = run.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="keep verified frames of an earlier run of this "
                           "command and make only the missing ones")
+    run.add_argument("--redo-changed", action="store_true", help="with --resume: re-render the frames that were "
+                     "changed after emavfi wrote them (without it, --resume stops and names them)")
     existing.add_argument("--overwrite", action="store_true", help="replace the frames an earlier emavfi run wrote "
                           "in the output folder (never deletes other files)")
     run.add_argument("--frames", help="render only these output frames (output numbering, inclusive), "
                      "e.g. 1001-1100 or 1-50,101-150: one render-farm task")
     run.add_argument("--format", help="output file type for frame folders (exr, dpx, tif, png, jpg); default: the input's")
     run.add_argument("--bit-depth", help="output bit depth: 8, 10, 12, 16, half or float; default: the input's")
-    run.add_argument("--codec", help="video codec: h264, h264_10bit, hevc_10bit, prores_422hq, prores_4444")
+    run.add_argument("--codec", help="video codec: h264, h264_10bit, hevc_10bit, prores_422hq, prores_4444 (alpha), "
+                     "ffv1 (alpha)")
     run.add_argument("--colorspace", help="colour space of the input (OpenColorIO name); default from the file")
     run.add_argument("--ocio", help="OpenColorIO config (default: $OCIO, else the built-in ACES studio config)")
+    run.add_argument("--apply-rotation", action="store_true", help="turn a phone video's pixels upright by its "
+                     "display rotation (default: keep them as stored and carry the rotation to the output)")
     run.add_argument("--on-error", choices=ON_ERROR, default="stop", help="a damaged input frame stops the run "
                      "(default) or skips the output frames that need it")
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the shot over a Ray cluster: "
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
     run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m emavfi` (subcommands interpolate, plan and convert)."""
+    from . import __version__
+
     parser = _Parser(prog="emavfi", description="EMA-VFI video frame interpolation.")
+    parser.add_argument("--version", action="version", version=f"emavfi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
-    _interpolate_parser(commands)
+    run = _interpolate_parser(commands)
     plan = commands.add_parser("plan", help="print the output frame count and farm task ranges of a shot",
                                description="Plan a render-farm job: output frames and --frames ranges per task.")
     plan.add_argument("input", type=Path, help="folder of frames or a video file")
@@ -103,12 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--frames-per-task", type=int, help="output frames per task")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
-    convert = commands.add_parser("convert", help="convert an official .pkl checkpoint to .safetensors",
-                                  description="Convert an official EMA-VFI .pkl checkpoint without running "
-                                              "pickled code.")
-    convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
-    convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
-    convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    convert = _convert_parser(commands)
+    for command in (run, plan, convert):
+        command.add_argument("--verbose", action="store_true", help="also show what OpenImageIO, libpng and the "
+                             "video encoders print (hidden by default)")
     from .evaluate.cli import add_parsers as add_evaluate_parsers  # evaluate, compare (their own module, no torch)
     add_evaluate_parsers(commands)
     from .train.cli import add_parser as add_finetune_parser  # finetune (its own module, no torch)
@@ -132,6 +160,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     output = OutputOptions(start_number=args.start_number, frames=getattr(args, "frames", None),
                            resume=getattr(args, "resume", False), overwrite=getattr(args, "overwrite", False),
                            format=getattr(args, "format", None), bit_depth=getattr(args, "bit_depth", None),
+                           gaps=args.gaps, pattern=args.pattern, redo_changed=getattr(args, "redo_changed", False),
+                           apply_rotation=getattr(args, "apply_rotation", False),
                            codec=getattr(args, "codec", None), colorspace=getattr(args, "colorspace", None),
                            ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"))
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
@@ -151,10 +181,11 @@ class _Status:
 
 def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     """The interpolate subcommand: settings and paths checked first, then weights, then frames."""
-    from . import render
+    from . import preflight, render
 
     job = render.Job(args.input, args.output, settings_from(args))
     if args.ray is not None:
+        preflight.check_ray_workers(args.ray_workers, None if args.ray == "local" else args.ray)
         job.check()  # on the driver too: a bad path or codec fails here, before any worker starts
         return _run_ray(job, args, status)
     prepared = render.prepare(job)  # checks the job first
@@ -163,9 +194,12 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     with contextlib.nullcontext() if job.video_out else render.open_output(prepared) as folder:
         part = '' if len(prepared.requested) == prepared.total else f' ({len(prepared.requested)} in this task)'
         sys.stderr.write(f"{prepared.source.describe()} -> {prepared.total} frames{part}\n")
-        if prepared.schedule.warning:
-            render.stderr_note(prepared.schedule.warning)
+        for note in preflight.notes(prepared):
+            render.stderr_note(note)
+        preflight.check_memory(prepared)
         model = render.load_model_for(job, progress=download_progress())
+        if folder is not None:  # the weights are here now: the record names them before the first frame
+            folder.confirm(provenance.WEIGHTS_KEY, provenance.weights_sha256(job.settings))
         progress, count = _counting_progress(status)
         try:
             report = render.render(prepared, model, folder=folder, progress=count, note=render.stderr_note)
@@ -215,18 +249,21 @@ def _cuts_suffix(found: Sequence[int]) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     """The plan subcommand: output frame count and task ranges, without loading the model."""
-    from . import render
+    from . import preflight, render
 
     if args.tasks is not None and args.frames_per_task is not None:
         raise SettingsError("give --tasks or --frames-per-task, not both")
     settings = settings_from(args)
-    prepared = render.prepare(render.Job(args.input, args.input.with_name(args.input.name + "_plan"), settings))
+    naming_only = Path(tempfile.gettempdir()) / f"{args.input.name}_plan"  # never written: plan writes nothing
+    prepared = render.prepare(render.Job(args.input, naming_only, settings))
     try:
         tasks = ranges.split_tasks(prepared.total, tasks=args.tasks, per_task=args.frames_per_task)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    for note in preflight.notes(prepared):
+        render.stderr_note(note)
     naming = prepared.sink.naming if prepared.sink is not None else None  # names only: nothing is created
-    print(ranges.plan_report(prepared.total, tasks, settings.output.start_number, as_json=args.json,
+    print(ranges.plan_report(prepared.total, tasks, prepared.start_number, as_json=args.json,
                              name_pattern=naming.pattern if naming else None))
     return 0
 
@@ -236,9 +273,24 @@ def run_convert(args: argparse.Namespace) -> int:
     from .weights import convert_pkl
 
     destination = args.output or args.source.with_suffix(".safetensors")
+    check_new_file(destination, args.overwrite)
     variant = convert_pkl(args.source, destination, args.variant)
+    record_file(destination, {"converted_from": args.source.name, "variant": variant})
     sys.stderr.write(f"converted {args.source} -> {destination} (variant {variant})\n")
     return 0
+
+
+@contextlib.contextmanager
+def _verbose(on: bool) -> Iterator[None]:
+    """--verbose for this command only: EMAVFI_VERBOSE (read by emavfi.media.quiet, here and in child processes)."""
+    before = os.environ.get("EMAVFI_VERBOSE")
+    if on:
+        os.environ["EMAVFI_VERBOSE"] = "1"
+    try:
+        yield
+    finally:
+        if on and before is None:
+            os.environ.pop("EMAVFI_VERBOSE", None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "handler"):  # subcommands that register their own (evaluate, compare)
             return args.handler(args)
         commands = {"convert": run_convert, "plan": run_plan}
-        return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
+        with _verbose(getattr(args, "verbose", False)):
+            return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:

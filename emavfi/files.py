@@ -8,6 +8,7 @@ at most a temporary whose name `is_partial` recognises.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -194,7 +195,6 @@ if os.name == "nt":
         handle.seek(0)
         msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 else:
-    import errno
     import fcntl
 
     def _try_lock(handle: IO[bytes], shared: bool) -> bool:
@@ -211,3 +211,28 @@ else:
 
     def _unlock(handle: IO[bytes]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def mount_point(path: str | os.PathLike) -> Path:
+    """The mount point of the file system holding path (or its closest existing ancestor)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_space(folder: str | os.PathLike, needed: int) -> None:
+    """OSError(ENOSPC) worded for people ("no space left on /mnt/renders") when `folder`'s file system has fewer
+    than `needed` bytes free: some image writers (libpng) do not notice a full disk and leave a cut-off file."""
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows) or no folder yet: the write itself will tell
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed:
+        error = OSError(f"no space left on {mount_point(folder)} ({free / 1e6:.1f} MB free, {needed / 1e6:.1f} MB "
+                        f"needed to write into {folder}): free some space or write elsewhere")
+        error.errno = errno.ENOSPC
+        raise error

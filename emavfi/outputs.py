@@ -12,6 +12,7 @@ Three hidden files live in an output folder:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -25,6 +26,8 @@ from .files import atomic_write, default_mode, sha256_of, stale_partials, try_lo
 LOCK_NAME = ".emavfi.lock"
 RECORD_NAME = ".emavfi-run.json"
 LOG_NAME = ".emavfi-frames.log"
+# Record entries learnt only once the weights are resolved (after the folder was checked and locked).
+LATE_KEYS = ("weights_sha256",)  # = provenance.WEIGHTS_KEY
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".dpx", ".webp", ".bmp"})
 
 
@@ -72,33 +75,64 @@ class OutputFolder:
     """Lock, record and frame log of one output folder for the duration of a run (a context manager)."""
 
     def __init__(self, folder: Path, record: dict[str, Any], naming: Naming, *, shared: bool, resume: bool,
-                 overwrite: bool, verify: Callable[[Path], bool]):
+                 overwrite: bool, verify: Callable[[Path], bool], redo_changed: bool = False):
         self.folder, self.record, self.naming = folder, {**record, "naming": naming.as_dict()}, naming
         self.shared, self.resume, self.overwrite, self.verify = shared, resume, overwrite, verify
+        self.redo_changed = redo_changed
         self._lock_handle: IO[bytes] | None = None
         self._log_fd: int | None = None
+        self._claimed: list[Path] = []  # what this run created, removed again if it fails before its first frame
+        self._wrote = False
+        self._done: set[int] | None = None
 
     # -- opening --------------------------------------------------------------------------------------
 
     def __enter__(self) -> OutputFolder:
         if self.folder.exists() and not self.folder.is_dir():
             raise OutputFolderError(f"output {self.folder} exists and is not a folder")
+        created = _missing_folders(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._claimed = [p for p in (self.folder / LOG_NAME, self.folder / LOCK_NAME) if not p.exists()] + created
         self._lock()
         try:
             self._adopt()
             self._log_fd = os.open(self.folder / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, default_mode())
+            if self.resume and not self.shared:  # frames changed since we wrote them stop a resume before any work
+                self._done = self.complete(range(self.naming.total))
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object = None, *exc: object) -> None:
         if self._log_fd is not None:
             os.close(self._log_fd)
         if self._lock_handle is not None:
             self._lock_handle.close()  # closing releases the lock
         self._log_fd, self._lock_handle = None, None
+        if exc_type is not None and not self._wrote:
+            self._unclaim()
+
+    def _unclaim(self) -> None:
+        """A run that failed before its first frame leaves the folder as it found it (record, log, lock, folders
+        it created), unless another task holds the folder or frames were logged there meanwhile."""
+        if RECORD_NAME not in {p.name for p in self._claimed}:
+            return
+        handle = try_lock(self.folder / LOCK_NAME)
+        if handle is None:
+            return
+        try:
+            log = self.folder / LOG_NAME
+            if log.is_file() and log.stat().st_size:
+                return
+            for path in sorted(self._claimed, key=lambda p: (p.is_dir(), -len(p.parts))):  # files, then folders
+                if path.is_dir():
+                    with contextlib.suppress(OSError):
+                        path.rmdir()  # only when empty
+                else:
+                    path.unlink(missing_ok=True)
+        finally:
+            handle.close()
 
     def _lock(self) -> None:
         handle = try_lock(self.folder / LOCK_NAME, shared=self.shared)
@@ -111,6 +145,9 @@ class OutputFolder:
         """Check the folder against the record; write the record; delete only what a record names (overwrite)."""
         before = self._read_record()
         ours = self._recorded_files(before) if before else []
+        if before is not None:  # facts not known yet (weights not downloaded) are taken as the folder has them
+            known = {k: before[k] for k in LATE_KEYS if k in before and self.record.get(k) is None}
+            self.record = {**self.record, **known}
         if before is None:
             foreign = [p.name for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if foreign:
@@ -119,10 +156,9 @@ class OutputFolder:
                     "write; choose an empty or new output folder (nothing there is touched)")
         elif _comparable(before) != _comparable(self.record):
             if not self.overwrite:
-                changed = sorted(k for k in set(before) | set(self.record) if before.get(k) != self.record.get(k))
                 raise OutputFolderError(
-                    f"{self.folder} holds the output of a different run ({', '.join(changed)} differ); use the same "
-                    "command to resume it, --overwrite to replace its frames, or another folder")
+                    f"{self.folder} holds the output of a different run ({describe_differences(before, self.record)}); "
+                    "use the same command to resume it, --overwrite to replace its frames, or another folder")
             self._delete(ours)
         elif self.overwrite:
             self._delete(ours)
@@ -133,7 +169,26 @@ class OutputFolder:
             for partial in stale_partials(self.folder):  # left by a killed writer; tasks may be writing their own
                 partial.unlink(missing_ok=True)
         if before is None or _comparable(before) != _comparable(self.record) or self.overwrite:
-            atomic_write(self.folder / RECORD_NAME, json.dumps(self.record, indent=1, sort_keys=True).encode())
+            self._write_record()
+        if before is None:
+            self._claimed.append(self.folder / RECORD_NAME)
+        else:
+            self._claimed = []  # the folder was ours before this run: an early failure leaves it as it is
+
+    def _write_record(self) -> None:
+        atomic_write(self.folder / RECORD_NAME, json.dumps(self.record, indent=1, sort_keys=True).encode())
+
+    def confirm(self, key: str, value: Any) -> None:
+        """Add a fact known only once the weights are resolved (LATE_KEYS) to the record, before the first frame;
+        a folder that recorded another value is refused."""
+        known = self.record.get(key)
+        if known is not None and known != value:
+            raise OutputFolderError(f"{self.folder} holds the output of a different run ({key} {_short(known)} there, "
+                                    f"{_short(value)} now); use the same weights to resume it, --overwrite to replace "
+                                    "its frames, or another folder")
+        if known is None and value is not None:
+            self.record = {**self.record, key: value}
+            self._write_record()
 
     def _read_record(self) -> dict[str, Any] | None:
         path = self.folder / RECORD_NAME
@@ -168,15 +223,25 @@ class OutputFolder:
         """Indices (of those given) whose frames are already there, logged, unchanged and fully decodable."""
         if not self.resume and not self.shared:
             return set()
+        if self._done is not None:  # checked on opening; this run alone writes here since
+            return {index for index in indices if index in self._done}
         logged = self._logged()
-        done = set()
+        done, changed = set(), []
         for index in indices:
             path = self.path(index)
             entry = logged.get(path.name)
-            if entry is None or not path.is_file() or path.stat().st_size != entry[0]:
+            if entry is None or not path.is_file():
                 continue
-            if sha256_of(path) == entry[1] and self.verify(path):
-                done.add(index)
+            if path.stat().st_size == entry[0] and sha256_of(path) == entry[1]:
+                if self.verify(path):
+                    done.add(index)
+            elif self.verify(path):  # a whole image, not ours: someone edited it (a damaged one is re-rendered)
+                changed.append(path.name)
+        if changed and not self.redo_changed:
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            raise OutputFolderError(
+                f"{len(changed)} frame(s) in {self.folder} were changed after emavfi wrote them ({shown}); they are "
+                "kept: move them aside, or add --redo-changed to render them again")
         return done
 
     def _logged(self) -> dict[str, tuple[int, str]]:
@@ -197,7 +262,64 @@ class OutputFolder:
         line = f"{path.name} {path.stat().st_size} {sha256_of(path)}\n".encode()
         assert self._log_fd is not None
         os.write(self._log_fd, line)
+        self._wrote = True
 
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(record, sort_keys=True))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:16] + "..."
+
+
+def describe_differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """E.g. "precision fp16 there, fp32 now; tta false there, true now" for the keys whose values differ."""
+    a, b = _comparable(before), _comparable(now)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return "; ".join(f"{k} {_short(a.get(k))} there, {_short(b.get(k))} now" for k in keys)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """folder and its ancestors that do not exist yet, deepest first (what mkdir(parents=True) creates)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+# ----------------------------------------------------------------------------------------------- single files
+
+def file_record_path(path: Path) -> Path:
+    """The sidecar record of an output file we write (a video): hidden, beside it."""
+    return path.with_name(f".{path.name}.emavfi-run.json")
+
+
+def record_file(path: Path, record: dict[str, Any] | None = None) -> None:
+    """Note beside `path` (complete, in place) that we wrote it: size and sha256, and what made it."""
+    entry = {**(record or {}), "tool": "emavfi", "file": path.name, "bytes": path.stat().st_size,
+             "sha256": sha256_of(path)}
+    atomic_write(file_record_path(path), json.dumps(entry, indent=1, sort_keys=True).encode())
+
+
+def check_new_file(path: Path, overwrite: bool, option: str = "--overwrite") -> None:
+    """Refuse an existing output file, unless `overwrite` and its sidecar record shows we wrote it as it is."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir():
+        raise OutputFolderError(f"output {path} is a folder; give a file name such as {path / 'out.mp4'}")
+    if not overwrite:
+        raise OutputFolderError(f"{path} already exists; choose a new file name, or add {option} to replace a file "
+                                "emavfi wrote (nothing else is ever replaced)")
+    try:
+        record = json.loads(file_record_path(path).read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or record.get("tool") != "emavfi":
+        raise OutputFolderError(f"{path} was not written by emavfi (no record of it beside it), so {option} does not "
+                                "replace it; choose a new file name")
+    if path.is_symlink() or record.get("bytes") != path.stat().st_size or record.get("sha256") != sha256_of(path):
+        raise OutputFolderError(f"{path} was changed after emavfi wrote it, so {option} does not replace it; choose a "
+                                "new file name, or move it aside")

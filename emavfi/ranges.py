@@ -61,10 +61,10 @@ def parse_frames(text: str, total: int, start_number: int = 0) -> list[range]:
 
 
 def split_tasks(total: int, *, tasks: int | None = None, per_task: int | None = None) -> list[range]:
-    """Split output indices 0..total-1 into contiguous ranges whose sizes differ by at most one (larger first).
+    """Split output indices 0..total-1 into contiguous ranges: `tasks` balanced ones, or `per_task` frames each.
 
-    tasks: how many ranges (1..total); per_task: the most frames per range (>= 1; the fewest ranges that
-    respect it; the CLI's --frames-per-task). Neither: one range. Both: ValueError.
+    tasks: how many ranges (1..total), balanced; per_task: frames per range (>= 1; the CLI's --frames-per-task),
+    every range that many but the last, as a farm's chunk size does. Neither: one range. Both: ValueError.
     """
     if total < 1:
         raise ValueError(f"this shot has no output frames (total {total}); nothing to split")
@@ -73,8 +73,9 @@ def split_tasks(total: int, *, tasks: int | None = None, per_task: int | None = 
     if per_task is not None:
         if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
             raise ValueError(f"--frames-per-task must be a whole number >= 1; got {per_task!r}")
-        tasks = -(-total // per_task)
-    elif tasks is None:
+        # Exactly per_task frames a task (the farm's chunk size), the rest in the last one: 9 by 4 -> 4, 4, 1.
+        return [range(start, min(start + per_task, total)) for start in range(0, total, per_task)]
+    if tasks is None:
         tasks = 1
     if isinstance(tasks, bool) or not isinstance(tasks, int) or not 1 <= tasks <= total:
         raise ValueError(f"--tasks must be between 1 and {total} (the output frame count); got {tasks!r}")

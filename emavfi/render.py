@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import ranges
+from . import preflight, provenance, ranges, sequences
 from .config import get_config
 from .media import VIDEO_EXTENSIONS
 from .outputs import OutputFolder, check_not_overlapping
@@ -52,6 +52,7 @@ class Job:
         if not self.input.exists():
             raise SettingsError(f"input not found: {self.input}")
         check_not_overlapping(self.input, self.output)
+        preflight.check_output(self)
         out = self.settings.output
         if self.video_out and (out.resume or out.frames or out.start_number):
             raise SettingsError("--resume, --frames and --start-number work with an output folder of frames, "
@@ -75,6 +76,7 @@ class Prepared:
     schedule: Schedule
     requested: list[int]  # global output indices this process renders
     sink: FolderSink | None = None  # the folder of frames it writes (built once); None: a video output
+    start_number: int = 0  # file number of output index 0 (--start-number, else the input's first frame number)
 
     @property
     def total(self) -> int:
@@ -88,30 +90,35 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
 
     job.check()
     out = job.settings.output
-    source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio)
+    source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio, pattern=out.pattern,
+                               apply_rotation=out.apply_rotation)
     files = source  # what sinks copy metadata and frames from (with --dedupe, `source` numbers the kept frames)
+    preflight.check_frame_headers(source, out.on_error == "skip")  # every file, before any frame is decoded
     n = source.count()
     request = job.settings.request
     if request.source_fps is None and source.fps is not None:
         request = replace(request, source_fps=source.fps)
     arbitrary_t = get_config(job.settings.model_variant).arbitrary_t
-    times = _variable_frame_times(source, request)
     try:
+        gapped = sequences.schedule_over_gaps(source, request, arbitrary_t, out.gaps)
         if job.settings.run.dedupe:  # held frames leave the timeline; the plan numbers the kept ones
+            if gapped is not None:
+                raise SettingsError("--dedupe and --gaps interpolate do not combine yet: use --gaps ignore")
             source, schedule = _without_held(source, request, arbitrary_t, job.settings)
             n = source.count()
         else:
-            schedule = make_schedule(request, n, arbitrary_t, times=times)
+            schedule = gapped or make_schedule(request, n, arbitrary_t, times=_variable_frame_times(source, request))
     except ValueError as exc:
         raise SettingsError(str(exc).replace("give the source fps", "add --source-fps")) from None
     total = len(schedule.plan)
+    start_number = sequences.output_start(out.start_number, files)
     if frames is not None:
         requested = sorted(set(frames))
         if requested and not 0 <= requested[0] <= requested[-1] < total:
             raise SettingsError(f"output frames must be 0..{total - 1}; got {requested[0]}..{requested[-1]}")
     elif out.frames:
         try:
-            requested = [k for r in ranges.parse_frames(out.frames, total, out.start_number) for k in r]
+            requested = [k for r in ranges.parse_frames(out.frames, total, start_number) for k in r]
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     else:
@@ -119,9 +126,11 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
     sink = None if job.video_out else media.open_sink(job.output, files, total=total,
-                                                       start_number=out.start_number, format=out.format,
+                                                       start_number=start_number, format=out.format,
                                                        bit_depth=out.bit_depth, out_fps=schedule.out_fps)
-    return Prepared(job, source, n, schedule, requested, sink)  # type: ignore[arg-type]
+    prepared = Prepared(job, source, n, schedule, requested, sink, start_number)  # type: ignore[arg-type]
+    preflight.check_prepared(prepared)
+    return prepared
 
 
 def _without_held(source: Source, request: Request, arbitrary_t: bool, settings: Settings) -> tuple[Any, Schedule]:
@@ -271,13 +280,7 @@ def _audio_choice(prepared: Prepared, note: Callable[[str], None] | None) -> boo
 # ----------------------------------------------------------------------------------------------- the folder
 
 def _record(prepared: Prepared) -> dict[str, Any]:
-    s = prepared.job.settings
-    return {"tool": "emavfi", "input": str(prepared.job.input.resolve()), "input_frames": prepared.n_source,
-            "output_frames": prepared.total, "request": repr(s.request), "variant": s.model_variant,
-            "tta": s.run.tta, "scale": s.run.scale, "cut_threshold": s.run.cut_threshold,
-            "format": [s.output.format, s.output.bit_depth, s.output.colorspace],
-            **({"dedupe": {"threshold": s.run.dedupe_threshold, "held": len(prepared.source.held)}}
-               if s.run.dedupe else {})}
+    return provenance.record(prepared)
 
 
 def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool | None = None,
@@ -294,7 +297,8 @@ def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool 
     return OutputFolder(prepared.job.output, _record(prepared), sink.naming,
                         shared=partial if shared is None else shared,
                         resume=s.output.resume if resume is None else resume,
-                        overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify)
+                        overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify,
+                        redo_changed=s.output.redo_changed)
 
 
 def stderr_note(text: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import DEFAULT_VARIANT, VARIANTS
 from .errors import SettingsError
 from .schedule import Request
+from .sequences import GAPS
 
 SCALES = (1.0, 0.5, 0.25)  # flow resolution: 1 up to ~1080p, 0.5 for 2K, 0.25 for 4K
 MAX_CHUNK = 256  # frame pairs per device batch
@@ -89,7 +90,7 @@ class RunOptions:
 class OutputOptions:
     """Where and how output frames are written (CLI and distributed renders)."""
 
-    start_number: int = 0
+    start_number: int | None = None  # None: the input's first frame number (0 for a video or unnumbered files)
     frames: str | None = None  # output frame ranges "A-B,C-D" in output numbering; checked once the count is known
     resume: bool = False
     overwrite: bool = False
@@ -99,9 +100,22 @@ class OutputOptions:
     colorspace: str | None = None
     ocio: str | None = None
     on_error: str = "stop"
+    gaps: str = "error"  # missing frame numbers in the input: error, interpolate or ignore (emavfi.sequences)
+    pattern: str | None = None  # which sequence of a folder holding several, e.g. "plate.####.exr"
+    redo_changed: bool = False  # --resume re-renders frames changed after we wrote them (else it stops)
+    apply_rotation: bool = False  # rotate a video's pixels upright (else its display matrix is carried over)
 
     def __post_init__(self) -> None:
-        _whole(self.start_number, "start number", 0, MAX_START_NUMBER, "the number of the first output frame")
+        if self.start_number is not None:
+            _whole(self.start_number, "start number", 0, MAX_START_NUMBER, "the number of the first output frame")
+        if self.gaps not in GAPS:
+            raise SettingsError(f"gaps must be one of {', '.join(GAPS)}; got {self.gaps!r}")
+        if self.redo_changed and not self.resume:
+            raise SettingsError("--redo-changed goes with --resume (it re-renders the frames changed since we wrote "
+                                "them)")
+        if self.pattern is not None and (not self.pattern.strip() or "/" in self.pattern or "\\" in self.pattern):
+            raise SettingsError(f"--pattern is a file name pattern such as 'plate.####.exr' (no folders); "
+                                f"got {self.pattern!r}")
         if self.overwrite and self.frames:
             raise SettingsError("--overwrite replaces a whole run and cannot go with --frames (tasks of one job share "
                                 "the folder): clear it with one run without --frames, or render into a new folder")

@@ -38,3 +38,19 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(
             f"parity: {len(PARITY_RESULTS)} official cases checked, worst max-abs difference "
             f"{worst[1]:.3g} ({worst[0]}, tolerance {worst[2]:g})")
+
+
+@pytest.fixture
+def tiny_cli(monkeypatch):
+    """CLI runs use a tiny random model in place of the weights; the list holds the job of each model load."""
+    from helpers import tiny_model
+
+    from emavfi import render
+
+    model, loads = tiny_model(), []
+
+    def load(job, state=None, progress=None):
+        loads.append(job)
+        return model
+    monkeypatch.setattr(render, "load_model_for", load)
+    return loads

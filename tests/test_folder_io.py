@@ -28,7 +28,7 @@ def test_natural_order_skips_hidden_and_partial_files_and_refuses_mixed(tmp_path
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p in folder_io.list_frames(tmp_path)] == ["f9.png", "f10.png", "f100.png"]
     write_frame(tmp_path / "f11.exr", photo(), "half")
-    with pytest.raises(FramesIOError, match="mixes .exr and .png"):
+    with pytest.raises(FramesIOError, match=r"holds 2 sequences: f#.png \(3 files\), f##.exr \(1 file\); pick one with --pattern 'f#.png'"):
         folder_io.list_frames(tmp_path)
     with pytest.raises(FramesIOError, match="not found"):
         open_source(tmp_path / "missing")

@@ -116,7 +116,14 @@ def test_resume_keeps_only_logged_unchanged_decodable_frames(tmp_path):
     stale = files.partial_path(out / NAMING.name(3))
     stale.write_bytes(b"half")
     undecodable = {paths[3]}
-    with _folder(out, resume=True, verify=lambda p: p not in undecodable) as folder:
+    with _folder(out, resume=True, verify=lambda p: p not in undecodable | {paths[1], paths[2]}) as folder:
+        assert folder.complete(range(5)) == {0}  # damaged frames (they no longer decode) are made again
+    with pytest.raises(OutputFolderError, match=r"2 frame\(s\) .* changed after emavfi wrote them "
+                                                r"\(frame_000001.png, frame_000002.png\).*--redo-changed"):
+        with _folder(out, resume=True, verify=lambda p: p not in undecodable):
+            pass  # changed frames stop a resume as the folder is opened: never replaced without being asked
+    assert paths[1].read_bytes() == b"frame X"
+    with _folder(out, resume=True, redo_changed=True, verify=lambda p: p not in undecodable) as folder:
         assert folder.complete(range(5)) == {0}
     assert not stale.exists()  # a killed writer's temporary is removed by the next exclusive run
 

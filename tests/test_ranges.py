@@ -67,9 +67,9 @@ def test_split_tasks_covers_every_frame_once_and_is_balanced(total, tasks):
 
 
 @pytest.mark.parametrize(("total", "per_task", "sizes"), [
-    (100, 10, [10] * 10), (101, 10, [10, 10] + [9] * 9), (5, 100, [5]), (7, 1, [1] * 7), (9, 4, [3, 3, 3]),
+    (100, 10, [10] * 10), (101, 10, [10] * 10 + [1]), (5, 100, [5]), (7, 1, [1] * 7), (9, 4, [4, 4, 1]),
 ])
-def test_split_tasks_per_task_is_an_upper_bound_with_the_fewest_tasks(total, per_task, sizes):
+def test_split_tasks_per_task_gives_that_many_frames_a_task_and_the_rest_last(total, per_task, sizes):
     ranges = split_tasks(total, per_task=per_task)
     assert [len(r) for r in ranges] == sizes
     assert [k for r in ranges for k in r] == list(range(total))
@@ -119,7 +119,7 @@ def test_plan_report_json_lists_tasks_in_file_numbers():
     document = json.loads(plan_report(10, ranges, 1, as_json=True))
     assert document == {"output_frames": 10, "start_number": 1, "tasks": [
         {"frames": "1-4", "first": 1, "last": 4, "count": 4},
-        {"frames": "5-7", "first": 5, "last": 7, "count": 3},
-        {"frames": "8-10", "first": 8, "last": 10, "count": 3}]}
+        {"frames": "5-8", "first": 5, "last": 8, "count": 4},
+        {"frames": "9-10", "first": 9, "last": 10, "count": 2}]}
     covered = [k for task in document["tasks"] for k in range(task["first"], task["last"] + 1)]
     assert covered == list(range(1, 11))

@@ -15,25 +15,28 @@ __all__ = ["BIT_DEPTHS", "VIDEO_EXTENSIONS", "FrameFormat", "FramesIOError", "Si
            "open_sink", "open_source"]
 
 
-def open_source(path: str | os.PathLike, *, colorspace: str | None = None, ocio: str | None = None) -> Source:
+def open_source(path: str | os.PathLike, *, colorspace: str | None = None, ocio: str | None = None,
+                pattern: str | None = None, apply_rotation: bool = False) -> Source:
     """A folder of frames (FolderSource) or a video file (VideoSource, by extension).
 
     colorspace: the frames' colour space (a name, alias or role of the OCIO config; default guessed from the
     format and metadata); ocio: the OCIO config, a path or an ocio:// URI (default $OCIO, else the built-in
-    ACES studio config).
+    ACES studio config); pattern: which sequence of a folder holding several (emavfi.sequences).
     """
     path = Path(path)
     if path.is_dir():
         from .folder import FolderSource
-        return FolderSource(path, colorspace=colorspace, ocio=ocio)
+        return FolderSource(path, colorspace=colorspace, ocio=ocio, pattern=pattern)
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         if not path.is_file():
             raise FramesIOError(f"input video not found: {path}")
         if colorspace or ocio:
             raise FramesIOError(f"colorspace and ocio apply to folders of image frames; the colour of {path.name} "
                                 "comes from its stream's colour tags")
+        if pattern:
+            raise FramesIOError(f"--pattern picks a sequence in a folder of frames; {path.name} is a video")
         from .video import VideoSource
-        return VideoSource(path)
+        return VideoSource(path, apply_rotation=apply_rotation)
     if path.exists():
         raise FramesIOError(f"{path} is neither a folder of frames nor a video ({', '.join(VIDEO_EXTENSIONS)})")
     raise FramesIOError(f"input not found: {path}")

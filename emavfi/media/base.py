@@ -6,7 +6,6 @@ and any extra channels of the file, which are passed through unconverted.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import EmaVfiError
+from ..sequences import natural_key
 from ..settings import BIT_DEPTHS
 
 if TYPE_CHECKING:
@@ -96,12 +96,6 @@ class Sink(Protocol):
     def abort(self) -> None:
         """Drop unfinished work; never deletes complete frames."""
         ...
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders numbers by value: frame_2 before frame_10."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts))
 
 
 def import_oiio() -> Any:

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import files
+from .. import files, sequences
 from ..outputs import Naming
-from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio, natural_key
+from ..sequences import FrameSequence
+from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio
 from .colour import Colour
 from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, attributes, canonical_extension,
                      copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw, set_fps, to_values, verify,
@@ -29,9 +30,9 @@ if TYPE_CHECKING:
     import torch  # imported where a frame is decoded: reading headers (`emavfi plan`) needs no PyTorch
 
 
-def list_frames(folder: str | os.PathLike) -> list[Path]:
-    """Image files of a folder in natural order (hidden files and atomic-write temporaries skipped); one
-    extension per folder."""
+def find_sequence(folder: str | os.PathLike, pattern: str | None = None) -> FrameSequence:
+    """The one frame sequence of a folder (hidden files and atomic-write temporaries skipped), in frame order;
+    pattern (`--pattern`, e.g. "plate.####.exr") picks one where several share the folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FramesIOError(f"input folder not found: {folder}")
@@ -39,10 +40,15 @@ def list_frames(folder: str | os.PathLike) -> list[Path]:
              and not files.is_partial(p.name) and p.suffix.lower() in IMAGE_EXTENSIONS]
     if not paths:
         raise FramesIOError(f"no image frames ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    kinds = sorted({canonical_extension(p.suffix) for p in paths})
-    if len(kinds) > 1:
-        raise FramesIOError(f"{folder} mixes {' and '.join(kinds)} frames; keep one kind of file per folder")
-    return sorted(paths, key=lambda p: natural_key(p.name))
+    try:
+        return sequences.group(folder, paths, {e: canonical_extension(e) for e in IMAGE_EXTENSIONS}, pattern)
+    except sequences.SequenceError as exc:
+        raise MediaOptionError(str(exc)) from None
+
+
+def list_frames(folder: str | os.PathLike, pattern: str | None = None) -> list[Path]:
+    """Image files of a folder's one sequence in frame order (natural order where names carry no number)."""
+    return list(find_sequence(folder, pattern).paths)
 
 
 def _channel_order(names: tuple[str, ...]) -> list[int]:
@@ -60,9 +66,11 @@ def _channel_order(names: tuple[str, ...]) -> list[int]:
 class FolderSource:
     """A folder of frames (EXR, DPX, TIFF, PNG, JPEG), read one file at a time in natural order."""
 
-    def __init__(self, folder: str | os.PathLike, *, colorspace: str | None = None, ocio: str | None = None):
+    def __init__(self, folder: str | os.PathLike, *, colorspace: str | None = None, ocio: str | None = None,
+                 pattern: str | None = None):
         self.path = Path(folder)
-        self.paths = list_frames(self.path)
+        self.sequence = find_sequence(self.path, pattern)
+        self.paths = list(self.sequence.paths)
         first = read_raw(self.paths[0])
         self.first_spec = first.spec
         self.format: FrameFormat = first.format
@@ -96,7 +104,9 @@ class FolderSource:
         extra = {1: " gray", 2: " gray+alpha", 3: "", 4: " RGBA"}.get(fmt.channels, f" {fmt.channels} channels")
         rate = f" {float(self.fps):g} fps" if self.fps else ""
         tc = f" TC {self.timecode}" if self.timecode else ""
-        return (f"{len(self.paths)} {fmt.extension.lstrip('.').upper()} frames {w}x{h} {depth}{extra}{rate}{tc}, "
+        numbers = f" ({self.sequence.label} {self.sequence.describe_range()})" if self.sequence.numbers else ""
+        kind = fmt.extension.lstrip('.').upper()
+        return (f"{len(self.paths)} {kind} frames{numbers} {w}x{h} {depth}{extra}{rate}{tc}, "
                 f"{self.colour.describe()}")
 
     def read_raw(self, index: int) -> RawImage:
@@ -151,6 +161,9 @@ class _Generic:
                                                   "uint8" if depth == "8" else "uint16")
         if self.channels > 3:
             self.first_spec.alpha_channel = 3
+        rotation = getattr(source, "rotation", 0)
+        if rotation and not getattr(source, "apply_rotation", False):  # EXIF orientation of a turned display
+            self.first_spec.attribute("Orientation", {90: 8, 180: 3, 270: 6}[rotation])
 
 
 def _output_depth(source: FrameFormat, extension: str, bit_depth: str | None) -> str:

@@ -19,6 +19,8 @@ from .. import files
 from ..errors import one_line  # OpenImageIO repeats a complaint: one_line keeps distinct lines
 from ..plans import parse_fps
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, import_oiio
+from .quiet import quietly
+from .reproducible import finish_dpx, reproducible
 
 # Extension -> bit depths it can store (the first is the default when converting into it).
 DEPTHS = {
@@ -72,6 +74,7 @@ def bit_depth_of(spec: Any, path: Path) -> str:
     raise FramesIOError(f"{path}: unsupported sample type {spec.format} (use 8/10/12/16-bit, half or float images)")
 
 
+@quietly
 def read_raw(path: str | Path) -> RawImage:
     """The whole first subimage of path, as stored. FramesIOError (one line naming the file) when the file is
     empty, truncated or not an image."""
@@ -133,10 +136,13 @@ def oiio_type(bit_depth: str) -> str:
     return {"8": "uint8", "10": "uint16", "12": "uint16", "16": "uint16", "half": "half", "float": "float"}[bit_depth]
 
 
+@quietly
 def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
     """Write [H,W,C] raw samples with spec (its format, channels and metadata) atomically to path."""
     path = Path(path)
     oiio = import_oiio()
+    spec = reproducible(spec)
+    files.check_space(path.parent, pixels.nbytes + (1 << 16))  # libpng does not notice a full disk
 
     def writer(tmp: Path) -> None:
         output = oiio.ImageOutput.create(str(tmp))
@@ -150,10 +156,16 @@ def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
                 raise FramesIOError(f"cannot write {path}: {one_line(output.geterror(), 'write failed')}")
         finally:
             oiio.geterror()
+        finish_dpx(tmp, path)
 
-    return files.atomic_write(path, writer=writer)
+    try:
+        return files.atomic_write(path, writer=writer)
+    except FramesIOError:
+        files.check_space(path.parent, pixels.nbytes)  # "Write error" on a full disk: say so
+        raise
 
 
+@quietly
 def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], Any]) -> Path:
     """Write source's pixels to path atomically without decoding them where the format allows (EXR: the
     compressed blocks themselves, so even DWAA/B44 copies are bit-exact), with the metadata of
@@ -162,6 +174,7 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
     oiio = import_oiio()
     if source.stat().st_size == 0:
         raise FramesIOError(f"frame {source} is empty (0 bytes): an interrupted copy or render? replace it")
+    files.check_space(path.parent, source.stat().st_size + (1 << 16))
     # OpenImageIO copies compressed EXR blocks only with OpenEXR's C++ reader, not the default C core one.
     # Process-wide setting, so it is restored at once; the opened reader keeps the library it was opened with.
     core = oiio.get_int_attribute("openexr:core", 0)
@@ -173,7 +186,7 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
     if image_input is None:
         raise FramesIOError(f"cannot read frame {source}: {one_line(oiio.geterror(), 'not an image')}")
     try:
-        spec = make_spec(oiio.ImageSpec(image_input.spec()))
+        spec = reproducible(make_spec(oiio.ImageSpec(image_input.spec())))
 
         def writer(tmp: Path) -> None:
             output = oiio.ImageOutput.create(str(tmp))
@@ -184,6 +197,7 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
             if not output.close() or not ok:
                 raise FramesIOError(f"cannot copy frame {source} to {path.name} (truncated or damaged?): "
                                     f"{one_line(error, 'copy failed')}")
+            finish_dpx(tmp, path)
 
         return files.atomic_write(path, writer=writer)
     finally:

@@ -65,8 +65,9 @@ class VideoSource:
     AVI counts its "dropped" null frames in both — so retime by `timestamps()` instead.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, apply_rotation: bool = False):
         self.path = Path(path)
+        self.apply_rotation = apply_rotation
         if not self.path.exists():
             raise FramesIOError(f"input video not found: {self.path}")
         if not self.path.is_file():
@@ -102,6 +103,9 @@ class VideoSource:
             raise FramesIOError(f"cannot open video {self.path} (not a video, or damaged): {exc}") from None
         if self.count_hint == 0:
             raise FramesIOError(f"{self.path.name} has no video frames (empty or truncated)")
+        self.display_matrix, self.rotation = _display_matrix(self.path)
+        if self.apply_rotation and self.rotation % 180:
+            self.size = (self.size[1], self.size[0])
         self._count: int | None = None
         self._timestamps: list[Fraction] | None = None
 
@@ -124,7 +128,10 @@ class VideoSource:
         import torch
 
         values = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        return values.float() / (65535.0 if deep else 255.0)
+        values = values.float() / (65535.0 if deep else 255.0)
+        if self.apply_rotation and self.rotation:  # upright: the display matrix turns the picture counter-clockwise
+            values = torch.rot90(values, self.rotation // 90, dims=(1, 2)).contiguous()
+        return values
 
     def frames(self, start: int = 0) -> Iterator[torch.Tensor]:
         """Frames from index start on ([C,H,W] float32 0..1), until the stream really ends."""
@@ -158,6 +165,37 @@ class VideoSource:
         self._timestamps = [stamp - first for stamp in stamps]
         self._count = len(stamps)
 
+    def _checked(self, stamps: list[Fraction]) -> list[Fraction]:
+        """The timestamps, refused with the file and frame named where one is not after the one before."""
+        for index in range(1, len(stamps)):
+            if stamps[index] <= stamps[index - 1]:
+                how = "the same" if stamps[index] == stamps[index - 1] else "an earlier"
+                raise FramesIOError(f"{self.path.name}: frame {index} has {how} timestamp as frame {index - 1} "
+                                    f"({float(stamps[index]):.6g} s after the first frame), so a retime cannot place "
+                                    "it; re-mux the file with fresh timestamps, or use -m")
+        return stamps
+
+    def variable_rate(self) -> bool:
+        """True when a frame is more than a tenth of a frame off the constant-rate grid (timestamps rounded to a
+        millisecond time base count as constant)."""
+        if self._timestamps is None:
+            self._scan()
+        stamps = self._timestamps or []
+        if self.fps is None or not stamps:
+            return False
+        step = 1 / Fraction(self.fps)
+        return any(abs(t - stamps[0] - i * step) > step / 10 for i, t in enumerate(stamps))
+
+    def rotation_note(self, apply: bool, video_out: bool) -> str | None:
+        """One line saying what happens to the file's display rotation (None when it has none)."""
+        if not self.rotation and self.display_matrix is None:
+            return None
+        turned = f"{self.path.name} is shown turned {self.rotation} degrees counter-clockwise (display matrix)"
+        if apply:
+            return f"{turned}: its pixels are rotated upright (--apply-rotation)"
+        where = "the output video's display matrix" if video_out else "the frames' Orientation attribute"
+        return f"{turned}: pixels kept as stored, the rotation carried to {where} (--apply-rotation turns them upright)"
+
     def count(self) -> int:
         """The exact number of decodable frames (decodes the whole stream once; cached)."""
         if self._count is None:
@@ -168,7 +206,7 @@ class VideoSource:
         """Presentation time of each frame in seconds (pts * time_base), the first frame at 0 (cached)."""
         if self._timestamps is None:
             self._scan()
-        return list(self._timestamps)  # type: ignore[arg-type]
+        return list(self._checked(self._timestamps))  # type: ignore[arg-type]
 
     def describe(self) -> str:
         """One line, e.g. 'edit.mov: ProRes 422 HQ 1920x1080 10-bit, 23.976 fps, ~456 frames, audio aac'."""
@@ -185,3 +223,23 @@ class VideoSource:
         audio = f"audio {', '.join(self.audio_codecs)}" if self.audio_codecs else "no audio"
         return (f"{self.path.name}: {name} {self.size[1]}x{self.size[0]} {self.bit_depth}-bit{alpha}, "
                 f"{fps}, {frames}, {audio}")
+
+
+def _display_matrix(path: Path) -> tuple[tuple[int, ...] | None, int]:
+    """The first frame's display matrix (9 ints, FFmpeg's layout; None when absent or the identity) and its
+    rotation in degrees counter-clockwise, a multiple of 90 (0 when none)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0), None)
+            if frame is None:
+                return None, 0
+            data = next((bytes(sd) for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
+            rotation = int(round(frame.rotation or 0)) % 360 if data else 0
+    except av.error.FFmpegError:
+        return None, 0
+    if data is None or len(data) != 36:
+        return None, 0
+    matrix = tuple(int.from_bytes(data[i:i + 4], "little", signed=True) for i in range(0, 36, 4))
+    identity = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+    return (None if matrix == identity else matrix), 90 * round(rotation / 90) % 360

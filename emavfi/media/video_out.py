@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import files
+from ..outputs import record_file
 from .base import FramesIOError, MediaOptionError
+from .channels import alpha_index
+from .quiet import quietly
 from .video import VideoSource, _av
 
 if TYPE_CHECKING:
@@ -150,6 +153,7 @@ class VideoSink:
             raise MediaOptionError(f"{codec} writes {depths}-bit video, not {bit_depth}-bit; "
                                 "use h264_10bit, hevc_10bit, prores_422hq or ffv1 for 10-bit")
         deep_source = _source_depth(source) > 8
+        self._alpha = alpha_index(source) if source is not None else 3  # where alpha is among the frames' channels
         source = source if isinstance(source, VideoSource) else None  # a folder of frames has no tags or audio
         if audio and source is None:
             raise ValueError("audio=True needs a video source= (the video whose audio is copied)")
@@ -197,6 +201,7 @@ class VideoSink:
         depth = self._depth(self.codec)
         self._pix_fmt = spec.pix_fmt(depth, alpha, height, width)
         self._colour = self._colour_tags(spec)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         container = av.open(str(self._tmp), "w", format=_MUXERS[self.path.suffix.lower()])
         self._container = container
         # The encoder's time base needs a rational rate; limit the denominator for odd rates like 1/3 fps steps.
@@ -210,6 +215,9 @@ class VideoSink:
             stream.codec_context.codec_tag = "hvc1"  # Apple players refuse FFmpeg's default tag, hev1
         for tag, value in self._colour.items():
             setattr(stream.codec_context, tag, value)
+        matrix = getattr(self._source, "display_matrix", None)
+        if matrix is not None and not self._source.apply_rotation:  # type: ignore[union-attr]
+            stream.set_display_matrix(list(matrix))  # pixels as stored: players turn them as they did the source's
         self._stream = stream
         self._dts_from_pts = spec.dts_from_pts
         if self._audio:
@@ -239,10 +247,14 @@ class VideoSink:
 
     # -- writing
 
+    @quietly
     def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
         """Append frame index ([C,H,W] float 0..1, C = 3 or 4); indices must follow each other."""
         if image is None:
             raise ValueError(f"a video sink needs the image for frame {index} (copy_of is not enough)")
+        if image.dim() == 3 and image.shape[0] > 3:  # RGB and alpha; extra channels (depth, mattes) stay out
+            alpha = [self._alpha] if self._alpha is not None and self._alpha < image.shape[0] else []
+            image = image[[0, 1, 2, *alpha]]
         if image.dim() != 3 or image.shape[0] not in (3, 4):
             raise ValueError(f"image must be [3 or 4,H,W]; got {list(image.shape)}")
         if self._first_index is None:
@@ -315,6 +327,7 @@ class VideoSink:
 
     # -- finishing
 
+    @quietly
     def close(self) -> None:
         """Flush the encoder, copy the rest of the audio and move the finished file into place."""
         if self._container is None:
@@ -323,20 +336,22 @@ class VideoSink:
             self._mux_video(self._stream.encode())
             self._mux_audio(None)
             self._container.close()
-            self._container = None
+            self._container = self._stream = None  # the encoder is freed here (x265 prints its summary then)
             self._close_audio()
             files.commit(self._tmp, self.path)
+            record_file(self.path)  # what lets a later --overwrite replace it (and nothing else)
         except BaseException:
             self.abort()
             raise
 
+    @quietly
     def abort(self) -> None:
         """Drop the unfinished file (nothing is left under the target name or the temporary)."""
         if self._container is not None:
             # Closing a half-written file may fail; it is deleted anyway.
             with contextlib.suppress(Exception):
                 self._container.close()
-            self._container = None
+            self._container = self._stream = None
         self._close_audio()
         self._tmp.unlink(missing_ok=True)
 
@@ -356,6 +371,11 @@ class VideoSink:
             self.close()
         else:
             self.abort()
+
+
+def codec_keeps_alpha(codec: str | None, path: Path) -> bool:
+    """True when the codec (None: the default for path with an alpha source) writes alpha."""
+    return _CODECS[codec or _default_codec(path, False, True)].alpha
 
 
 def _source_depth(source: Any) -> int:

@@ -1,0 +1,71 @@
+"""What decides the pixels of a run, recorded in its output folder (emavfi.outputs' run record).
+
+Weights (sha256), variant, precision, backend, device type, batch size, flow scale, TTA, cut threshold,
+dedupe, the schedule itself, input and output format: a farm task or a `--resume` whose value differs is refused
+with a line naming the difference, so one folder never mixes frames of two models or two precisions.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from .files import sha256_of
+
+WEIGHTS_KEY = "weights_sha256"
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, hashed once per path, size and modification time in this process."""
+    stat = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def weights_sha256(settings: Any) -> str | None:
+    """sha256 of the weights the settings use, where they are on this machine without a download (else None:
+    the record gets it once they are, see `OutputFolder.confirm`)."""
+    if settings.weights is not None:
+        return file_sha256(settings.weights)
+    from .local_weights import default_models_dir, weights_status
+
+    found = weights_status(settings.model_variant, models_dirs=[default_models_dir()])["path"]
+    return file_sha256(found) if found else None
+
+
+def schedule_digest(schedule: Any) -> str:
+    """A short fingerprint of the plan (each output's source frame and time) and how in-betweens are made."""
+    digest = hashlib.sha256(f"{schedule.bisection_depth}|{schedule.out_fps}".encode())
+    for frame in schedule.plan:
+        digest.update(f"{frame.source}:{frame.t};".encode())
+    return digest.hexdigest()[:16]
+
+
+def record(prepared: Any) -> dict[str, Any]:
+    """The run record of a prepared job: everything that decides its output pixels and names."""
+    from .devices import run_device, run_dtype
+
+    s = prepared.job.settings
+    device = run_device(s.device)
+    precision = str(run_dtype(s.precision, device)).removeprefix("torch.")
+    return {"tool": "emavfi", "input": str(prepared.job.input.resolve()), "input_frames": prepared.n_source,
+            "output_frames": prepared.total, "request": repr(s.request), "variant": s.model_variant,
+            WEIGHTS_KEY: weights_sha256(s), "precision": precision, "backend": getattr(s, "backend", "torch"),
+            "device_type": device.type, "chunk": s.run.chunk, "tta": s.run.tta, "scale": s.run.scale,
+            "cut_threshold": s.run.cut_threshold, "dedupe": _dedupe(prepared),
+            "schedule": schedule_digest(prepared.schedule),
+            "format": [s.output.format, s.output.bit_depth, s.output.colorspace]}
+
+
+def _dedupe(prepared: Any) -> Any:
+    """False, or the held-frame threshold and how many frames it dropped (--dedupe)."""
+    run = prepared.job.settings.run
+    if not getattr(run, "dedupe", False):
+        return False
+    return {"threshold": run.dedupe_threshold, "held": len(prepared.source.held)}

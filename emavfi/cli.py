@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import ranges
+from .backends import BACKENDS
+from .export import cli as export_cli
 from .config import VARIANTS
 from .errors import EmaVfiError
 from .media.base import MediaOptionError
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                      help="auto = fp16 on CUDA, fp32 elsewhere")
+    run.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (default), openvino, onnxruntime "
+                     "(CPU), tensorrt (NVIDIA GPU) or auto (fastest installed); needs -r requirements-runtimes.txt")
     run.add_argument("--chunk", type=int, default=0, help="frame pairs per device batch (default: 1 on CPU, "
                      "from free memory on a GPU)")
     existing = run.add_mutually_exclusive_group()
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
     convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
+    export_cli.add_parser(commands)
     return parser
 
 
@@ -124,7 +129,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                            ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"))
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
                     offline=getattr(args, "offline", False), device=getattr(args, "device", "auto"),
-                    precision=getattr(args, "precision", "auto"))
+                    precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "torch"))
 
 
 # ----------------------------------------------------------------------------------------------- progress
@@ -294,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = _Status()
     try:
         args = build_parser().parse_args(argv)
-        commands = {"convert": run_convert, "plan": run_plan}
+        commands = {"convert": run_convert, "plan": run_plan, "export": export_cli.run}
         return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0

@@ -130,6 +130,8 @@ class Runner:
         self.device = torch.device(device) if device is not None else (
             param.device if param is not None else torch.device("cpu"))
         self.dtype = dtype if dtype is not None else (param.dtype if param is not None else torch.float32)
+        if backend is None and hasattr(model, "as_backend"):  # a runtime model (emavfi.backends)
+            backend = model.as_backend(tta, scale)
         if backend is None:
             from .inference import ModelBackend  # lazy: the model code is only needed once a clip runs
             backend = ModelBackend(model, tta, scale)

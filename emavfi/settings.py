@@ -114,6 +114,7 @@ class Settings:
     offline: bool = False
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
@@ -129,6 +130,11 @@ class Settings:
             raise SettingsError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
+        from .backends import problem
+
+        reason = problem(self.backend, str(self.device).split(":")[0])
+        if reason:
+            raise SettingsError(reason)
 
     @functools.cached_property
     def model_variant(self) -> str:

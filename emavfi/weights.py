@@ -234,13 +234,29 @@ def resolve_device(device: DeviceLike) -> torch.device:
 
 def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig | None = None,
                device: DeviceLike = "cpu", dtype: DTypeLike = torch.float32,
-               channels_last: bool = True) -> EMAVFI:
+               channels_last: bool = True, backend: str = "torch", cache_dir: str | os.PathLike | None = None):
     """Build the model for `weights` (a .safetensors path or a state dict) in eval mode on device/dtype.
 
     dtype: see `resolve_dtype`; device: see `resolve_device`; both are checked before the weights are read.
     channels_last stores convolution weights NHWC, which is faster on CPU and GPU (see `emavfi.optimize`).
+    backend: torch (an EMAVFI), openvino, onnxruntime, tensorrt or auto (the fastest installed for the
+    device): a runtime model (emavfi.backends) that interpolate and the clip runner accept alike, its
+    compiled graphs cached under cache_dir (default $EMAVFI_HOME/compiled).
     """
     dtype, device = resolve_dtype(dtype), resolve_device(device)
+    if backend != "torch":
+        from . import backends
+
+        # the CPU runtimes take frames from any device; only TensorRT needs the GPU named
+        reason = backends.problem(backend, device.type if backend == "tensorrt" else "auto")
+        if reason:
+            raise ValueError(reason)
+        backend = backends.resolve(backend, device.type)
+        if backend != "torch":
+            state, name = (weights, variant) if isinstance(weights, Mapping) else read_weights(weights, variant)
+            network = load_model(state, name, "cpu", torch.float32, channels_last=False)
+            return backends.load_runtime(network, network.variant or "custom", canonical_keys(state), backend,
+                                         device, dtype, cache_dir)
     if isinstance(weights, Mapping):
         state = canonical_keys(weights)
         bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]

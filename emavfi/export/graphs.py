@@ -9,13 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference import pad_amounts
+from ..inference import pad_amounts, padding_divisor
 from ..model import EMAVFI, Features
 from ..model.flow import resize
 from ..model.network import blend
-
-DIVISOR = 32  # frame sides are padded to a multiple of this inside the graphs (scale 1)
-
 
 def pad_frames(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple]:
     """x [B,C,H,W] replicate-padded (centred) to multiples of divisor, and the crop box (top, left, h, w)."""
@@ -42,7 +39,7 @@ class FrameGraph(nn.Module):
         self.model, self.dtype, self.with_flow = model, dtype, with_flow
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, timestep: torch.Tensor):
-        pair, box = pad_frames(torch.cat([img0, img1], 0).to(self.dtype), DIVISOR)
+        pair, box = pad_frames(torch.cat([img0, img1], 0).to(self.dtype), padding_divisor(1.0))
         b = img0.shape[0]
         a, c = pair[:b], pair[b:]
         t = timestep.to(self.dtype).view(-1, 1, 1, 1)

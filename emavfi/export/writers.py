@@ -66,6 +66,8 @@ def export_openvino(model: EMAVFI, height: int, width: int, path: str | os.PathL
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".emavfi-export-") as tmp:
         onnx_path = export_onnx(model, height, width, Path(tmp) / "frame.onnx", "fp32")
         converted = ov.convert_model(str(onnx_path))
+        for port in (*converted.inputs, *converted.outputs):  # keep only the ONNX names (not folded-in Casts')
+            port.get_tensor().set_names({n for n in port.get_names() if n in ("img0", "img1", "timestep", "frame")})
         staged = Path(tmp) / path.name
         ov.save_model(converted, str(staged), compress_to_fp16=precision == "fp16")
         save_ir(staged, path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +17,9 @@ from typing import Any, TextIO
 
 from . import ranges
 from .backends import BACKENDS
-from .export import cli as export_cli
 from .config import VARIANTS
 from .errors import EmaVfiError
+from .export import cli as export_cli
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
@@ -273,10 +272,9 @@ def run_plan(args: argparse.Namespace) -> int:
         tasks = ranges.split_tasks(prepared.total, tasks=args.tasks, per_task=args.frames_per_task)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    first = render.open_output(prepared).path(0).name  # names only: nothing is opened or created
-    pattern = re.sub(r"\d+(?=\.\w+$)", lambda m: "#" * len(m.group()), first)
+    naming = prepared.sink.naming if prepared.sink is not None else None  # names only: nothing is created
     print(ranges.plan_report(prepared.total, tasks, settings.output.start_number, as_json=args.json,
-                             name_pattern=pattern))
+                             name_pattern=naming.pattern if naming else None))
     return 0
 
 

@@ -45,7 +45,7 @@ def _check_frames(frames: torch.Tensor) -> None:
         raise TypeError(f"frames must be a float tensor (0..1, HDR above 1 allowed); got {frames.dtype}")
 
 
-def _check_threshold(threshold: float) -> float:
+def check_threshold(threshold: float) -> float:
     """threshold as a float, or a one-line ValueError naming the bad value."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
             or threshold < 0:
@@ -151,7 +151,7 @@ def local_baseline(scores: torch.Tensor) -> torch.Tensor:
 
 def decide_cuts(scores: torch.Tensor, threshold: float = DEFAULT_CUT_THRESHOLD) -> list[int]:
     """Indices of scores [P] (from cut_scores) above threshold x max(local_baseline, EVIDENCE_FLOOR)."""
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     if threshold == 0 or scores.numel() == 0:
         return []
     bar = threshold * local_baseline(scores).clamp(min=EVIDENCE_FLOOR)
@@ -166,7 +166,7 @@ def detect_cuts(frames: torch.Tensor, threshold: float = DEFAULT_CUT_THRESHOLD) 
     of it, so any slice of the clip holding frames max(0, i-K) .. min(N-1, i+1+K) decides pair i the same.
     """
     _check_frames(frames)
-    if _check_threshold(threshold) == 0:
+    if check_threshold(threshold) == 0:
         return []
     return decide_cuts(cut_scores(frames), threshold)
 

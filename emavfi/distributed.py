@@ -1,11 +1,13 @@
 """Render one shot on a Ray cluster: one model per worker, small frame ranges handed out as workers free up.
 
-The driver reads the weights once and puts them in Ray's object store; each worker (a Ray actor: one per
-GPU, or per `cpus_per_worker` CPUs) loads the model from there once, on its first task, and renders the output
-frames it is given with the same engine as the CLI (`emavfi.render`), into the shared output folder. Output files are
-named by their global index and written atomically, and device batches follow the global pair grid, so the
-files are byte for byte those of a one-process run, whichever worker made them and however often a worker
-was restarted. The driver itself never touches the input or the output (with `ray://` it may be a laptop).
+The driver first has a worker adopt the output folder (checked, locked, --overwrite applied: before any
+weights are read, as in the one-process CLI), then reads the weights once and puts them in Ray's object
+store; each worker (a Ray actor: one per GPU, or per `cpus_per_worker` CPUs) loads the model from there once,
+on its first task, and renders the output frames it is given with the same engine as the CLI (emavfi.engine,
+through emavfi.render), into the shared output folder. Output files are named by their global index and
+written atomically, and device batches follow the global pair grid, so the files are byte for byte those of
+a one-process run, whichever worker made them and however often a worker was restarted. The driver itself
+never touches the input or the output (with `ray://` it may be a laptop).
 
 Ray does the fault tolerance: actors restart (`max_restarts`) and re-run the calls they were given
 (`max_task_retries`). `import ray` happens only inside the functions here: Ray is an optional extra.
@@ -20,10 +22,16 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import EmaVfiError
 from .ray_cluster import DistributedError, connection, import_ray, one_line
+
+if TYPE_CHECKING:
+    import torch
+
+    from .render import Job, Prepared
+    from .runner import Model
 
 DEFAULT_TASK_FRAMES = 16  # output frames per task: small enough to balance workers, large enough to amortise
 MAX_RESTARTS = 3  # per worker: Ray restarts a dead actor and re-runs its calls this many times
@@ -58,40 +66,40 @@ class DistributedReport:
 class ShotWorker:
     """The body of one Ray actor: the job's model (loaded once, from the object store) and its prepared shot."""
 
-    def __init__(self, job: Any, threads: int | None) -> None:
+    def __init__(self, job: Job, threads: int | None) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self._job = job
-        self._model: Any = None
-        self._prepared: Any = None
+        self._model: Model | None = None
+        self._prepared: Prepared | None = None
 
     def describe(self) -> str:
         """Where this worker runs: "host:pid"."""
         return f"{socket.gethostname()}:{os.getpid()}"
 
-    def _shot(self) -> Any:
-        from . import render as engine
+    def _shot(self) -> Prepared:
+        from . import render
 
         if self._prepared is None:
-            self._prepared = engine.prepare(self._job)
+            self._prepared = render.prepare(self._job)
         return self._prepared
 
     def plan(self) -> tuple[int, list[int], list[int]]:
         """(output frames of the shot, global indices this job asks for (all or its --frames selection), the
         source pair each of those is made from)."""
-        from . import render as engine
+        from .engine import pair_of
 
         shot = self._shot()
-        pairs = [engine.pair_of(shot.schedule.plan[k], shot.n_source) for k in shot.requested]
+        pairs = [pair_of(shot.schedule.plan[k], shot.n_source) for k in shot.requested]
         return shot.total, list(shot.requested), pairs
 
     def adopt_output(self, resume: bool, overwrite: bool) -> None:
         """Take the output folder for this job alone, briefly: check it, apply --overwrite, write the record."""
-        from . import render as engine
+        from . import render
 
-        with engine.open_output(self._shot(), shared=False, resume=resume, overwrite=overwrite):
+        with render.open_output(self._shot(), shared=False, resume=resume, overwrite=overwrite):
             pass
 
     def render(self, indices: Sequence[int], weights: Sequence[Any]) -> tuple[str, int, int, list[int]]:
@@ -101,12 +109,12 @@ class ShotWorker:
         """
         import ray
 
-        from . import render as engine
+        from . import render
 
         if self._model is None:
             # Fetched here rather than passed to __init__: Ray warns about restartable actors whose constructor
             # arguments live in the object store, and a restarted worker gets the ref again with its next call.
-            self._model = engine.load_model_for(self._job, dict(ray.get(weights[0])))
+            self._model = render.load_model_for(self._job, dict(ray.get(weights[0])))
         context = ray.get_runtime_context()
         is_canceled = getattr(context, "is_canceled", None)  # older Ray lacks it: the worker is then killed instead
 
@@ -114,11 +122,11 @@ class ShotWorker:
             if is_canceled is not None and is_canceled():
                 raise WorkCancelled("cancelled by the Ray driver")
 
-        report = engine.render(replace(self._shot(), requested=list(indices)), self._model, cancel=check_cancelled)
+        report = render.render(replace(self._shot(), requested=list(indices)), self._model, cancel=check_cancelled)
         return self.describe(), report.written, report.skipped, list(report.cuts)
 
 
-def _worker_job(job: Any) -> Any:
+def _worker_job(job: Job) -> Job:
     """The job as tasks run it: the folder was adopted once (--overwrite applied), so tasks keep what is complete."""
     output = replace(job.settings.output, overwrite=False, resume=True)
     return replace(job, settings=replace(job.settings, output=output))
@@ -126,7 +134,7 @@ def _worker_job(job: Any) -> Any:
 
 # ----------------------------------------------------------------------------------------------- driver
 
-def render(job: Any, *, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
+def render(job: Job, *, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
            progress: Callable[[int, int], None] | None = None, task_frames: int = DEFAULT_TASK_FRAMES,
            cancel: Callable[[], None] | None = None, runtime_env: Mapping[str, Any] | None = None
            ) -> DistributedReport:
@@ -148,12 +156,13 @@ def render(job: Any, *, address: str | None = None, workers: int | None = None, 
     started = time.monotonic()
 
     with connection(ray, address, workers, cpus_per_worker):
-        state_ref = ray.put(_state_for(job))
         pool = _start_workers(ray, _worker_job(job), workers, cpus_per_worker, runtime_env)
         try:
             total, requested, pairs = _call(ray, pool[0].actor.plan.remote(), pool[0].name)
             out = job.settings.output
+            # The output folder is checked, locked and adopted before any weights are resolved or read.
             _call(ray, pool[0].actor.adopt_output.remote(out.resume, out.overwrite), pool[0].name)
+            state_ref = ray.put(_state_for(job))
             tasks = _tasks(requested, pairs, task_frames)
             written, skipped, cuts, by_worker = _hand_out(ray, pool, tasks, [state_ref], len(requested), progress,
                                                           cancel)
@@ -167,8 +176,8 @@ def render(job: Any, *, address: str | None = None, workers: int | None = None, 
                              cuts=tuple(sorted(set(cuts))), frames_by_worker=by_worker)
 
 
-def _check_arguments(job: Any, workers: int | None, cpus_per_worker: int, task_frames: int) -> None:
-    if getattr(job, "video_out", False):
+def _check_arguments(job: Job, workers: int | None, cpus_per_worker: int, task_frames: int) -> None:
+    if job.video_out:
         raise DistributedError(f"Ray workers write a folder of frames; {job.output} is a video file: render to a "
                                "folder (then encode it), or drop --ray")
     for name, value, low in (("workers", workers, 1), ("cpus per worker", cpus_per_worker, 1),
@@ -177,7 +186,7 @@ def _check_arguments(job: Any, workers: int | None, cpus_per_worker: int, task_f
             raise DistributedError(f"{name} must be a whole number >= {low}; got {value!r}")
 
 
-def _state_for(job: Any) -> dict[str, Any]:
+def _state_for(job: Job) -> dict[str, torch.Tensor]:
     """The job's weights as a state dict, read here once (workers need neither the file nor the Hub)."""
     from .render import weights_path
     from .weights import read_weights
@@ -195,7 +204,7 @@ class _Member:
     queued: int = 0
 
 
-def _start_workers(ray: Any, job: Any, workers: int | None, cpus_per_worker: int,
+def _start_workers(ray: Any, job: Job, workers: int | None, cpus_per_worker: int,
                    runtime_env: Mapping[str, Any] | None) -> list[_Member]:
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))

@@ -115,6 +115,16 @@ def pad_amounts(height: int, width: int, divisor: int) -> tuple[int, int, int, i
     return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
 
+@dataclass(frozen=True)
+class PassOptions:
+    """How the feature passes run: tta = also a pass on the 180-degree-rotated frames, averaged; fast_tta = that
+    pass batched with the plain one; scale < 1 = flow estimated at that fraction of the resolution (HR mode)."""
+
+    tta: bool = False
+    fast_tta: bool = False
+    scale: float = 1.0
+
+
 class _Pass:
     """Backbone features of frame pairs (frames[first[i]], frames[second[i]]), reused for every t.
 
@@ -246,7 +256,8 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     frames = prep(torch.cat([img0, img1]))
     idx = torch.arange(2 * b, device=frames.device)
     aux = None if aux0 is None else (prep(aux0), prep(aux1))
-    out = _run(model, frames, idx[:b], idx[b:], ts, (tta, fast_tta, scale), aux, crop, timesteps_per_call)
+    options = PassOptions(tta, fast_tta, scale)
+    out = _run(model, frames, idx[:b], idx[b:], ts, options, aux, crop, timesteps_per_call)
     return _finish(out, single, img0.device, img0.dtype)
 
 
@@ -272,7 +283,8 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     first, second = _check_indices(first, second, frames.shape[0], padded.device)
     pair_aux = None if aux is None else (prep(aux.index_select(0, first.to(aux.device))),
                                          prep(aux.index_select(0, second.to(aux.device))))
-    out = _run(model, padded, first, second, ts, (tta, fast_tta, scale), pair_aux, crop, timesteps_per_call)
+    options = PassOptions(tta, fast_tta, scale)
+    out = _run(model, padded, first, second, ts, options, pair_aux, crop, timesteps_per_call)
     return _finish(out, False, frames.device, frames.dtype)
 
 
@@ -284,29 +296,26 @@ def _finish(out: tuple[torch.Tensor, torch.Tensor | None], single: bool, device:
 
 
 def _passes(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
-            options: tuple[bool, bool, float], aux: tuple[torch.Tensor, torch.Tensor] | None):
+            options: PassOptions, aux: tuple[torch.Tensor, torch.Tensor] | None):
     """The feature passes (plain, plus rotated with TTA) and the aux pair each of them fuses."""
-    tta, fast_tta, scale = options
-    if fast_tta:
+    scale = options.scale
+    if options.fast_tta:
         n = frames.shape[0]
         passes = [_Pass(model, torch.cat([frames, _rot180(frames)]), torch.cat([first, first + n]),
                         torch.cat([second, second + n]), scale)]
         return passes, None if aux is None else [tuple(torch.cat([a, _rot180(a)]) for a in aux)]
     passes = [_Pass(model, frames, first, second, scale)]
     aux_in = None if aux is None else [aux]
-    if tta:
+    if options.tta:
         passes.append(_Pass(model, _rot180(frames), first, second, scale))
         aux_in = None if aux is None else aux_in + [tuple(_rot180(a) for a in aux)]
     return passes, aux_in
 
 
 def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
-         options: tuple[bool, bool, float], aux: tuple[torch.Tensor, torch.Tensor] | None,
+         options: PassOptions, aux: tuple[torch.Tensor, torch.Tensor] | None,
          crop: tuple[int, int, int, int], timesteps_per_call: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[T,P,3,h,w] frames (and fused aux) for the pairs (first[i], second[i]) of padded `frames`.
-
-    options: (tta, fast_tta, scale).
-    """
+    """[T,P,3,h,w] frames (and fused aux) for the pairs (first[i], second[i]) of padded `frames`."""
     top, left, h, w = crop
     pairs = first.shape[0]
     per_call = timesteps_per_call
@@ -321,7 +330,7 @@ def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch
     for start in range(0, len(ts), per_call):
         batch = ts[start:start + per_call]
         results = [p.at(batch, None if aux_in is None else aux_in[k]) for k, p in enumerate(passes)]
-        if options[1]:  # fast TTA: rows are (t, [original pairs, rotated pairs]): split the two halves per t
+        if options.fast_tta:  # fast TTA: rows are (t, [original pairs, rotated pairs]): split the two halves per t
             halves = [_split_halves(x, len(batch)) if x is not None else (None, None) for x in results[0]]
             results = [(halves[0][0], halves[1][0]), (halves[0][1], halves[1][1])]
         frame, fused = results[0]
@@ -338,13 +347,13 @@ def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch
 @torch.inference_mode()
 def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timesteps = 0.5, *, tta: bool = False,
                          fast_tta: bool = False, scale: float = 1.0, aux: torch.Tensor | None = None,
-                         timesteps_per_call: int | None = None, pairs_per_call: int | None = None):
+                         timesteps_per_call: int | None = None, chunk: int | None = None):
     """In-between frames for every consecutive pair of `frames` [N,3,H,W] (N >= 2).
 
     Like `interpolate` with img0 = frames[:-1], img1 = frames[1:] (a float t gives [N-1,3,H,W], a sequence
     [T,N-1,3,H,W]), but each frame's per-frame features are computed once although it belongs to two pairs.
     aux [N,K,H,W]: extra channels warped and fused with the same flows; then returns (frames, aux).
-    pairs_per_call: pairs evaluated together, sharing their frames' features (default: all on CUDA, one on CPU).
+    chunk: pairs evaluated together, sharing their frames' features (default: all on CUDA, one on CPU).
     """
     if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[0] < 2:
         raise ValueError("frames must be a tensor [N,3,H,W] with at least two frames "
@@ -357,17 +366,17 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     device = next(model.parameters()).device
     pairs = frames.shape[0] - 1
-    per_call = pairs_per_call
+    per_call = chunk
     if per_call is None:  # measured on a 2-core CPU: batches of pairs run slower and double peak memory
         per_call = pairs if device.type == "cuda" else 1
     if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
-        raise ValueError(f"pairs_per_call must be a positive integer or None; got {pairs_per_call!r}")
+        raise ValueError(f"chunk must be a positive integer or None (pairs per call); got {chunk!r}")
     out = aux_out = None
     for start in range(0, pairs, per_call):
         window = slice(start, min(start + per_call, pairs) + 1)  # frames shared inside a window
         k = window.stop - start
         idx = torch.arange(k, device=device)
-        part = _run(model, prep(frames[window]), idx[:-1], idx[1:], ts, (tta, fast_tta, scale),
+        part = _run(model, prep(frames[window]), idx[:-1], idx[1:], ts, PassOptions(tta, fast_tta, scale),
                     None if aux is None else (prep(aux[window][:-1]), prep(aux[window][1:])), crop,
                     timesteps_per_call)
         if out is None:

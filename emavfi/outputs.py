@@ -58,6 +58,11 @@ class Naming:
         """File name of global output index `index`."""
         return f"{self.prefix}{index + self.start:0{self.digits}d}{self.suffix}"
 
+    @property
+    def pattern(self) -> str:
+        """The names with the number as #s, e.g. "frame_######.exr"."""
+        return f"{self.prefix}{'#' * self.digits}{self.suffix}"
+
     def as_dict(self) -> dict[str, Any]:
         return {"prefix": self.prefix, "digits": self.digits, "suffix": self.suffix, "start": self.start,
                 "total": self.total}

@@ -2,7 +2,8 @@
 
 Frame numbers on the command line are OUTPUT file numbers: global output index + start_number (a plate
 numbered from 1001 gives frame_001001 ... for output index 0 ...). Inside the library a range is a `range` of
-0-based global output indices, so `render.render(job, model, frames=...)` gets exactly what a task makes.
+0-based global output indices: `render.prepare(job, frames=...)` (or the job's `--frames`) asks for exactly
+what a task makes.
 Pure Python: no torch, so `plan` and farm submitters can import it cheaply.
 """
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """Runner: frame pairs -> device batches ("chunk" = pairs per device batch), one out-of-memory loop, HDR, alpha.
 
 Frames stay on the CPU; one batch of pairs is on the device at a time and every output frame is handed to
-`emit` as soon as it is made. Batches follow the global pair grid, so a frame's arithmetic does not depend
-on how a clip was split into windows, `--frames` tasks or workers.
+`emit` as soon as it is made. Batches follow the global pair grid (`Runner.batch_of`), so a frame's arithmetic
+does not depend on how a clip was split into windows, `--frames` tasks or workers. Which frames to make, and
+where they go, is the engine's (emavfi.engine); `interpolate_clip` runs it on a clip held in memory.
+
+The backend seam: a device call goes to a `Backend`. `backend_for` is the one place that picks it: a model
+with `as_backend(tta, scale)` (an exported runtime: OpenVINO, ONNX Runtime, TensorRT) supplies its own; a
+PyTorch network runs through `inference.ModelBackend`.
 """
 from __future__ import annotations
 
-import operator
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,14 +18,15 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from . import engine
 from .config import ModelConfig
+from .engine import Emit, needed_nodes, rows_per_pair
 from .hdr import hdr_decode, hdr_encode
 from .memory import (ClipMemoryError, auto_chunk_size, estimate_pair_bytes, free_memory_bytes, is_out_of_memory,
                      release_cached)
-from .schedule import OutputFrame, apply_cuts, check_plan, dyadic_depth, pair_timesteps
+from .schedule import OutputFrame, Schedule, dyadic_depth
 
 HdrMode = bool | Literal["auto"]
-Emit = Callable[[int, Fraction, torch.Tensor], None]
 
 MAX_BISECTION_DEPTH = 16
 
@@ -38,21 +42,36 @@ class Backend(Protocol):
         frames[second[i]]) -> (rgb [T,P,3,H,W] in 0..1, aux [T,P,K,H,W] warped and fused the same way, or None)."""
 
 
+class Model(Protocol):
+    """What the Runner needs from a model: its architecture. A PyTorch `EMAVFI` also has parameters (device and
+    dtype come from them); a runtime model has `device`, `dtype` and `as_backend(tta, scale) -> Backend`."""
+
+    config: ModelConfig
+
+
+def backend_for(model: Model, tta: bool = False, scale: float = 1.0) -> Backend:
+    """The one place that picks how a model runs: its own `as_backend(tta, scale)`, else inference.ModelBackend."""
+    as_backend = getattr(model, "as_backend", None)
+    if callable(as_backend):
+        return as_backend(tta=tta, scale=scale)
+    from .inference import ModelBackend  # lazy: the model code is only needed once a clip runs
+
+    return ModelBackend(model, tta, scale)  # type: ignore[arg-type]
+
+
+def _placement(model: Model) -> tuple[torch.device, torch.dtype]:
+    """Where a model runs and in what precision: its `device`/`dtype`, else its first parameter's, else CPU fp32."""
+    device, dtype = getattr(model, "device", None), getattr(model, "dtype", None)
+    if isinstance(device, (torch.device, str)) and isinstance(dtype, torch.dtype):
+        return torch.device(device), dtype
+    parameters = getattr(model, "parameters", None)
+    param = next(iter(parameters()), None) if callable(parameters) else None
+    if param is not None:
+        return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
+
+
 # ----------------------------------------------------------------------------------------------- helpers
-
-def needed_nodes(ts: Iterable[Fraction]) -> list[Fraction]:
-    """All bisection points needed to reach every t (t and its ancestors), shallowest first."""
-    needed: set[Fraction] = set()
-    stack = list(ts)
-    while stack:
-        t = stack.pop()
-        if t in needed or t in (0, 1):
-            continue
-        needed.add(t)
-        step = Fraction(1, t.denominator)
-        stack += [t - step, t + step]
-    return sorted(needed, key=lambda t: (t.denominator, t))
-
 
 def check_frames(frames: torch.Tensor) -> tuple[int, int, int, int]:
     """(N, C, H, W) of frames [N,C,H,W] float with C >= 3 (RGB, then alpha/mattes); a clear error otherwise."""
@@ -106,18 +125,19 @@ class _Batch:
 class Runner:
     """Runs frame pairs through a network in device batches of `chunk` pairs, with fixed settings.
 
-    model: an EMAVFI (weights already on `device`) or anything with `.config: ModelConfig` when a backend
-        is given. device / dtype: where and in what precision frames go; default: the model's.
+    model: an EMAVFI (weights already on `device`), or a runtime model (see `Model`, `backend_for`), or
+        anything with `.config: ModelConfig` when a backend is given. device / dtype: where and in what
+        precision frames go; default: the model's (`device`/`dtype`, else its parameters', else CPU float32).
     tta / scale: test-time augmentation and HR mode (scale 0.5 for 2K, 0.25 for 4K) of the model backend.
     chunk: pairs per device batch; 0 = automatic: 1 on CPU (batching pairs there measured slower and
         doubles the peak memory), else from free device memory. After an out-of-memory error it is halved.
     hdr: "auto" or True: pairs whose RGB exceeds 1 are compressed into [0, 1] (hdr_encode) for the network
         and expanded back; negative values are split off, warped and fused like alpha, and added back
         (pairs within [0, 1] get exactly the plain result). False: RGB is clamped to [0, 1].
-    backend: what runs a device call (see Backend); default: inference.ModelBackend(model, tta, scale).
+    backend: what runs a device call (see Backend); default: `backend_for(model, tta, scale)`.
     """
 
-    def __init__(self, model: Any, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+    def __init__(self, model: Model, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  tta: bool = False, scale: float = 1.0, chunk: int = 0, hdr: HdrMode = "auto",
                  backend: Backend | None = None):
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
@@ -125,17 +145,11 @@ class Runner:
                              f"got {chunk!r}")
         if hdr not in (True, False, "auto"):
             raise ValueError(f"hdr must be 'auto', True or False; got {hdr!r}")
-        param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        own_device, own_dtype = _placement(model)
         self.model, self.tta, self.scale, self.hdr = model, tta, scale, hdr
-        self.device = torch.device(device) if device is not None else (
-            param.device if param is not None else torch.device("cpu"))
-        self.dtype = dtype if dtype is not None else (param.dtype if param is not None else torch.float32)
-        if backend is None and hasattr(model, "as_backend"):  # a runtime model (emavfi.backends)
-            backend = model.as_backend(tta, scale)
-        if backend is None:
-            from .inference import ModelBackend  # lazy: the model code is only needed once a clip runs
-            backend = ModelBackend(model, tta, scale)
-        self.backend: Backend = backend
+        self.device = torch.device(device) if device is not None else own_device
+        self.dtype = dtype if dtype is not None else own_dtype
+        self.backend: Backend = backend if backend is not None else backend_for(model, tta, scale)
         self._chunk = chunk or (1 if self.device.type == "cpu" else 0)
         self._rows_per_call: int | None = None  # set after one pair's timesteps did not fit in one call
         self._rows_tried = 0
@@ -170,8 +184,7 @@ class Runner:
             raise ValueError(f"pair_offset must be a whole number >= 0; got {pair_offset!r}")
         if not work:
             return
-        self.resolve_chunk(height, width, max(len(ts) if bisection_depth is None else len(needed_nodes(ts))
-                                              for ts in work.values()))
+        self.resolve_chunk(height, width, rows_per_pair(work, bisection_depth))
         cancel = cancel or (lambda: None)
         done: set[tuple[int, Fraction]] = set()  # a retried batch skips what it already emitted
         pairs = sorted(work)
@@ -195,10 +208,17 @@ class Runner:
 
     # -- batching -------------------------------------------------------------------------------------
 
+    def batch_of(self, pair: int) -> range:
+        """The global pairs of the device batch holding global pair `pair`: the grid every split follows."""
+        if not self._chunk:
+            raise RuntimeError("the automatic chunk is not picked yet: call resolve_chunk first")
+        start = pair - pair % self._chunk
+        return range(start, start + self._chunk)
+
     def _next_batch(self, pairs: list[int], position: int, offset: int) -> list[int]:
-        cell = (offset + pairs[position]) // self._chunk
+        cell = self.batch_of(offset + pairs[position])
         end = position
-        while end < len(pairs) and (offset + pairs[end]) // self._chunk == cell:
+        while end < len(pairs) and offset + pairs[end] in cell:
             end += 1
         return pairs[position:end]
 
@@ -335,82 +355,29 @@ class _Emitter:
 
 # ----------------------------------------------------------------------------------------------- whole clip
 
-def _check_cuts(cuts: Iterable[int], n: int) -> list[int]:
-    checked = []
-    for cut in cuts:
-        try:
-            index = operator.index(cut)  # numpy and 0-d torch integers too
-        except TypeError:
-            index = None
-        if isinstance(cut, bool) or index is None or not 0 <= index < n - 1:
-            raise ValueError(f"cut indices must be pair indices 0..{n - 2}; got {cut!r}")
-        checked.append(index)
-    return checked
+def render_clip(model: Model, frames: torch.Tensor, schedule: Schedule | Sequence[OutputFrame], *,
+                cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
+                progress: engine.ProgressFn | None = None, cancel: engine.CancelFn | None = None,
+                **options: Any) -> engine.Clip:
+    """`interpolate_clip`, also returning the scene cuts it made the clip with (engine.Clip)."""
+    check_frames(frames)
+    return engine.run_clip(schedule, frames, Runner(model, **options), cuts=cuts, cut_threshold=cut_threshold,
+                           out=out, progress=progress, cancel=cancel)
 
 
-def _bisection_depth(model: Any, work: dict[int, tuple[Fraction, ...]], recursive: bool | None) -> int | None:
-    """None (direct t) or the bisection depth: recursive None = bisect for t = 0.5-only models when possible."""
-    depths = [dyadic_depth(t) for ts in work.values() for t in ts]
-    if recursive is None:
-        config = getattr(model, "config", None)
-        recursive = None not in depths and config is not None and not getattr(config, "arbitrary_t", True)
-    if not recursive or not depths:
-        return None
-    if None in depths:
-        bad = next(t for ts in work.values() for t in ts if dyadic_depth(t) is None)
-        raise ValueError(f"recursive (bisection) mode can only make t = k / 2^d (0.5, 0.25, ...); got t = {bad}. "
-                         "Use a power-of-two multiplier, or a `_t` model without recursive mode")
-    return max(depths)
-
-
-def interpolate_clip(model: Any, frames: torch.Tensor, plan: Sequence[OutputFrame], *, cuts: Iterable[int] = (),
-                     recursive: bool | None = None, out: torch.Tensor | None = None,
-                     progress: Callable[[int, int], None] | None = None, cancel: Callable[[], None] | None = None,
+def interpolate_clip(model: Model, frames: torch.Tensor, schedule: Schedule | Sequence[OutputFrame], *,
+                     cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
+                     progress: engine.ProgressFn | None = None, cancel: engine.CancelFn | None = None,
                      **options: Any) -> torch.Tensor:
-    """Make every frame of `plan` from frames [N,C,H,W] (float, CPU; C = 3 RGB, more = alpha/mattes).
+    """Make every frame of `schedule` from frames [N,C,H,W] (float, CPU; C = 3 RGB, more = alpha/mattes).
 
-    Returns [len(plan),C,H,W] in frames' dtype (written into `out` when given). Copies (t = 0) are
-    bit-exact; pairs in `cuts` are not interpolated: their frames repeat the nearer source frame.
-    recursive: bisection at t = 0.5 (None = for models trained for t = 0.5 only, when every t is k / 2^d).
-    progress(done, total) counts output frames, once per frame; cancel() cancels by raising (see Runner.run).
-    options: Runner settings (device, dtype, tta, scale, chunk, hdr, backend).
+    schedule: a `schedule.Schedule` from make_schedule (its plan, made directly or by bisection to its depth),
+    or a bare plan (list of OutputFrame, every t made directly). Returns [len(plan),C,H,W] in frames' dtype
+    (written into `out` when given). Copies (t = 0) are bit-exact. Scene cuts: `cuts` (pair indices), or
+    `cut_threshold` > 0 to detect them as the command line does (emavfi.cuts); a cut pair is not interpolated:
+    its frames repeat the nearer source frame. progress(done, total) counts output frames, once per frame;
+    cancel() cancels by raising (see Runner.run). options: Runner settings (device, dtype, tta, scale, chunk,
+    hdr, backend).
     """
-    n, channels, height, width = check_frames(frames)
-    plan = list(plan)
-    check_plan(plan, n)
-    plan = apply_cuts(plan, _check_cuts(cuts, n))
-    shape = (len(plan), channels, height, width)
-    if out is None:
-        out = torch.empty(shape, dtype=frames.dtype, device=frames.device)
-    elif not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or not out.is_floating_point():
-        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"out must be a float tensor of shape {list(shape)}; got {got}")
-    work = pair_timesteps(plan)
-    targets: dict[tuple[int, Fraction], list[int]] = {}
-    for index, frame in enumerate(plan):
-        if not frame.is_copy:
-            targets.setdefault((frame.source, frame.t), []).append(index)
-    copies = deque(sorted((frame.source, index) for index, frame in enumerate(plan) if frame.is_copy))
-    written = 0
-
-    def write(index: int, value: torch.Tensor) -> None:
-        nonlocal written
-        out[index].copy_(value)
-        written += 1
-        if progress is not None:
-            progress(written, len(plan))
-
-    def copy_until(last_source: int) -> None:
-        while copies and copies[0][0] <= last_source:
-            source, index = copies.popleft()
-            write(index, frames[source])
-
-    def emit(pair: int, t: Fraction, frame: torch.Tensor) -> None:
-        copy_until(pair)
-        for index in targets[(pair, t)]:
-            write(index, frame)
-
-    Runner(model, **options).run(frames, work, bisection_depth=_bisection_depth(model, work, recursive),
-                                 emit=emit, cancel=cancel)
-    copy_until(n)
-    return out
+    return render_clip(model, frames, schedule, cuts=cuts, cut_threshold=cut_threshold, out=out,
+                       progress=progress, cancel=cancel, **options).frames

@@ -1,19 +1,15 @@
-"""Source frames of a streamed render: a sliding buffer over the source, and scene cuts decided over it.
+"""Source frames of a streamed render: a sliding window over a file source, each frame decoded once.
 
-Frames are decoded once each, in order; every pair's cut evidence is computed once, and each decision is
-taken from the fixed window of CUT_CONTEXT pairs around it (emavfi.cuts), so it does not depend on how the
-render is split into batches, tasks or workers.
+The engine (emavfi.engine) reads the frames of each device batch, and of the scene-cut window around it,
+through `FrameBuffer.get`; frames it has moved past are dropped, so memory holds a few batches at most.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 
-from . import cuts
-from .media import FramesIOError
-from .settings import SettingsError
+from .media import FramesIOError, Source
 
 # A gap of more frames than this (resume, --frames) re-opens the source at the next frame instead of reading on.
 _READ_AHEAD = 64
@@ -22,12 +18,13 @@ _READ_AHEAD = 64
 class FrameBuffer:
     """Source frames lo..hi for batches that move forward, each frame decoded once; a jump back restarts.
 
-    skip_damaged: a frame that cannot be read is recorded in `damaged` (index -> message) and stands in as
-    zeros, instead of stopping the run; whatever needs it is then not written (see _run).
+    An `engine.Frames`. skip_damaged: a frame that cannot be read is recorded in `damaged` (index -> message)
+    and stands in as zeros, instead of stopping the run; the engine then leaves out whatever needs it.
     """
 
-    def __init__(self, source: Any, skip_damaged: bool = False):
-        self.source, self.skip_damaged = source, skip_damaged
+    def __init__(self, source: Source, count: int, skip_damaged: bool = False):
+        self.source, self.count, self.skip_damaged = source, count, skip_damaged
+        self.size = source.size
         self.damaged: dict[int, str] = {}
         self._frames: dict[int, torch.Tensor] = {}
         self._iterator: Iterator[torch.Tensor] | None = None
@@ -59,33 +56,7 @@ class FrameBuffer:
             self.damaged[self._next] = str(exc)
             self._iterator = self.source.frames(self._next + 1)  # a generator that raised is finished
             return torch.zeros(self.source.channels, *self.source.size)
-        if frame is None:
-            raise SettingsError(f"the input ended after {self._next} frames while more were counted; "
+        if frame is None:  # not a usage error (exit 1): the input changed under the run
+            raise FramesIOError(f"the input ended after {self._next} frames while {self.count} were counted; "
                                 "was it changed during the run?")
         return frame
-
-
-class CutFinder:
-    """Scene cuts of a streamed shot: each pair's evidence computed once, each decision from its fixed window."""
-
-    def __init__(self, n: int, threshold: float):
-        self.n, self.threshold = n, threshold
-        self._scores: dict[int, torch.Tensor] = {}
-
-    def cuts(self, frames: FrameBuffer, first_pair: int, end_pair: int) -> list[int]:
-        """Global pair indices in [first_pair, end_pair) that are cuts (emavfi.cuts decides from CUT_CONTEXT pairs)."""
-        if self.threshold <= 0 or self.n < 2:
-            return []
-        lo, hi = max(0, first_pair - cuts.CUT_CONTEXT), min(self.n - 2, end_pair - 1 + cuts.CUT_CONTEXT)
-        missing = [p for p in range(lo, hi + 1) if p not in self._scores]
-        if missing:
-            scores = cuts.cut_scores(frames.get(missing[0], missing[-1] + 1))
-            for offset, score in enumerate(scores):
-                pair = missing[0] + offset
-                # a damaged frame stands in as black: its pairs are left out, not counted as cuts
-                damaged = pair in frames.damaged or pair + 1 in frames.damaged
-                self._scores.setdefault(pair, torch.zeros_like(score) if damaged else score)
-        for old in [p for p in self._scores if p < lo]:
-            del self._scores[old]
-        window = torch.stack([self._scores[p] for p in range(lo, hi + 1)])
-        return [lo + i for i in cuts.decide_cuts(window, self.threshold) if first_pair <= lo + i < end_pair]

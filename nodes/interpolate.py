@@ -9,7 +9,7 @@ from ..emavfi import cuts, schedule
 from . import host
 from .frames import check_images, check_mask
 from .model import require_model
-from .run import cut_text, placeholder_mask, run_clip, run_options, scaled_fps
+from .run import cut_text, placeholder_mask, run_clip, run_options
 from .spec import CLIP_INPUTS, Input, NodeBase, Output, run_inputs
 
 # auto: direct for `_t` models, bisection for t = 0.5-only ones (emavfi.schedule.make_schedule decides).
@@ -17,15 +17,18 @@ MODES = ("auto", "direct", "recursive")
 _METHODS = {"auto": "auto", "direct": "direct", "recursive": "bisection"}
 
 
-def make_request(multiplier: int, mode: str, timesteps: str = "") -> schedule.Request:
-    """The request from the widgets: explicit `timesteps` text wins over `multiplier`. ValueError when invalid."""
+def make_request(multiplier: int, mode: str, timesteps: str = "", fps: float = 0.0) -> schedule.Request:
+    """The request from the widgets: explicit `timesteps` text wins over `multiplier`; fps 0 = unknown.
+    ValueError when invalid."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     schedule.multiplier_timesteps(multiplier)  # checks the multiplier even when timesteps replace it
     text = (timesteps or "").strip()
+    source_fps = schedule.parse_fps(float(fps)) if fps and fps > 0 else None
     if text:
-        return schedule.Request(timesteps=tuple(schedule.parse_timesteps_exact(text)), method=_METHODS[mode])
-    return schedule.Request(multiplier=multiplier, method=_METHODS[mode])
+        return schedule.Request(timesteps=tuple(schedule.parse_timesteps_exact(text)), source_fps=source_fps,
+                                method=_METHODS[mode])
+    return schedule.Request(multiplier=multiplier, source_fps=source_fps, method=_METHODS[mode])
 
 
 class InterpolateNode(NodeBase):
@@ -78,13 +81,13 @@ class InterpolateNode(NodeBase):
         mask = check_mask(mask, frames, node)
         model = require_model(model, node)
         options = run_options(tta, scale, chunk_size, scene_cut_threshold, node)
-        request = make_request(multiplier, mode, timesteps)
+        request = make_request(multiplier, mode, timesteps, fps)
         plan = schedule.make_schedule(request, frames.shape[0], model.arbitrary_t)
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
             host.send_text(plan.warning, unique_id)
         result = run_clip(model, frames, plan, options, mask=mask, node_id=unique_id)
-        fps_out = scaled_fps(fps, len(request.per_pair) + 1)
+        fps_out = float(plan.out_fps or 0)  # fps x multiplier, NTSC rates kept exact (emavfi.schedule)
         out_mask = result.mask if result.mask is not None else placeholder_mask(len(plan.plan))
         summary = {"frames_in": frames.shape[0], "frames_out": len(plan.plan), "fps_in": fps, "fps_out": fps_out,
                    "cuts": result.cuts, "warning": plan.warning}

@@ -60,7 +60,7 @@ class RetimeNode(NodeBase):
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
         result = run_clip(model, frames, plan, options, mask=None, node_id=unique_id)
-        fps_out = float(request.target_fps)
+        fps_out = float(plan.out_fps or request.target_fps)
         report = cut_report(result.cuts, options.cut_threshold, frames.shape[0], len(plan.plan), source_fps, target_fps)
         host.send_text(report, unique_id)
         summary = {"frames_in": frames.shape[0], "frames_out": len(plan.plan), "source_fps": source_fps,

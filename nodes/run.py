@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Sequence
 
 import torch
 
-from ..emavfi import cuts, memory, runner, schedule
+from ..emavfi import cuts, engine, memory, runner, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
@@ -28,13 +27,6 @@ def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: f
         raise ValueError(f"{node}: {exc}") from None
 
 
-def scaled_fps(fps: float, factor: Fraction | int) -> float:
-    """Output frame rate for `factor` times as many frames; 0 (unknown) stays 0. NTSC rates are kept exact."""
-    if not fps or fps <= 0:
-        return 0.0
-    return float(schedule.parse_fps(float(fps)) * factor)
-
-
 def cut_text(found: Sequence[int]) -> str:
     """"2 scene cuts between frames 11|12, 40|41: not blended" (0-based frame numbers of the input batch)."""
     return f"{len(found)} scene cut(s) between frames {cuts.describe_cuts(found, limit=20)}: not blended"
@@ -42,43 +34,41 @@ def cut_text(found: Sequence[int]) -> str:
 
 def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,
              mask: torch.Tensor | None, node_id: str | None) -> ClipResult:
-    """Make every frame of `plan` from images [N,H,W,C] (and mask [N,H,W]) with `emavfi.runner.interpolate_clip`.
+    """Make every frame of `plan` (the Schedule as make_schedule decided it, bisection depth included) from
+    images [N,H,W,C] (and mask [N,H,W]) with emavfi's one engine (`runner.render_clip`).
 
     The output is preallocated on the CPU and written frame by frame; one batch of pairs is on the device at a
-    time (RunOptions.chunk), and a device out-of-memory halves the batch and retries. The ProgressBar advances
-    per output frame, and Cancel is checked before every device call and at least once per pair.
+    time (RunOptions.chunk), and a device out-of-memory halves the batch and retries. Scene cuts are decided
+    as the batches go, from the same fixed window as the command line. The ProgressBar advances per output
+    frame, and Cancel is checked before every device call and at least once per pair.
     """
     mm = host.model_management()
     n, height, width, channels = images.shape
     # A mask rides along as an extra channel: warped with the same flows and fused with the same weights.
     frames = images if mask is None else torch.cat([images, mask.unsqueeze(-1).to(images.dtype)], dim=-1)
-    frames_nchw = frames.movedim(-1, 1)  # a view: no copy of the clip
-    found = cuts.detect_cuts(frames_nchw, options.cut_threshold)
     # Written through a [M,C,H,W] view, so the result is ComfyUI's [M,H,W,C] without a copy.
     out = torch.empty((len(plan.plan), height, width, frames.shape[-1]), dtype=torch.float32)
     bar = host.progress_bar(len(plan.plan), node_id)
-
-    timesteps = max((len(ts) for ts in schedule.pair_timesteps(plan.plan).values()), default=1)
-    pair_bytes = memory.estimate_pair_bytes(model.network.config, height, width, timesteps, model.dtype,
-                                            tta=options.tta)
+    rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
+    pair_bytes = memory.estimate_pair_bytes(model.network.config, height, width, rows, model.dtype, tta=options.tta)
     network = model.ready(memory_required=pair_bytes * max(1, options.chunk))
     try:
-        runner.interpolate_clip(
-            network, frames_nchw, plan.plan, cuts=found, recursive=plan.bisection_depth is not None,
-            out=out.movedim(-1, 1), progress=lambda done, total: bar.update_absolute(done, total),
+        clip = runner.render_clip(
+            network, frames.movedim(-1, 1), plan, cut_threshold=options.cut_threshold, out=out.movedim(-1, 1),
+            progress=lambda done, total: bar.update_absolute(done, total),
             cancel=mm.throw_exception_if_processing_interrupted,
             tta=options.tta, scale=options.scale, chunk=options.chunk, device=model.load_device, dtype=model.dtype,
         )
     finally:
         model.release()
-    del frames, frames_nchw
+    del frames
     if mask is None:
         result_images, result_mask = out, None
     else:
         result_images, result_mask = out[..., :channels].contiguous(), out[..., channels].contiguous()
         del out
     device = mm.intermediate_device()
-    return ClipResult(result_images.to(device), None if result_mask is None else result_mask.to(device), found)
+    return ClipResult(result_images.to(device), None if result_mask is None else result_mask.to(device), clip.cuts)
 
 
 def placeholder_mask(frames: int) -> torch.Tensor:

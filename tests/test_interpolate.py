@@ -64,10 +64,10 @@ def test_sequence_computes_each_frame_once_and_matches_pairwise_calls(model, mon
     clip = torch.cat(frames(3, 48, 64, seed=8))[:5]
     expected = emavfi.interpolate(model, clip[:-1], clip[1:], [0.25, 0.5])
     calls = _spy_backbone(model, monkeypatch)
-    together = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pairs_per_call=4)
+    together = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], chunk=4)
     assert calls == [("frames", 5), ("pairs", 4)]
     calls.clear()
-    one_by_one = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], pairs_per_call=3)
+    one_by_one = emavfi.interpolate_sequence(model, clip, [0.25, 0.5], chunk=3)
     assert calls == [("frames", 4), ("pairs", 3), ("frames", 2), ("pairs", 1)]
     assert torch.allclose(one_by_one, together, atol=1e-6)
     assert together.shape == (2, 4, 3, 48, 64)

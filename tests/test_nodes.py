@@ -278,6 +278,32 @@ def test_scene_cut_repeats_the_nearer_frame(env):
     assert ui_off["cuts"] == []
 
 
+@pytest.mark.filterwarnings("ignore:.*t = 0.5 only")
+@pytest.mark.parametrize("arbitrary_t, mode, depth", [(False, "auto", 2), (True, "recursive", 2), (True, "auto", None),
+                                                      (False, "direct", None)])
+def test_nodes_pass_the_schedule_as_it_is(env, monkeypatch, arbitrary_t, mode, depth):
+    """The node runs the Schedule make_schedule decided (bisection depth included) through the one engine."""
+    pack, _ = env
+    lib = pack.emavfi
+    seen, made = [], []
+    original = lib.runner.render_clip
+
+    def spy(network, frames, plan, **kwargs):
+        seen.append(plan)
+        backend = lib.runner.backend_for(network, kwargs["tta"], kwargs["scale"])
+        kwargs["backend"] = lambda *args: made.append(tuple(args[3])) or backend(*args)
+        return original(network, frames, plan, **kwargs)
+
+    monkeypatch.setattr(lib.runner, "render_clip", spy)
+    images, model = clip(n=3), wrap(pack, arbitrary_t=arbitrary_t)
+    (out, _, _), _ = interpolate(pack, images, model, multiplier=4, mode=mode)
+    expected = lib.schedule.make_schedule(pack.nodes.interpolate.make_request(4, mode, fps=24.0), 3, arbitrary_t)
+    assert seen == [expected] and seen[0].bisection_depth == depth
+    assert set(made) == ({(0.5,)} if depth else {(0.25, 0.5, 0.75)})
+    library = original(model.network, images.movedim(-1, 1), expected, cut_threshold=2.5).frames
+    assert torch.equal(out, library.movedim(1, -1))
+
+
 def test_cancel_stops_within_one_chunk(env):
     pack, state = env
     images = clip(n=9)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import hdr, memory, runner, schedule
+from emavfi import engine, hdr, memory, runner, schedule
 from emavfi.config import ModelConfig
 from emavfi.memory import ClipMemoryError
 from emavfi.runner import Runner, interpolate_clip
@@ -69,8 +69,12 @@ def _expected_blend(frames: torch.Tensor, plan) -> torch.Tensor:
 
 
 def _clip(frames, plan, backend=None, **kwargs):
-    return interpolate_clip(FakeModel(kwargs.pop("arbitrary_t", True)), frames, plan,
-                            backend=backend or Blend(), **kwargs)
+    return interpolate_clip(FakeModel(), frames, plan, backend=backend or Blend(), **kwargs)
+
+
+def _bisection(n: int, multiplier: int) -> schedule.Schedule:
+    """The schedule a t = 0.5-only model gets: bisection to the multiplier's depth."""
+    return schedule.make_schedule(schedule.Request(multiplier=multiplier), n, arbitrary_t=False)
 
 
 # ----------------------------------------------------------------------------------------------- batches
@@ -117,6 +121,18 @@ def test_batches_follow_the_global_pair_grid():
                                                   emit=lambda pair, t, frame: seen.append(pair))
     assert [pairs for _, pairs, _ in fn.calls] == [1, 4, 2]  # global {3}, {4..7}, {8, 9}
     assert seen == list(range(7))
+    # the engine makes whole batches of that grid: a task wanting pairs 3..9 of 11 computes 0..11 as a whole run
+    plan = schedule.multiplier_plan(12, 2)
+    whole, task = Blend(), Blend()
+    engine_runner = Runner(FakeModel(), chunk=4, backend=whole)
+    engine.run(schedule.Schedule(plan, None, None, None), engine.TensorFrames(_frames(12)), engine_runner,
+               engine.TensorSink(torch.empty(23, 3, 8, 12)), engine.GivenCuts([]))
+    out = torch.empty(23, 3, 8, 12)
+    engine.run(schedule.Schedule(plan, None, None, None), engine.TensorFrames(_frames(12)),
+               Runner(FakeModel(), chunk=4, backend=task), engine.TensorSink(out), engine.GivenCuts([]),
+               todo=range(7, 19))  # outputs of pairs 3..9
+    assert [pairs for _, pairs, _ in whole.calls] == [4, 4, 3]
+    assert [pairs for _, pairs, _ in task.calls] == [4, 4, 3]
 
 
 def test_pairs_with_the_same_t_list_share_a_call():
@@ -135,7 +151,7 @@ def test_recursive_mode_bisects_at_half_only():
     frames = _frames(3)
     plan = schedule.multiplier_plan(3, 4)
     fn = Blend()
-    out = _clip(frames, plan, fn, chunk=2, arbitrary_t=False)
+    out = _clip(frames, _bisection(3, 4), fn, chunk=2)
     assert all(ts == (0.5,) for _, _, ts in fn.calls)
     # level 1: both pairs' middles in one call; level 2: the four quarter points, `chunk` per call
     assert [pairs for _, pairs, _ in fn.calls] == [2, 2, 2]
@@ -144,12 +160,15 @@ def test_recursive_mode_bisects_at_half_only():
     torch.testing.assert_close(out, _expected_blend(frames, plan))
 
 
-def test_recursive_auto_uses_direct_t_for_t_models_and_refuses_non_dyadic():
+def test_the_schedule_decides_direct_or_bisection_and_non_dyadic_t_is_refused():
     fn = Blend()
-    _clip(_frames(2), schedule.multiplier_plan(2, 4), fn)
+    _clip(_frames(2), schedule.make_schedule(schedule.Request(multiplier=4), 2, arbitrary_t=True), fn)
     assert fn.calls == [(2, 1, (0.25, 0.5, 0.75))]
-    with pytest.raises(ValueError, match="recursive.*1/3"):
-        _clip(_frames(2), schedule.multiplier_plan(2, 3), recursive=True)
+    bisect = Blend()
+    _clip(_frames(2), _bisection(2, 4), bisect)
+    assert [ts for _, _, ts in bisect.calls] == [(0.5,)] * 3
+    with pytest.raises(ValueError, match="depth 2 makes t = k / 2\\^2 only; got t = 1/3"):
+        _clip(_frames(2), schedule.Schedule(schedule.multiplier_plan(2, 3), 2, None, None))
     with pytest.raises(ValueError, match="depth 1 makes t = k / 2\\^1 only; got t = 1/4"):
         Runner(FakeModel(), backend=Blend()).run(_frames(2), {0: (Fraction(1, 4),)}, bisection_depth=1,
                                                  emit=lambda *a: None)
@@ -218,8 +237,8 @@ def test_progress_advances_per_frame_and_cancel_runs_at_least_once_per_pair(arbi
     frames = _frames(3)  # two pairs: the ComfyUI run that used to report progress once
     plan = schedule.multiplier_plan(3, 4)
     seen, checks = [], []
-    _clip(frames, plan, chunk=2, arbitrary_t=arbitrary_t, progress=lambda done, total: seen.append((done, total)),
-          cancel=lambda: checks.append(1))
+    _clip(frames, plan if arbitrary_t else _bisection(3, 4), chunk=2,
+          progress=lambda done, total: seen.append((done, total)), cancel=lambda: checks.append(1))
     assert seen == [(k, 9) for k in range(1, 10)]
     assert len(checks) >= 2 + 1  # per pair, plus before the device call(s)
 
@@ -407,7 +426,7 @@ def test_real_tiny_model_alpha_hdr_and_recursion(tiny_model):
     frames = _frames(3, c=4, h=32, w=32, seed=4)
     frames[:, :3] *= 6  # HDR RGB, alpha in 0..1
     plan = schedule.multiplier_plan(3, 4)
-    out = interpolate_clip(tiny_model, frames, plan, recursive=True)
+    out = interpolate_clip(tiny_model, frames, schedule.Schedule(plan, 2, None, None))
     assert out.shape == (9, 4, 32, 32) and bool(torch.isfinite(out).all())
     assert float(out[1:4, :3].max()) > 1
     assert float(out[:, 3].min()) >= -1e-5 and float(out[:, 3].max()) <= 1 + 1e-5

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import files
+from ..outputs import Naming
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio, natural_key
 from .colour import Colour
 from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, Timecode, advance_timecode, attributes,
@@ -208,6 +209,7 @@ class FolderSink:
             fmt = FrameFormat(self.extension, self.bit_depth, self.channels)
             self.colour = source.colour.like(guess_colorspace(source.colour.config, fmt, {}))
         self.digits = max(6, len(str(self.start_number + self.total - 1)))
+        self.naming = Naming("frame_", self.digits, self.extension, self.start_number, self.total)
 
     @property
     def format(self) -> FrameFormat:
@@ -215,7 +217,7 @@ class FolderSink:
 
     def path(self, index: int) -> Path:
         """The file of output frame index (global, 0-based)."""
-        return self.folder / f"frame_{index + self.start_number:0{self.digits}d}{self.extension}"
+        return self.folder / self.naming.name(index)
 
     def verify(self, path: str | os.PathLike) -> bool:
         """True when path decodes completely (all pixels) to this sink's size and channels."""

@@ -1,0 +1,328 @@
+"""The one engine: a schedule, source frames, a runner, a sink and a cut policy -> written output frames.
+
+Every front end makes its frames with `run`: files (emavfi.render: folders, videos, `--frames` tasks, resume,
+damaged frames), tensors (emavfi.runner.interpolate_clip and the ComfyUI nodes) and Ray workers (through
+render). It knows no paths: frames come from a `Frames` window, outputs go to a `Sink`, and the network is
+behind a `BatchRunner` (emavfi.runner.Runner).
+
+Outputs are grouped by device batch on the global pair grid (`BatchRunner.batch_of`), and a batch is made
+whole (all its pairs and timesteps, even where only some of its outputs are wanted), while each scene-cut
+decision reads a fixed window of cuts.CUT_CONTEXT pairs (`CutFinder`): a frame's arithmetic is therefore the
+same however a shot is split into tasks or workers.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Protocol
+
+import torch
+
+from . import cuts as cut_rules
+from .schedule import OutputFrame, Schedule, apply_cuts, check_plan, pair_timesteps
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], None]
+Emit = Callable[[int, Fraction, torch.Tensor], None]
+
+
+# ----------------------------------------------------------------------------------------------- what it drives
+
+class Frames(Protocol):
+    """Source frames read as windows of consecutive frames (a decoded file or a tensor)."""
+
+    count: int  # source frames
+    size: tuple[int, int]  # (height, width)
+    damaged: Mapping[int, str]  # unreadable frames (index -> message); they stand in as zeros in windows
+
+    def get(self, lo: int, hi: int) -> torch.Tensor:
+        """Frames lo..hi: [hi - lo + 1, C, H, W] float (CPU), RGB first."""
+        ...
+
+
+class Sink(Protocol):
+    """Where output frames go (emavfi.media sinks, or a tensor)."""
+
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+        """Global output index, its frame [C,H,W], and copy_of: the source frame it copies exactly, if any."""
+        ...
+
+
+class CutPolicy(Protocol):
+    """Which pairs of a device batch are scene cuts (their in-between frames repeat the nearer source frame)."""
+
+    def cuts(self, frames: Frames, first_pair: int, end_pair: int) -> list[int]:
+        """Global pair indices in [first_pair, end_pair) that are cuts."""
+        ...
+
+
+class BatchRunner(Protocol):
+    """The device side (emavfi.runner.Runner): one device batch at a time, out-of-memory back-off, HDR."""
+
+    def resolve_chunk(self, height: int, width: int, rows_per_pair: int = 1) -> int:
+        """Pairs per device batch, picked from free memory first when automatic."""
+        ...
+
+    def batch_of(self, pair: int) -> range:
+        """The global pairs of the device batch that holds global pair `pair`."""
+        ...
+
+    def run(self, frames: torch.Tensor, work: Mapping[int, Sequence[Fraction]], *, bisection_depth: int | None,
+            emit: Emit, pair_offset: int = 0, cancel: CancelFn | None = None) -> None:
+        """Make every (local pair, t) of work from frames; emit(pair, t, frame) as each is made."""
+        ...
+
+
+@dataclass
+class Report:
+    """What a run did: frames written and skipped (already complete), and the scene cuts it found."""
+
+    written: int = 0
+    skipped: int = 0
+    cuts: list[int] = field(default_factory=list)  # pair indices i: a cut between source frames i and i+1
+    damaged: dict[int, str] = field(default_factory=dict)  # unreadable source frames (--on-error skip)
+    missing: int = 0  # requested outputs not written because they need a damaged source frame
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+def run(schedule: Schedule, frames: Frames, runner: BatchRunner, sink: Sink, cut_policy: CutPolicy, *,
+        todo: Iterable[int] | None = None, progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None) -> Report:
+    """Make the outputs `todo` (global indices; default all) of `schedule` and write each to `sink` once.
+
+    progress(done, len(todo)) after every written frame; cancel() before every copy and every device call
+    (it cancels by raising). Outputs needing a damaged source frame are left out (Report.missing).
+    """
+    plan, n = schedule.plan, frames.count
+    wanted = set(range(len(plan)) if todo is None else todo)
+    report = Report()
+    work = pair_timesteps(plan)  # of the whole shot, so every task sizes its batches the same
+    runner.resolve_chunk(*frames.size, rows_per_pair(work, schedule.bisection_depth))
+
+    def write(index: int, image: torch.Tensor | None, copy_of: int | None) -> None:
+        sink.write(index, image, copy_of=copy_of)
+        report.written += 1
+        if progress is not None:
+            progress(report.written, len(wanted))
+
+    for pairs, members in _batches(plan, n, wanted, runner):
+        window = frames.get(pairs.start, min(pairs.stop, n - 1))
+        found = cut_policy.cuts(frames, pairs.start, pairs.stop)
+        report.cuts.extend(found)
+        outputs = [(k, frame) for k, frame in zip(members, apply_cuts([plan[k] for k in members], found))
+                   if not _needs_damaged(frame, frames.damaged, report)]
+        _make_batch(runner, schedule.bisection_depth, window, pairs.start, outputs, wanted, write, cancel)
+    report.missing = len(wanted) - report.written
+    return report
+
+
+def pair_of(frame: OutputFrame, n: int) -> int:
+    """The pair an output frame belongs to (a copy of the last source frame belongs to the last pair)."""
+    return min(frame.source, max(n - 2, 0))
+
+
+def _batches(plan: Sequence[OutputFrame], n: int, wanted: set[int],
+             runner: BatchRunner) -> Iterator[tuple[range, list[int]]]:
+    """(global pairs of a device batch, every output index made in it) for the batches `wanted` needs, in order."""
+    needed = {runner.batch_of(pair_of(plan[k], n)) for k in wanted}
+    members: dict[range, list[int]] = {}
+    for k, frame in enumerate(plan):
+        pairs = runner.batch_of(pair_of(frame, n))
+        if pairs in needed:
+            members.setdefault(pairs, []).append(k)
+    last = max(n - 1, 1)  # pairs of the shot (one "pair" for a single frame)
+    for pairs, ks in sorted(members.items(), key=lambda item: item[0].start):
+        yield range(pairs.start, min(pairs.stop, last)), ks
+
+
+def _needs_damaged(frame: OutputFrame, damaged: Mapping[int, str], report: Report) -> bool:
+    """True (and noted in the report) when an output needs a source frame that could not be read."""
+    needs = [frame.source] if frame.is_copy else [frame.source, frame.source + 1]
+    bad = [i for i in needs if i in damaged]
+    for i in bad:
+        report.damaged.setdefault(i, damaged[i])
+    return bool(bad)
+
+
+def _make_batch(runner: BatchRunner, depth: int | None, window: torch.Tensor, lo: int,
+                outputs: list[tuple[int, OutputFrame]], wanted: set[int],
+                write: Callable[[int, torch.Tensor | None, int | None], None], cancel: CancelFn | None) -> None:
+    """Copies are written from the window; the rest go through the runner as one batch of pairs."""
+    index_of: dict[tuple[int, Fraction], list[int]] = {}
+    work: dict[int, set[Fraction]] = {}
+    for k, frame in outputs:
+        if frame.is_copy:
+            if k in wanted:
+                if cancel is not None:
+                    cancel()
+                write(k, window[frame.source - lo], frame.source)
+            continue
+        index_of.setdefault((frame.source - lo, frame.t), []).append(k)
+        work.setdefault(frame.source - lo, set()).add(frame.t)
+
+    def emit(pair: int, t: Fraction, image: torch.Tensor) -> None:
+        for k in index_of.get((pair, t), []):
+            if k in wanted:
+                write(k, image, None)
+
+    if work:
+        runner.run(window, {p: tuple(sorted(ts)) for p, ts in sorted(work.items())}, bisection_depth=depth,
+                   pair_offset=lo, emit=emit, cancel=cancel)
+
+
+# ----------------------------------------------------------------------------------------------- rows per pair
+
+def needed_nodes(ts: Iterable[Fraction]) -> list[Fraction]:
+    """All bisection points needed to reach every t (t and its ancestors), shallowest first."""
+    needed: set[Fraction] = set()
+    stack = list(ts)
+    while stack:
+        t = stack.pop()
+        if t in needed or t in (0, 1):
+            continue
+        needed.add(t)
+        step = Fraction(1, t.denominator)
+        stack += [t - step, t + step]
+    return sorted(needed, key=lambda t: (t.denominator, t))
+
+
+def rows_per_pair(work: Mapping[int, Sequence[Fraction]], bisection_depth: int | None) -> int:
+    """Network rows the busiest pair needs: its timesteps (direct) or bisection nodes. Sizes memory estimates."""
+    counts = [len(ts) if bisection_depth is None else len(needed_nodes(ts)) for ts in work.values()]
+    return max(counts, default=1)
+
+
+# ----------------------------------------------------------------------------------------------- cut policies
+
+class CutFinder:
+    """Scene cuts detected as the run goes: each pair's evidence computed once, each decision from its fixed
+    window (emavfi.cuts), so a pair is decided the same in any batch, task or worker."""
+
+    def __init__(self, n: int, threshold: float):
+        self.n, self.threshold = n, cut_rules.check_threshold(threshold)
+        self._scores: dict[int, torch.Tensor] = {}
+
+    def cuts(self, frames: Frames, first_pair: int, end_pair: int) -> list[int]:
+        """Global pair indices in [first_pair, end_pair) that are cuts (decided from CUT_CONTEXT pairs each side)."""
+        if self.threshold == 0 or self.n < 2:
+            return []
+        context = cut_rules.CUT_CONTEXT
+        lo, hi = max(0, first_pair - context), min(self.n - 2, end_pair - 1 + context)
+        missing = [p for p in range(lo, hi + 1) if p not in self._scores]
+        if missing:
+            scores = cut_rules.cut_scores(frames.get(missing[0], missing[-1] + 1))
+            for offset, score in enumerate(scores):
+                pair = missing[0] + offset
+                # a damaged frame stands in as black: its pairs are left out, not counted as cuts
+                damaged = pair in frames.damaged or pair + 1 in frames.damaged
+                self._scores.setdefault(pair, torch.zeros_like(score) if damaged else score)
+        for old in [p for p in self._scores if p < lo]:
+            del self._scores[old]
+        window = torch.stack([self._scores[p] for p in range(lo, hi + 1)])
+        return [lo + i for i in cut_rules.decide_cuts(window, self.threshold) if first_pair <= lo + i < end_pair]
+
+
+class GivenCuts:
+    """Scene cuts given up front (global pair indices), e.g. by a caller that decided them itself."""
+
+    def __init__(self, pairs: Iterable[int]):
+        self.pairs = sorted(set(pairs))
+
+    def cuts(self, frames: Frames, first_pair: int, end_pair: int) -> list[int]:
+        """The given cuts in [first_pair, end_pair)."""
+        return [p for p in self.pairs if first_pair <= p < end_pair]
+
+
+# ----------------------------------------------------------------------------------------------- tensors
+
+@dataclass
+class Clip:
+    """A clip made from tensors: its frames and the scene cuts it was made with."""
+
+    frames: torch.Tensor  # [M,C,H,W]
+    cuts: list[int]  # pair indices i (frames i, i+1) whose in-between frames repeat the nearer source frame
+
+
+def run_clip(schedule: Schedule | Sequence[OutputFrame], frames: torch.Tensor, runner: BatchRunner, *,
+             cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
+             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Clip:
+    """`run` on a clip in memory, frames [N,C,H,W], into out [M,C,H,W] (see runner.interpolate_clip)."""
+    n = frames.shape[0]
+    if not isinstance(schedule, Schedule):
+        schedule = Schedule(list(schedule), None, None, None)  # a bare plan: every t directly
+    check_plan(schedule.plan, n)
+    given = _check_cuts(cuts, n)
+    finder = CutFinder(n, cut_threshold)
+    if given and finder.threshold:
+        raise ValueError("give cuts or a cut_threshold to detect them, not both")
+    shape = (len(schedule.plan), *frames.shape[1:])
+    if out is None:
+        out = torch.empty(shape, dtype=frames.dtype, device=frames.device)
+    elif not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or not out.is_floating_point():
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"out must be a float tensor of shape {list(shape)}; got {got}")
+    report = run(schedule, TensorFrames(frames), runner, TensorSink(out), GivenCuts(given) if given else finder,
+                 progress=progress, cancel=cancel)
+    return Clip(out, sorted(report.cuts))
+
+
+def _check_cuts(cuts: Iterable[int], n: int) -> list[int]:
+    checked = []
+    for cut in cuts:
+        try:
+            index = operator.index(cut)  # numpy and 0-d torch integers too
+        except TypeError:
+            index = None
+        if isinstance(cut, bool) or index is None or not 0 <= index < n - 1:
+            raise ValueError(f"cut indices must be pair indices 0..{n - 2}; got {cut!r}")
+        checked.append(index)
+    return checked
+
+
+# ----------------------------------------------------------------------------------------------- sources, sinks
+
+class TensorFrames:
+    """A clip already in memory, frames [N,C,H,W] (float, CPU; any strides): windows are views, not copies."""
+
+    def __init__(self, frames: torch.Tensor):
+        self.frames = frames
+        self.count = frames.shape[0]
+        self.size = (frames.shape[-2], frames.shape[-1])
+        self.damaged: dict[int, str] = {}
+
+    def get(self, lo: int, hi: int) -> torch.Tensor:
+        """Frames lo..hi as a view."""
+        return self.frames[lo:hi + 1]
+
+
+class TensorSink:
+    """Writes output k into out[k] (out: [M,C,H,W], e.g. a view of ComfyUI's [M,H,W,C] result)."""
+
+    def __init__(self, out: torch.Tensor):
+        self.out = out
+
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+        """Copy the frame into place."""
+        assert image is not None
+        self.out[index].copy_(image)
+
+
+class InOrder:
+    """A sink for outputs that must arrive in order (a video): frames made early wait for their turn."""
+
+    def __init__(self, sink: Sink, order: Iterable[int]):
+        self.sink = sink
+        self._order = iter(order)
+        self._next = next(self._order, None)
+        self._pending: dict[int, tuple[torch.Tensor | None, int | None]] = {}
+
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+        """Hold the frame; pass on every frame whose turn has come (bisection makes them out of order)."""
+        self._pending[index] = (image, copy_of)
+        while self._next is not None and self._next in self._pending:
+            frame, source = self._pending.pop(self._next)
+            self.sink.write(self._next, frame, copy_of=source)
+            self._next = next(self._order, None)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import backends, cli, render
+from emavfi import backends
 from emavfi.backends.runtime import RuntimeModel
 from emavfi.config import ModelConfig
 from emavfi.runner import Runner
@@ -17,9 +17,9 @@ from test_export_trace import _photo_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOL = 2e-4
-CPU_RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(bool(backends.missing_packages(name)),
-                                                             reason=f"{name} not installed (requirements-runtimes.txt)"))
-                for name in ("openvino", "onnxruntime")]
+CPU_RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(
+    bool(backends.missing_packages(name)), reason=f"{name} not installed (requirements-runtimes.txt)"))
+    for name in ("openvino", "onnxruntime")]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 import emavfi
 from emavfi import backends, distributed, ray_cluster, render

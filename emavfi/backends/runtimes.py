@@ -124,7 +124,9 @@ class TensorRtRuntime:
 
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        major = int(trt.__version__.split(".")[0])  # TensorRT 8 needs explicit batch asked for; 10 has only that
+        explicit = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0
+        network = builder.create_network(explicit)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -19,7 +19,6 @@ from . import ranges
 from .backends import BACKENDS
 from .config import VARIANTS
 from .errors import EmaVfiError
-from .export import cli as export_cli
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
 from .schedule import Request, parse_fps, parse_timesteps_exact
@@ -64,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tta", action="store_true", help="test-time augmentation: better, twice as slow")
     run.add_argument("--scale", type=float, default=1.0, help="flow resolution: 1 (default), 0.5 for 2K, 0.25 for 4K")
     run.add_argument("--cut-threshold", type=float, help="scene-cut sensitivity (default: the detector's; 0 = off)")
+    run.add_argument("--dedupe", action="store_true", help="drop held frames (anime on twos, repeated frames) and "
+                     "retime the drawings at their true times; -m N = N x the input rate, same duration")
+    run.add_argument("--dedupe-threshold", type=float, help="how far a held frame may differ, in multiples of the "
+                     "difference noise alone makes (default 2; 0 = exact repeats only)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                      help="auto = fp16 on CUDA, fp32 elsewhere")
@@ -104,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", type=Path, help="official checkpoint, e.g. ours_t.pkl")
     convert.add_argument("-o", "--output", type=Path, help="destination .safetensors (default: beside the source)")
     convert.add_argument("--variant", choices=VARIANTS, help="expected variant (default: detected from shapes)")
-    export_cli.add_parser(commands)
+    from .evaluate.cli import add_parsers as add_evaluate_parsers  # evaluate, compare (their own module, no torch)
+    add_evaluate_parsers(commands)
+    from .train.cli import add_parser as add_finetune_parser  # finetune (its own module, no torch)
+    add_finetune_parser(commands)
+    from .export.cli import add_parser as add_export_parser  # export (its own module, no torch)
+    add_export_parser(commands)
     return parser
 
 
@@ -119,8 +127,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
     interpolate = args.command == "interpolate"
-    run = RunOptions(tta=args.tta, scale=args.scale, cut_threshold=args.cut_threshold,
-                     chunk=args.chunk) if interpolate else RunOptions()
+    run = RunOptions(tta=args.tta, scale=args.scale, cut_threshold=args.cut_threshold, chunk=args.chunk,
+                     dedupe=args.dedupe, dedupe_threshold=args.dedupe_threshold) if interpolate else RunOptions()
     output = OutputOptions(start_number=args.start_number, frames=getattr(args, "frames", None),
                            resume=getattr(args, "resume", False), overwrite=getattr(args, "overwrite", False),
                            format=getattr(args, "format", None), bit_depth=getattr(args, "bit_depth", None),
@@ -297,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = _Status()
     try:
         args = build_parser().parse_args(argv)
-        commands = {"convert": run_convert, "plan": run_plan, "export": export_cli.run}
+        if hasattr(args, "handler"):  # subcommands that register their own (evaluate, compare)
+            return args.handler(args)
+        commands = {"convert": run_convert, "plan": run_plan}
         return commands[args.command](args) if args.command in commands else run_interpolate(args, status)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import ranges
+from . import dedupe, ranges
 from .config import get_config
 from .engine import CancelFn, ProgressFn, Report
 from .media import VIDEO_EXTENSIONS
@@ -99,7 +99,11 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     arbitrary_t = get_config(job.settings.model_variant).arbitrary_t
     times = _variable_frame_times(source, request)
     try:
-        schedule = make_schedule(request, n, arbitrary_t, times=times)
+        if job.settings.run.dedupe:  # held frames leave the timeline; the plan numbers the kept ones
+            source, schedule = _without_held(source, request, arbitrary_t, job.settings)
+            n = source.count()
+        else:
+            schedule = make_schedule(request, n, arbitrary_t, times=times)
     except ValueError as exc:
         raise SettingsError(str(exc).replace("give the source fps", "add --source-fps")) from None
     total = len(schedule.plan)
@@ -116,10 +120,20 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
         requested = list(range(total))
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
-    sink = None if job.video_out else media.open_sink(job.output, source, total=total, start_number=out.start_number,
-                                                       format=out.format, bit_depth=out.bit_depth,
-                                                       out_fps=schedule.out_fps)
+    sink = None if job.video_out else media.open_sink(job.output, dedupe.unwrap(source), total=total,
+                                                       start_number=out.start_number, format=out.format,
+                                                       bit_depth=out.bit_depth, out_fps=schedule.out_fps)
     return Prepared(job, source, n, schedule, requested, sink)  # type: ignore[arg-type]
+
+
+def _without_held(source: Source, request: Request, arbitrary_t: bool, settings: Settings) -> tuple[Any, Schedule]:
+    """The source without its held frames (emavfi.dedupe.KeptFrames) and the schedule over the rest."""
+    if settings.output.on_error == "skip":
+        raise SettingsError("--dedupe reads every frame first and cannot skip damaged ones: use --on-error stop")
+    held = dedupe.find_held(source.frames(0), settings.run.dedupe_threshold, settings.run.cut_threshold)
+    times = _variable_frame_times(source, dedupe.retime_request(request))
+    return dedupe.KeptFrames(source, held), dedupe.schedule_without_held(request, source.count(), held,
+                                                                          arbitrary_t, times)
 
 
 def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | None:
@@ -188,8 +202,8 @@ def _run(prepared: Prepared, model: Model, sink: Sink, todo: Sequence[int], prog
     s = prepared.job.settings
     frames = FrameBuffer(prepared.source, prepared.n_source, skip_damaged=s.output.on_error == "skip")
     runner = Runner(model, tta=s.run.tta, scale=s.run.scale, chunk=s.run.chunk)
-    return run(prepared.schedule, frames, runner, sink, CutFinder(prepared.n_source, s.run.cut_threshold),
-               todo=todo, progress=progress, cancel=cancel)
+    return run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
+               CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, progress=progress, cancel=cancel)
 
 
 class _Logged:
@@ -227,8 +241,8 @@ def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None,
 
     s = prepared.job.settings
     depth = s.output.bit_depth
-    sink = media.open_sink(prepared.job.output, prepared.source, fps=prepared.schedule.out_fps, codec=s.output.codec,
-                           bit_depth=int(depth) if depth and depth.isdigit() else depth,
+    sink = media.open_sink(prepared.job.output, dedupe.unwrap(prepared.source), fps=prepared.schedule.out_fps,
+                           codec=s.output.codec, bit_depth=int(depth) if depth and depth.isdigit() else depth,
                            audio=_audio_choice(prepared, note))
     try:
         report = _run(prepared, model, InOrder(sink, prepared.requested), prepared.requested, progress, cancel)
@@ -258,7 +272,9 @@ def _record(prepared: Prepared) -> dict[str, Any]:
     return {"tool": "emavfi", "input": str(prepared.job.input.resolve()), "input_frames": prepared.n_source,
             "output_frames": prepared.total, "request": repr(s.request), "variant": s.model_variant,
             "tta": s.run.tta, "scale": s.run.scale, "cut_threshold": s.run.cut_threshold,
-            "format": [s.output.format, s.output.bit_depth, s.output.colorspace]}
+            "format": [s.output.format, s.output.bit_depth, s.output.colorspace],
+            **({"dedupe": {"threshold": s.run.dedupe_threshold, "held": len(prepared.source.held)}}
+               if s.run.dedupe else {})}
 
 
 def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool | None = None,

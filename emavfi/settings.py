@@ -42,13 +42,16 @@ class RunOptions:
     """How in-between frames are computed: test-time augmentation, flow scale, cut sensitivity, batch size.
 
     cut_threshold: scene-cut sensitivity (see emavfi.cuts; 0 disables). chunk: frame pairs per device batch
-    (0 = automatic: 1 on CPU, from free memory on a GPU).
+    (0 = automatic: 1 on CPU, from free memory on a GPU). dedupe: drop held frames and retime the rest at their
+    true times (see emavfi.dedupe; dedupe_threshold None = its default, 0 = exact repeats only).
     """
 
     tta: bool = False
     scale: float = 1.0
     cut_threshold: float | None = None  # None: the detector's default
     chunk: int = 0
+    dedupe: bool = False
+    dedupe_threshold: float | None = None  # None: emavfi.dedupe's default
 
     def __post_init__(self) -> None:
         from .cuts import DEFAULT_CUT_THRESHOLD
@@ -70,6 +73,17 @@ class RunOptions:
                                 f"{DEFAULT_CUT_THRESHOLD:g} default, 6 strict; 0 = off)")
         object.__setattr__(self, "cut_threshold", threshold)
         _whole(self.chunk, "chunk", 0, MAX_CHUNK, "0 = automatic")
+        self._check_dedupe()
+
+    def _check_dedupe(self) -> None:
+        from .dedupe import check_threshold
+
+        if not isinstance(self.dedupe, bool):
+            raise SettingsError(f"dedupe must be true or false; got {self.dedupe!r}")
+        try:
+            object.__setattr__(self, "dedupe_threshold", check_threshold(self.dedupe_threshold))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,9 @@ class Settings:
             raise SettingsError(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.run.dedupe and self.request.timesteps is not None:
+            raise SettingsError("--dedupe retimes the drawings to a frame rate: use --multiplier or --fps, not "
+                                "--timesteps")
         from .backends import problem
 
         reason = problem(self.backend, str(self.device).split(":")[0])

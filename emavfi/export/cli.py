@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default) or fp16")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write (a new name)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(handler=run)
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -1,0 +1,159 @@
+"""Fine-tuning on a Ray cluster with Ray Train: `TorchTrainer`, one worker per GPU (nccl) or CPU slot (gloo).
+
+Every worker runs emavfi.train.loop.train with its rank: it reads only its share of each global batch
+(slots rank*b/n .. (rank+1)*b/n-1, the same samples a one-process run puts there), DistributedDataParallel
+averages the gradients, and rank 0 writes the run folder. The run folder and the data must therefore be
+on storage every worker can reach (one machine, or a shared file system on a farm). RUN/.stop-request (made
+by a Ctrl-C the driver receives, or by `touch`) stops every worker at the next step, after a checkpoint; a
+terminal's Ctrl-C also reaches an embedded cluster's own processes, which end the run at once (the newest
+periodic checkpoint stays).
+`import ray` happens only here (Ray Train is an optional extra: requirements-ray.txt).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..ray_cluster import DistributedError, connection, import_ray
+from .checkpoint import latest_checkpoint, read_log
+from .loop import Job, Outcome, Worker, train
+from .run import StopSwitch
+
+RAY_TRAIN_MISSING = "fine-tuning on Ray needs Ray Train: pip install -r requirements-ray.txt"
+LOOPBACK = "127.0.0.1"
+# The rendezvous store a worker hosts for an embedded cluster must live as long as that worker process: this
+# list keeps it referenced (it is only ever appended to in a Ray worker, once per training run).
+_HOSTED_STORES: list[Any] = []
+
+
+def _host_loopback_store(world: int) -> int:
+    """On rank 0: a torch TCPStore listening on 127.0.0.1 only (torch's own binds every interface); its port."""
+    import socket
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOOPBACK, 0))
+    listener.listen(world * 4)
+    store = dist.TCPStore(LOOPBACK, listener.getsockname()[1], world, is_master=True, wait_for_workers=False,
+                          timeout=timedelta(minutes=30), master_listen_fd=listener.fileno(), use_libuv=False)
+    _HOSTED_STORES.append((listener, store))
+    return listener.getsockname()[1]
+
+
+def _use_loopback_store(port: int) -> None:
+    """On every worker: rendezvous through the store rank 0 hosts on 127.0.0.1 (clients only, no new server)."""
+    import os
+
+    os.environ.update({"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "True"})
+
+
+def _loopback_config(backend: str) -> Any:
+    """TorchConfig whose process-group set-up keeps every socket on 127.0.0.1 (for the embedded cluster)."""
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
+
+    class LoopbackBackend(_TorchBackend):
+        def on_start(self, worker_group: Any, backend_config: Any) -> None:
+            import ray
+
+            world = len(worker_group)
+            port = worker_group.execute_single(0, _host_loopback_store, world)
+            worker_group.execute(_use_loopback_store, port)
+            worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(
+                rank, _setup_torch_process_group, backend=backend_config.backend, world_rank=rank, world_size=world,
+                init_method="env://", timeout_s=backend_config.timeout_s) for rank in range(world)])
+
+    class LoopbackConfig(TorchConfig):
+        @property
+        def backend_cls(self) -> Any:
+            return LoopbackBackend
+
+    return LoopbackConfig(backend=backend)
+
+
+def _worker(config: dict[str, Any]) -> None:
+    """Body of one Ray Train worker."""
+    import ray.train
+    import torch
+    from ray.train.torch import get_device
+
+    context = ray.train.get_context()
+    folder = Path(config["folder"])
+    torch.set_num_threads(config["threads"])
+    stop = StopSwitch(folder)
+    worker = Worker(rank=context.get_world_rank(), world=context.get_world_size(), device=get_device(),
+                    stop_requested=lambda: stop.path.exists())
+    outcome = train(config["job"], worker, folder)
+    ray.train.report({"step": outcome.step, "interrupted": outcome.interrupted})
+
+
+def train_on_ray(job: Job, folder: Path, address: str | None, workers: int | None, stop: StopSwitch,
+                 note: Callable[[str], None]) -> Outcome:
+    """Run the job on `workers` Ray Train workers (default: one per GPU of the cluster, else one)."""
+    ray = import_ray()
+    try:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+    except ImportError:
+        raise DistributedError(RAY_TRAIN_MISSING) from None
+    with connection(ray, address, workers, cpus_per_worker=1):
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        count = workers or max(1, gpus)
+        if job.options.batch % count:
+            raise DistributedError(f"--batch {job.options.batch} does not split over {count} Ray workers; give "
+                                   f"--ray-workers or a --batch that is a multiple of {count}")
+        note(f"training on {count} Ray Train worker(s) ({'nccl, GPU' if gpus else 'gloo, CPU'})")
+        trainer = TorchTrainer(
+            _worker, train_loop_config={"job": job, "folder": str(folder.resolve()), "threads": 1},
+            scaling_config=ScalingConfig(num_workers=count, use_gpu=gpus > 0),
+            torch_config=(_loopback_config if address is None else TorchConfig)(backend="nccl" if gpus else "gloo"),
+            run_config=RunConfig(name="emavfi-finetune", storage_path=str((folder / ".ray-train").resolve())))
+        try:
+            with _stop_on_ctrl_c(stop):
+                trainer.fit()
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors; show the first one, on one line
+            if not stop.flag:
+                raise DistributedError(_worker_error(exc)) from None
+    return outcome_in(folder, job.total_steps)
+
+
+@contextmanager
+def _stop_on_ctrl_c(stop: StopSwitch) -> Iterator[None]:
+    """While Ray Train runs: Ctrl-C asks the workers to stop (ray.init replaces the CLI's handler with its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: object) -> None:
+        if stop.flag:
+            raise KeyboardInterrupt
+        stop.request()
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def outcome_in(folder: Path, total: int) -> Outcome:
+    """How a run ended, read from what rank 0 wrote: the newest checkpoint and the last row of the log."""
+    where = latest_checkpoint(folder)
+    step = int(where.name.split("-")[1]) if where is not None else 0
+    rows = read_log(folder) if (folder / "log.csv").is_file() else []
+    return Outcome(step, step < total, rows[-1]["loss"] if rows else None)
+
+
+def _worker_error(exc: BaseException) -> str:
+    from ..distributed import explain
+
+    errors = getattr(exc, "worker_failures", None) or {}
+    first = next(iter(errors.values()), None) if isinstance(errors, dict) else None
+    return explain(first if isinstance(first, BaseException) else exc, "a Ray Train worker")

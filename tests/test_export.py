@@ -153,3 +153,12 @@ def test_fp16_onnx_keeps_float32_inputs_and_outputs(tmp_path, tiny):
     feed, img0, img1 = _feed(64, 96, 0.5)
     (frame,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["frame"], feed)
     assert np.abs(frame - emavfi.interpolate(tiny, img0, img1, 0.5).numpy()).max() <= 5e-3
+
+
+def test_the_export_and_backend_modules_import_no_runtime_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, emavfi.export.cli, emavfi.backends; "
+            "print(sorted(m for m in ('torch', 'onnx', 'openvino', 'onnxruntime', 'tensorrt') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

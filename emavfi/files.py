@@ -211,3 +211,10 @@ else:
 
     def _unlock(handle: IO[bytes]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def default_models_dir() -> Path:
+    """The user's weights folder: $EMAVFI_HOME, else $XDG_CACHE_HOME/emavfi, else ~/.cache/emavfi (not created)."""
+    if os.environ.get("EMAVFI_HOME"):
+        return Path(os.environ["EMAVFI_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "emavfi"

@@ -117,8 +117,7 @@ def pad_amounts(height: int, width: int, divisor: int) -> tuple[int, int, int, i
 
 @dataclass(frozen=True)
 class PassOptions:
-    """How the feature passes run: tta = also a pass on the 180-degree-rotated frames, averaged; fast_tta = that
-    pass batched with the plain one; scale < 1 = flow estimated at that fraction of the resolution (HR mode)."""
+    """How the feature passes run (tta, fast_tta, scale: see `interpolate`)."""
 
     tta: bool = False
     fast_tta: bool = False
@@ -256,8 +255,8 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     frames = prep(torch.cat([img0, img1]))
     idx = torch.arange(2 * b, device=frames.device)
     aux = None if aux0 is None else (prep(aux0), prep(aux1))
-    options = PassOptions(tta, fast_tta, scale)
-    out = _run(model, frames, idx[:b], idx[b:], ts, options, aux, crop, timesteps_per_call)
+    out = _run(model, frames, idx[:b], idx[b:], ts, PassOptions(tta, fast_tta, scale), aux, crop,
+               timesteps_per_call)
     return _finish(out, single, img0.device, img0.dtype)
 
 
@@ -283,8 +282,8 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     first, second = _check_indices(first, second, frames.shape[0], padded.device)
     pair_aux = None if aux is None else (prep(aux.index_select(0, first.to(aux.device))),
                                          prep(aux.index_select(0, second.to(aux.device))))
-    options = PassOptions(tta, fast_tta, scale)
-    out = _run(model, padded, first, second, ts, options, pair_aux, crop, timesteps_per_call)
+    out = _run(model, padded, first, second, ts, PassOptions(tta, fast_tta, scale), pair_aux, crop,
+               timesteps_per_call)
     return _finish(out, False, frames.device, frames.dtype)
 
 
@@ -366,19 +365,17 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     device = next(model.parameters()).device
     pairs = frames.shape[0] - 1
-    per_call = chunk
-    if per_call is None:  # measured on a 2-core CPU: batches of pairs run slower and double peak memory
-        per_call = pairs if device.type == "cuda" else 1
+    per_call = chunk if chunk is not None else (pairs if device.type == "cuda" else 1)  # CPU: measured slower
     if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
         raise ValueError(f"chunk must be a positive integer or None (pairs per call); got {chunk!r}")
     out = aux_out = None
+    options = PassOptions(tta, fast_tta, scale)
     for start in range(0, pairs, per_call):
         window = slice(start, min(start + per_call, pairs) + 1)  # frames shared inside a window
         k = window.stop - start
         idx = torch.arange(k, device=device)
-        part = _run(model, prep(frames[window]), idx[:-1], idx[1:], ts, PassOptions(tta, fast_tta, scale),
-                    None if aux is None else (prep(aux[window][:-1]), prep(aux[window][1:])), crop,
-                    timesteps_per_call)
+        window_aux = None if aux is None else (prep(aux[window][:-1]), prep(aux[window][1:]))
+        part = _run(model, prep(frames[window]), idx[:-1], idx[1:], ts, options, window_aux, crop, timesteps_per_call)
         if out is None:
             out = part[0].new_empty((len(ts), pairs, *part[0].shape[2:]))
             aux_out = None if part[1] is None else part[1].new_empty((len(ts), pairs, *part[1].shape[2:]))

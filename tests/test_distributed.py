@@ -166,15 +166,19 @@ def test_two_ray_workers_make_the_one_process_files(cluster, shot, reference, tm
     assert _assert_identical(job.output, reference) == 29
 
 
-def test_one_ray_worker_then_a_rerun_is_refused_or_resumed_like_one_process(cluster, shot, reference, tmp_path):
+def test_one_ray_worker_then_a_rerun_is_refused_or_resumed_like_one_process(cluster, shot, reference, tmp_path,
+                                                                            monkeypatch):
     job = _job(shot, tmp_path / "out")
     report = distributed.render(job, workers=1, task_frames=10)
     assert (report.written, report.skipped, report.workers, report.tasks) == (29, 0, 1, 3)
     assert _assert_identical(job.output, reference) == 29
+    read, state_for = [], distributed._state_for
+    monkeypatch.setattr(distributed, "_state_for", lambda job: read.append(job) or state_for(job))
     with pytest.raises(distributed.DistributedError, match=r"^worker 0 \(.*\) failed: .*already holds 29 frames"):
         distributed.render(job, workers=1)
+    assert read == []  # like the one-process CLI: the output folder is refused before any weights are read
     again = distributed.render(_job(shot, job.output, resume=True), workers=1)  # verified, kept, none re-rendered
-    assert (again.written, again.skipped) == (0, 29)
+    assert (again.written, again.skipped) == (0, 29) and len(read) == 1
     assert _assert_identical(job.output, reference) == 29
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import provenance, ranges
+from .backends import BACKENDS
 from .config import DEFAULT_VARIANT, VARIANTS
 from .errors import EmaVfiError, one_line
 from .media.base import MediaOptionError
@@ -88,6 +89,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                      help="auto = fp16 on CUDA, fp32 elsewhere")
+    run.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (default), openvino, onnxruntime "
+                     "(CPU), tensorrt (NVIDIA GPU) or auto (fastest installed); needs -r requirements-runtimes.txt")
     run.add_argument("--chunk", type=int, default=0, help="frame pairs per device batch (default: 1 on CPU, "
                      "from free memory on a GPU)")
     existing = run.add_mutually_exclusive_group()
@@ -141,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parsers(commands)
     from .train.cli import add_parser as add_finetune_parser  # finetune (its own module, no torch)
     add_finetune_parser(commands)
+    from .export.cli import add_parser as add_export_parser  # export (its own module, no torch)
+    add_export_parser(commands)
     return parser
 
 
@@ -166,7 +171,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                            ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"))
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
                     offline=getattr(args, "offline", False), device=getattr(args, "device", "auto"),
-                    precision=getattr(args, "precision", "auto"))
+                    precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "torch"))
 
 
 # ----------------------------------------------------------------------------------------------- commands

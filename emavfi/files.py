@@ -236,3 +236,10 @@ def check_space(folder: str | os.PathLike, needed: int) -> None:
                         f"needed to write into {folder}): free some space or write elsewhere")
         error.errno = errno.ENOSPC
         raise error
+
+
+def default_models_dir() -> Path:
+    """The user's weights folder: $EMAVFI_HOME, else $XDG_CACHE_HOME/emavfi, else ~/.cache/emavfi (not created)."""
+    if os.environ.get("EMAVFI_HOME"):
+        return Path(os.environ["EMAVFI_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "emavfi"

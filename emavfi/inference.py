@@ -240,6 +240,8 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     timesteps_per_call: timesteps pushed through the flow heads and U-Net together (default: all on CUDA,
     one on CPU).
     """
+    if hasattr(model, "as_backend"):  # a runtime model (emavfi.backends): the same checks, its own graphs
+        return model.interpolate(img0, img1, timesteps, tta=tta or fast_tta, scale=scale, aux0=aux0, aux1=aux1)
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     _check_model(model)
     ts = _check_timesteps(timesteps)

@@ -12,17 +12,10 @@ from typing import Any, Sequence
 from . import hub
 from .config import get_config
 from .errors import WeightsError
-from .files import check_relative
+from .files import check_relative, default_models_dir  # noqa: F401 - its name here too (library API)
 from .weights import check_weights_file
 
 Folders = Sequence[str | os.PathLike[str]]
-
-
-def default_models_dir() -> Path:
-    """The user's weights folder: $EMAVFI_HOME, else $XDG_CACHE_HOME/emavfi, else ~/.cache/emavfi (not created)."""
-    if os.environ.get("EMAVFI_HOME"):
-        return Path(os.environ["EMAVFI_HOME"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "emavfi"
 
 
 def default_cache_dir() -> Path:

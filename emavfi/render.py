@@ -171,9 +171,8 @@ def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,
     s = job.settings
     device = run_device(s.device)
     dtype = run_dtype(s.precision, device)
-    if state is not None:
-        return load_model(state, variant=s.model_variant, device=device, dtype=dtype)
-    return load_model(weights_path(s, progress), variant=s.model_variant, device=device, dtype=dtype)
+    weights = state if state is not None else weights_path(s, progress)
+    return load_model(weights, variant=s.model_variant, device=device, dtype=dtype, backend=s.backend)
 
 
 def weights_path(settings: Settings, progress: ProgressFn | None = None) -> Path:

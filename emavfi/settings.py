@@ -141,6 +141,7 @@ class Settings:
     offline: bool = False
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
@@ -159,6 +160,11 @@ class Settings:
         if self.run.dedupe and self.request.timesteps is not None:
             raise SettingsError("--dedupe retimes the drawings to a frame rate: use --multiplier or --fps, not "
                                 "--timesteps")
+        from .backends import problem
+
+        reason = problem(self.backend, str(self.device).split(":")[0])
+        if reason:
+            raise SettingsError(reason)
 
     @functools.cached_property
     def model_variant(self) -> str:

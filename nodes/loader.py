@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..emavfi import hub, load_model, local_weights
+from ..emavfi import backends, hub, load_model, local_weights
 from ..emavfi.config import DEFAULT_VARIANT, VARIANTS
 from ..emavfi.devices import as_device, as_dtype, mps_available
 from ..emavfi.errors import one_line
@@ -61,6 +61,15 @@ def node_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; choose fp16, fp32 or auto")
     return as_dtype(precision)
+
+
+def node_backend(choice: str, device: torch.device) -> tuple[str, torch.device]:
+    """(backend, device it runs on): auto -> the fastest installed for `device`; the CPU runtimes run on the CPU."""
+    reason = backends.problem(choice, device.type if choice == "tensorrt" else "auto")
+    if reason:
+        raise ValueError(reason.replace("--backend", "backend").replace("--device", "device"))
+    backend = backends.resolve(choice, device.type)
+    return backend, (torch.device("cpu") if backend in backends.CPU_RUNTIMES else device)
 
 
 def parse_repo(text: str) -> hub.WeightsSource | None:
@@ -173,23 +182,35 @@ class LoadModelNode(NodeBase):
         Input("repo", "STRING", "Optional Hugging Face repo to download from instead of the default, as "
               "owner/name or owner/name@revision (file model.safetensors). Used with weights = (download).",
               {"default": "", "placeholder": "owner/name[@revision]"}, optional=True),
+        Input("backend", "COMBO", "What runs the network. torch (default): PyTorch. openvino / onnxruntime: "
+              "compiled for the CPU (openvino is the fastest there), tensorrt: compiled for NVIDIA GPUs; each "
+              "compiles once per frame size (cached in models/frame_interpolation/emavfi/.compiled) and needs "
+              "requirements-runtimes.txt. auto: the fastest installed for the device.",
+              {"default": "torch"}, choices=backends.BACKENDS, optional=True),
     )
     OUTPUTS = (Output(MODEL_TYPE, "model", "The loaded EMA-VFI model, for EMA-VFI Interpolate / Retime."),)
     HIDDEN = {"unique_id": "UNIQUE_ID"}
 
     def load(self, variant: str, precision: str = "auto", device: str = "auto",
              weights: str = weights_folder.DOWNLOAD_CHOICE, repo: str = "",
-             unique_id: str | None = None) -> dict[str, Any]:
-        """The model for the inputs, loaded once per file, variant, dtype and device while anything holds it."""
+             unique_id: str | None = None, backend: str = "torch") -> dict[str, Any]:
+        """The model for the inputs, loaded once per file, variant, dtype, device and backend while anything holds it."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         load_device = node_device(device)
-        dtype = node_dtype(precision, load_device)
+        backend, load_device = node_backend(backend, load_device)
+        dtype = torch.float32 if backend in backends.CPU_RUNTIMES else node_dtype(precision, load_device)
         path = resolve_weights_path(variant, weights, repo, unique_id)
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, variant, dtype, str(load_device))
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, variant, dtype, str(load_device), backend)
         with _LOAD_LOCK:
             model = _LOADED.get(key)
+            if model is None and backend != "torch":
+                host.logger.info("loading EMA-VFI %s for %s on %s from %s", variant, backend, load_device, path)
+                network = load_model(path, variant=variant, device=load_device, dtype=dtype, backend=backend,
+                                     cache_dir=os.path.join(weights_folder.download_dir(), ".compiled"))
+                model = EmaVfiModel(network, variant, dtype, load_device, load_device, str(path))
+                _LOADED[key] = model
             if model is None:
                 host.logger.info("loading EMA-VFI %s (%s) from %s for %s", variant, dtype, path, load_device)
                 network = load_model(path, variant=variant, device="cpu", dtype=dtype)
@@ -199,5 +220,5 @@ class LoadModelNode(NodeBase):
                 model = EmaVfiModel.create(network, variant, dtype, load_device, offload, str(path))
                 _LOADED[key] = model
         info = {"variant": variant, "dtype": str(dtype).removeprefix("torch."), "device": str(load_device),
-                "file": path.name, "state": "loaded"}
+                "file": path.name, "state": "loaded", "backend": backend}
         return {"ui": {"emavfi": [info]}, "result": (model,)}

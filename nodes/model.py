@@ -47,6 +47,8 @@ class EmaVfiModel:
 
     def ready(self, memory_required: int) -> torch.nn.Module:
         """Put the weights on `load_device`, first freeing `memory_required` bytes (activations) there."""
+        if not isinstance(self.network, torch.nn.Module):  # a compiled runtime model holds its own memory
+            return self.network
         mm = host.model_management()
         if self.patcher is not None:
             mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)

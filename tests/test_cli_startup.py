@@ -1,6 +1,7 @@
 """The command line starts light: help, usage errors and `plan` never load PyTorch (`python -X importtime`)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "OpenImageIO", "PyOpenColorIO", "av", "ray")
+HEAVY = ("torch", "OpenImageIO", "PyOpenColorIO", "av", "ray", "onnx", "onnxruntime", "openvino", "tensorrt")
 
 
 def _run(*args: str, cwd: Path = REPO) -> tuple[subprocess.CompletedProcess, set[str]]:
@@ -28,7 +29,7 @@ def _errors(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["plan", "--help"], ["interpolate", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["plan", "--help"], ["interpolate", "--help"], ["export", "--help"]])
 def test_help_imports_no_torch_and_no_media_or_cluster_packages(args):
     proc, imported = _run(*args)
     assert proc.returncode == 0 and "usage: emavfi" in proc.stdout
@@ -44,6 +45,8 @@ def test_help_imports_no_torch_and_no_media_or_cluster_packages(args):
     (["interpolate", "{input}_missing", "-o", "{out}"], "input not found"),
     (["interpolate", "{input}", "-o", "{input}"], "is the input"),
     (["plan", "{input}", "--tasks", "2", "--frames-per-task", "3"], "not allowed with argument --tasks"),
+    (["interpolate", "{input}", "-o", "{out}", "--backend", "openvino", "--device", "mps"], "runs on the CPU"),
+    (["export", "--size", "12x480", "--format", "onnx", "-o", "{out}.onnx"], "--size sides must be"),
 ])
 def test_usage_errors_exit_2_before_any_heavy_import(tmp_path, args, fragment):
     (tmp_path / "in").mkdir()
@@ -51,6 +54,16 @@ def test_usage_errors_exit_2_before_any_heavy_import(tmp_path, args, fragment):
     proc, imported = _run(*args)
     errors = _errors(proc)
     assert proc.returncode == 2 and len(errors) == 1 and fragment in errors[0], errors
+    assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed: the GPU check "
+                    "asks PyTorch")
+def test_tensorrt_without_its_package_is_a_usage_error_without_torch(tmp_path):
+    (tmp_path / "in").mkdir()
+    proc, imported = _run("interpolate", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--backend", "tensorrt")
+    errors = _errors(proc)
+    assert proc.returncode == 2 and len(errors) == 1 and "tensorrt needs" in errors[0], errors
     assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
 
 

@@ -33,7 +33,7 @@ class InterFrameAttention(nn.Module):
         nwin, n, c = tokens.shape
         heads, head_dim = self.num_heads, c // self.num_heads
         q = self.q(tokens).view(nwin, n, heads, head_dim).transpose(1, 2)
-        k, v = self.kv(partner).view(nwin, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        k, v = self.kv(partner).view(nwin, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if with_motion:
             # The partner's coordinates travel as two extra value channels, so one attention call yields both
             # the appearance (A.V) and the expected partner position (A.cor) of every query token.

@@ -33,7 +33,12 @@ class GeometryCache:
         return len(self._entries)
 
     def get(self, key: Hashable, factory: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
-        """The cached value for key, else factory() (kept if it fits). Callers must not modify it in place."""
+        """The cached value for key, else factory() (kept if it fits). Callers must not modify it in place.
+
+        While tracing (torch.jit.trace, ONNX export) nothing is cached: the factory's ops must be in the graph.
+        """
+        if torch.jit.is_tracing():
+            return factory()
         key = (torch.is_inference_mode_enabled(), key)
         if key in self._entries:
             self._entries.move_to_end(key)

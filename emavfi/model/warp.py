@@ -27,6 +27,18 @@ def backward_warp(image: torch.Tensor, flow: torch.Tensor, grid: torch.Tensor | 
     norm_flow = torch.cat([flow[:, 0:1] / ((width - 1.0) / 2.0), flow[:, 1:2] / ((height - 1.0) / 2.0)], 1)
     coords = (grid + norm_flow).permute(0, 2, 3, 1)
     if image.dtype in (torch.float16, torch.bfloat16):
-        return F.grid_sample(image.to(work), coords, mode="bilinear", padding_mode="border",
-                             align_corners=True).to(image.dtype)
-    return F.grid_sample(image, coords.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+        return sample_border(image.to(work), coords).to(image.dtype)
+    return sample_border(image, coords.to(image.dtype))
+
+
+def sample_border(image: torch.Tensor, coords: torch.Tensor, clamp: bool | None = None) -> torch.Tensor:
+    """Bilinear grid_sample (align_corners=True) of image [B,C,H,W] at coords [B,H,W,2] in -1..1, borders replicated.
+
+    clamp (default: on MPS, which rejects padding_mode="border", pytorch #125098): clamp coords to [-1, 1]
+    and sample with zero padding instead. With align_corners=True, -1 and 1 are the centres of the edge
+    pixels, so a clamped position never reads padding and the result equals border padding.
+    """
+    if clamp if clamp is not None else image.device.type == "mps":
+        return F.grid_sample(image, coords.clamp(-1.0, 1.0), mode="bilinear", padding_mode="zeros",
+                             align_corners=True)
+    return F.grid_sample(image, coords, mode="bilinear", padding_mode="border", align_corners=True)

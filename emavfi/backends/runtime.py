@@ -1,0 +1,207 @@
+"""RuntimeModel: the network compiled for a runtime, per padded frame size, behind the runner.Backend seam.
+
+Two graphs per size: `extract` (the backbone of one pair, run once per pair) and `synth` (flow, warp and
+refinement for one timestep, run once per t), so x4/x8 keep one backbone pass per pair as on the torch path.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from ..files import default_models_dir
+from ..inference import pad_amounts, padding_divisor
+from ..model import EMAVFI
+from ..model.network import blend
+from .cache import CacheKey, CompiledCache
+from .runtimes import ADAPTERS, Session
+
+PARTS = ("extract", "synth")
+MAX_LOADED_SIZES = 4  # compiled sizes kept loaded per model (each holds the runtime's memory)
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, shapes and float32 bytes (the same for a file and the dict read from it)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to(device="cpu", dtype=torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class RuntimeModel:
+    """An EMA-VFI network run by OpenVINO, ONNX Runtime or TensorRT; accepted wherever an EMAVFI is.
+
+    config / device / dtype: as for the torch model (frames go in and come out as float32).
+    as_backend(tta, scale): the runner.Backend for the engine. Compiled graphs are cached under `cache`.
+    """
+
+    def __init__(self, network: EMAVFI, variant: str, weights_sha256: str, backend: str, device: torch.device,
+                 precision: str, cache: CompiledCache):
+        self.network = network
+        self.config: ModelConfig = network.config
+        self.variant, self.weights_sha256, self.backend = variant, weights_sha256, backend
+        self.adapter = ADAPTERS[backend]
+        self.device, self.dtype, self.precision, self.cache = device, torch.float32, precision, cache
+        self._loaded: OrderedDict[tuple, dict[str, Session]] = OrderedDict()
+        self.timings: dict[tuple, dict[str, float | bool]] = {}  # per size: seconds to get ready, built or loaded
+
+    def __repr__(self) -> str:
+        return f"RuntimeModel({self.variant}, backend={self.backend}, {self.precision}, {self.device})"
+
+    def key(self, height: int, width: int, scale: float) -> CacheKey:
+        """The cache key of the graphs for a padded size."""
+        return CacheKey(self.variant, self.weights_sha256, height, width, 1, self.precision, float(scale),
+                        self.backend, self.adapter.version(), self.adapter.target(self.device))
+
+    def sessions(self, height: int, width: int, scale: float) -> dict[str, Session]:
+        """The loaded graphs for a padded size: from memory, else the disk cache, else compiled now."""
+        size = (height, width, float(scale))
+        if size in self._loaded:
+            self._loaded.move_to_end(size)
+            return self._loaded[size]
+        key = self.key(height, width, scale)
+        files = [name for part in PARTS for name in self.adapter.files(part)]
+        started = time.perf_counter()
+        folder, built = self.cache.get(key, files, lambda tmp: self._build(tmp, height, width, scale))
+        try:
+            loaded = self._load(folder)
+        except Exception:  # noqa: BLE001 - a file that verifies but does not load (other build): rebuild once
+            self.cache.invalidate(key)
+            folder, built = self.cache.get(key, files, lambda tmp: self._build(tmp, height, width, scale))
+            loaded = self._load(folder)
+        self.timings[size] = {"seconds": time.perf_counter() - started, "built": built}
+        self._loaded[size] = loaded
+        while len(self._loaded) > MAX_LOADED_SIZES:
+            self._loaded.popitem(last=False)
+        return loaded
+
+    def _load(self, folder: Path) -> dict[str, Session]:
+        return {part: self.adapter.load(folder, part, self.device, self.precision) for part in PARTS}
+
+    def _build(self, out: Path, height: int, width: int, scale: float) -> None:
+        from ..export.graphs import ExtractGraph, SynthesisGraph, feature_names
+        from ..export.writers import onnx_export
+
+        names = feature_names(scale)
+        g = torch.Generator().manual_seed(0)
+        img0, img1 = torch.rand(2, 1, 3, height, width, generator=g)
+        extract, synth = ExtractGraph(self.network, scale).eval(), SynthesisGraph(self.network, scale).eval()
+        with torch.no_grad():
+            feats = extract(img0, img1)
+        with tempfile.TemporaryDirectory(dir=out, prefix=".onnx-") as tmp:
+            onnx_extract, onnx_synth = Path(tmp) / "extract.onnx", Path(tmp) / "synth.onnx"
+            onnx_export(extract, (img0, img1), onnx_extract, ["img0", "img1"], names)
+            onnx_export(synth, (img0, img1, torch.tensor([0.5]), *feats), onnx_synth,
+                        ["img0", "img1", "timestep", *names], ["frame", "flow", "weight0"])
+            for part, path in (("extract", onnx_extract), ("synth", onnx_synth)):
+                self.adapter.build(path, out, part, self.precision)
+
+    def as_backend(self, tta: bool = False, scale: float = 1.0) -> RuntimeBackend:
+        """The runner.Backend running this model with test-time augmentation and flow scale as given."""
+        padding_divisor(scale)  # checks scale
+        return RuntimeBackend(self, bool(tta), float(scale))
+
+    def interpolate(self, img0: torch.Tensor, img1: torch.Tensor, timesteps=0.5, *, tta: bool = False,
+                    scale: float = 1.0, aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None):
+        """emavfi.interpolate for this model (same checks, shapes and return values)."""
+        from ..inference import _check_frames, _check_timesteps, _warn_untrained_t
+
+        single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
+        ts = _check_timesteps(timesteps)
+        _check_frames(img0, img1, aux0, aux1)
+        _warn_untrained_t(self, ts)
+        b = img0.shape[0]
+        idx = torch.arange(2 * b)
+        aux = None if aux0 is None else torch.cat([aux0, aux1])
+        rgb, fused = self.as_backend(tta, scale)(torch.cat([img0, img1]), idx[:b], idx[b:], ts, aux)
+        rgb, fused = (None if x is None else x.to(device=img0.device, dtype=img0.dtype) for x in (rgb, fused))
+        if single:
+            rgb, fused = rgb[0], None if fused is None else fused[0]
+        return rgb if fused is None else (rgb, fused)
+
+
+class RuntimeBackend:
+    """runner.Backend over a RuntimeModel: pads each pair, runs extract once and synth per t, crops."""
+
+    def __init__(self, model: RuntimeModel, tta: bool, scale: float):
+        self.model, self.tta, self.scale = model, tta, scale
+
+    def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, timesteps: Sequence[float],
+                 aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """See runner.Backend: frames [F,3,H,W] -> (rgb [T,P,3,H,W], aux [T,P,K,H,W] or None)."""
+        height, width = frames.shape[-2:]
+        left, right, top, bottom = pad_amounts(height, width, padding_divisor(self.scale))
+        work = self.model.device if self.model.device.type == "cuda" else torch.device("cpu")
+
+        def prep(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(device=work, dtype=torch.float32)
+            return F.pad(x, (left, right, top, bottom), mode="replicate") if left + right + top + bottom else x
+
+        padded, extra = prep(frames), None if aux is None else prep(aux)
+        parts = self.model.sessions(padded.shape[-2], padded.shape[-1], self.scale)
+        first, second = first.tolist(), second.tolist()
+        rgb = torch.empty((len(timesteps), len(first), 3, height, width), dtype=frames.dtype, device=frames.device)
+        fused = None if aux is None else torch.empty((len(timesteps), len(first), aux.shape[1], height, width),
+                                                     dtype=frames.dtype, device=frames.device)
+        for p, (i, j) in enumerate(zip(first, second)):
+            pair = (padded[i:i + 1], padded[j:j + 1])
+            pair_aux = None if extra is None else (extra[i:i + 1], extra[j:j + 1])
+            results = self._pair(parts, pair, pair_aux, timesteps)
+            for k, (frame, fused_aux) in enumerate(results):
+                rgb[k, p] = frame[0, :, top:top + height, left:left + width]
+                if fused is not None:
+                    fused[k, p] = fused_aux[0, :, top:top + height, left:left + width]
+        return rgb, fused
+
+    def _pair(self, parts: dict[str, Session], pair: tuple[torch.Tensor, torch.Tensor],
+              aux: tuple[torch.Tensor, torch.Tensor] | None, timesteps: Sequence[float]) -> list[tuple]:
+        """[(frame, fused aux or None) per t] for one padded pair, averaged with the rotated pass under TTA."""
+        runs = [self._pass(parts, pair, aux, timesteps)]
+        if self.tta:
+            flip = lambda x: x.flip(-2, -1)  # noqa: E731 - 180-degree rotation, its own inverse
+            rotated = self._pass(parts, (flip(pair[0]), flip(pair[1])),
+                                 None if aux is None else (flip(aux[0]), flip(aux[1])), timesteps)
+            runs[0] = [((f + flip(rf)) / 2, None if a is None else (a + flip(ra)) / 2)
+                       for (f, a), (rf, ra) in zip(runs[0], rotated)]
+        return runs[0]
+
+    def _pass(self, parts: dict[str, Session], pair: tuple[torch.Tensor, torch.Tensor],
+              aux: tuple[torch.Tensor, torch.Tensor] | None, timesteps: Sequence[float]) -> list[tuple]:
+        from ..export.graphs import feature_names
+
+        img0, img1 = pair
+        feats = dict(zip(feature_names(self.scale), parts["extract"]({"img0": img0, "img1": img1})))
+        out = []
+        for t in timesteps:
+            step = torch.tensor([float(t)], dtype=torch.float32, device=img0.device)
+            frame, flow, weight0 = parts["synth"]({"img0": img0, "img1": img1, "timestep": step, **feats})
+            fused = None if aux is None else blend(aux[0], aux[1], flow.to(img0.device), weight0.to(img0.device))[2]
+            out.append((frame.to(img0.device), fused))
+        return out
+
+
+def load_runtime(network: EMAVFI, variant: str, state: Mapping[str, torch.Tensor], backend: str,
+                 device: torch.device, dtype: torch.dtype, cache_dir: str | Path | None = None) -> RuntimeModel:
+    """A RuntimeModel of `network` (CPU, float32) for `backend` on `device`; compiled graphs cached under
+    cache_dir (default $EMAVFI_HOME/compiled). dtype: float16 gives an fp16 TensorRT engine; the CPU
+    runtimes run float32 only. The caller checks first that `backend` can run here (backends.load_runtime)."""
+    if backend != "tensorrt" and not (backend == "onnxruntime" and device.type == "cuda"):
+        device = torch.device("cpu")
+    if backend != "tensorrt" and dtype != torch.float32:
+        raise ValueError(f"the {backend} backend runs in fp32 only here; got {str(dtype).removeprefix('torch.')} "
+                         "(use precision fp32 or auto)")
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"the tensorrt backend runs fp16 or fp32; got {str(dtype).removeprefix('torch.')}")
+    precision = "fp16" if dtype == torch.float16 else "fp32"
+    root = Path(cache_dir) if cache_dir is not None else default_models_dir() / "compiled"
+    return RuntimeModel(network.float().cpu().eval(), variant, weights_digest(state), backend, device, precision,
+                        CompiledCache(root))

@@ -1,0 +1,105 @@
+"""`python -m emavfi export`: write the network as ONNX, OpenVINO IR or TorchScript (Nuke) for one frame size.
+
+Imports nothing heavy at import time: torch, onnx and openvino load only when the command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from ..backends import REQUIREMENTS
+from ..config import VARIANTS
+from ..settings import PRECISIONS
+
+FORMATS = ("onnx", "openvino", "torchscript")
+EXPORT_PRECISIONS = tuple(p for p in PRECISIONS if p != "bf16")  # the graphs are written in fp32 or fp16
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}
+NEEDS = {"onnx": ("onnx",), "openvino": ("onnx", "openvino"), "torchscript": ()}
+MIN_SIDE, MAX_SIDE = 32, 8192
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the `export` subcommand."""
+    parser = subparsers.add_parser(
+        "export", help="write the network as ONNX, OpenVINO IR or TorchScript (Nuke)",
+        description="Export EMA-VFI for another runtime. ONNX / OpenVINO: inputs img0, img1 [1,3,H,W] float32 0..1 "
+                    "and timestep [1], output frame [1,3,H,W], padding inside. TorchScript (Nuke CatFileCreator): "
+                    "forward(x [1,6+2K,H,W]) -> [1,3+K,H,W] at any size, float attribute timestep.")
+    parser.add_argument("--variant", choices=VARIANTS, help="model variant (default ours_small_t; with --weights, "
+                        "read from the file)")
+    parser.add_argument("--weights", type=Path, help="local .safetensors weights (default: download from the Hub)")
+    parser.add_argument("--offline", action="store_true", help="never download; use local or cached weights only")
+    parser.add_argument("--size", required=True, help="frame size HxW, e.g. 270x480 (TorchScript: the size traced "
+                        "at; the module runs at any size)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx, openvino (.xml + .bin) or "
+                        "torchscript (.pt for Nuke)")
+    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32", help="fp32 (default) or fp16")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="file to write (a new name)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(handler=run)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"HxW" -> (H, W), each side MIN_SIDE..MAX_SIDE; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", str(text))
+    if not match:
+        raise ValueError(f"--size must be HxW such as 270x480; got {text!r}")
+    h, w = int(match.group(1)), int(match.group(2))
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise ValueError(f"--size sides must be {MIN_SIDE} to {MAX_SIDE} pixels; got {h}x{w}")
+    return h, w
+
+
+def missing_packages(fmt: str) -> list[str]:
+    """The Python packages format `fmt` needs that are not installed here."""
+    return [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
+
+
+def _check(args: argparse.Namespace) -> tuple[int, int, Path]:
+    """Everything that needs no model: size, packages, output path (SettingsError, exit 2)."""
+    from ..settings import SettingsError
+
+    try:
+        height, width = parse_size(args.size)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    missing = missing_packages(args.format)
+    if missing:
+        raise SettingsError(f"--format {args.format} needs the Python package(s) {', '.join(missing)}: "
+                            f"pip install -r {REQUIREMENTS}")
+    output = Path(args.output)
+    if args.format == "openvino":
+        output = output.with_suffix(".xml")
+    if not output.parent.is_dir():
+        raise SettingsError(f"output folder {output.parent} does not exist; create it first")
+    clash = [p for p in (output, output.with_suffix(".bin") if args.format == "openvino" else None) if p and p.exists()]
+    if clash and not args.overwrite:
+        raise SettingsError(f"{clash[0]} exists; choose a new name or pass --overwrite")
+    return height, width, output
+
+
+def run(args: argparse.Namespace) -> int:
+    """The export subcommand: checks first, then weights, then the export."""
+    from .. import render
+    from ..settings import Settings
+
+    height, width, output = _check(args)
+    settings = Settings(variant=args.variant, weights=args.weights, offline=args.offline)
+    from ..weights import load_model
+
+    model = load_model(render.weights_path(settings), variant=settings.model_variant, channels_last=False)
+    if not model.config.arbitrary_t:
+        sys.stderr.write(f"note: {settings.model_variant} was trained for t = 0.5 only; other timesteps work but "
+                         "look worse (use a `_t` variant to export for any timestep)\n")
+    from . import writers
+
+    writer = {"onnx": writers.export_onnx, "openvino": writers.export_openvino,
+              "torchscript": writers.export_torchscript}[args.format]
+    written = writer(model, height, width, output, args.precision)
+    extra = " (+ .bin)" if args.format == "openvino" else ""
+    sys.stderr.write(f"exported {settings.model_variant} as {args.format} {args.precision} "
+                     f"({height}x{width}) -> {written}{extra}\n")
+    return 0

@@ -7,10 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VS_VENV="${VS_VENV:-$HOME/.cache/emavfi-vs-venv}"
 
-python312="$(command -v python3.12 || true)"
-if [ -z "$python312" ]; then
-  python312="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python 2>/dev/null | head -n 1 || true)"
-fi
+# A working interpreter >= 3.12: pyenv's shims answer `command -v` even where that version is not selected.
+python312=""
+for candidate in "$(command -v python3.12 || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python \
+                 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python; do
+  if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' \
+      >/dev/null 2>&1; then
+    python312="$candidate"
+    break
+  fi
+done
 if [ -z "$python312" ]; then
   echo "VapourSynth tests skipped: no Python >= 3.12 on this machine (python3.12 or pyenv)"
   exit 0

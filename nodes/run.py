@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..emavfi import cuts, engine, memory, runner, schedule
+from ..emavfi import cuts, dedupe, engine, memory, runner, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
@@ -19,12 +19,50 @@ class ClipResult:
     cuts: list[int]  # pair indices i (frames i, i+1) treated as scene cuts
 
 
-def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: float, node: str) -> RunOptions:
+def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: float, node: str,
+                dedupe_on: bool = False, dedupe_threshold: float | None = None) -> RunOptions:
     """The shared widgets as emavfi.settings.RunOptions (validated there, once), errors prefixed by the node."""
     try:
-        return RunOptions(tta=bool(tta), scale=float(scale), chunk=int(chunk_size), cut_threshold=float(cut_threshold))
+        return RunOptions(tta=bool(tta), scale=float(scale), chunk=int(chunk_size), cut_threshold=float(cut_threshold),
+                          dedupe=bool(dedupe_on), dedupe_threshold=dedupe_threshold)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{node}: {exc}") from None
+
+
+@dataclass
+class Timeline:
+    """The frames a plan runs on: all the input frames, or (dedupe) the drawings left once held frames are dropped."""
+
+    images: torch.Tensor  # [K,H,W,C]
+    mask: torch.Tensor | None  # [K,H,W]
+    plan: schedule.Schedule
+    kept: list[int]  # input frame index of each timeline frame
+    held: list[int]  # input frames dropped as held (empty without dedupe)
+
+    def input_cuts(self, found: Sequence[int]) -> list[int]:
+        """Cut pairs of the timeline in input numbering: the pair just before the drawing that opens the new shot."""
+        return [self.kept[i + 1] - 1 for i in found]
+
+    def held_text(self) -> str:
+        """"3 held frame(s) dropped (dedupe)"."""
+        return f"{len(self.held)} held frame(s) dropped (dedupe)"
+
+
+def timeline(images: torch.Tensor, mask: torch.Tensor | None, request: schedule.Request, arbitrary_t: bool,
+             options: RunOptions, node: str) -> Timeline:
+    """The plan of `request` over images [N,H,W,C]: make_schedule, or with options.dedupe the drawings retimed
+    at their true times (emavfi.dedupe, the CLI's decisions and schedule)."""
+    n = images.shape[0]
+    if not options.dedupe:
+        return Timeline(images, mask, schedule.make_schedule(request, n, arbitrary_t), list(range(n)), [])
+    try:
+        dedupe.retime_request(request)  # a request dedupe cannot retime fails before the frames are read
+        held = dedupe.find_held(images.movedim(-1, 1), options.dedupe_threshold, options.cut_threshold)
+        plan = dedupe.schedule_without_held(request, n, held, arbitrary_t)
+    except ValueError as exc:
+        raise ValueError(f"{node}: {exc}") from None
+    keep = dedupe.kept_frames(n, held)
+    return Timeline(images[keep], None if mask is None else mask[keep], plan, keep, held)
 
 
 def cut_text(found: Sequence[int]) -> str:

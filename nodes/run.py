@@ -70,6 +70,27 @@ def cut_text(found: Sequence[int]) -> str:
     return f"{len(found)} scene cut(s) between frames {cuts.describe_cuts(found, limit=20)}: not blended"
 
 
+def with_mask(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """images [N,H,W,C], with the mask as one more channel: warped with the same flows, fused with the same weights."""
+    return images if mask is None else torch.cat([images, mask.unsqueeze(-1).to(images.dtype)], dim=-1)
+
+
+def pair_bytes(model: EmaVfiModel, plan: schedule.Schedule, height: int, width: int, options: RunOptions) -> int:
+    """Device memory one frame pair of `plan` needs (asked of ComfyUI before the model is loaded)."""
+    rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
+    return memory.estimate_pair_bytes(model.network.config, height, width, rows, model.dtype, tta=options.tta)
+
+
+def split_result(out: torch.Tensor, channels: int, had_mask: bool, found: list[int]) -> ClipResult:
+    """out [M,H,W,C(+1)] -> images and mask on ComfyUI's intermediate device."""
+    if had_mask:
+        images, mask = out[..., :channels].contiguous(), out[..., channels].contiguous()
+    else:
+        images, mask = out, None
+    device = host.model_management().intermediate_device()
+    return ClipResult(images.to(device), None if mask is None else mask.to(device), found)
+
+
 def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,
              mask: torch.Tensor | None, node_id: str | None) -> ClipResult:
     """Make every frame of `plan` (the Schedule as make_schedule decided it, bisection depth included) from
@@ -82,14 +103,11 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, 
     """
     mm = host.model_management()
     n, height, width, channels = images.shape
-    # A mask rides along as an extra channel: warped with the same flows and fused with the same weights.
-    frames = images if mask is None else torch.cat([images, mask.unsqueeze(-1).to(images.dtype)], dim=-1)
+    frames = with_mask(images, mask)
     # Written through a [M,C,H,W] view, so the result is ComfyUI's [M,H,W,C] without a copy.
     out = torch.empty((len(plan.plan), height, width, frames.shape[-1]), dtype=torch.float32)
     bar = host.progress_bar(len(plan.plan), node_id)
-    rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
-    pair_bytes = memory.estimate_pair_bytes(model.network.config, height, width, rows, model.dtype, tta=options.tta)
-    network = model.ready(memory_required=pair_bytes * max(1, options.chunk))
+    network = model.ready(memory_required=pair_bytes(model, plan, height, width, options) * max(1, options.chunk))
     try:
         clip = runner.render_clip(
             network, frames.movedim(-1, 1), plan, cut_threshold=options.cut_threshold, out=out.movedim(-1, 1),
@@ -100,13 +118,7 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, 
     finally:
         model.release()
     del frames
-    if mask is None:
-        result_images, result_mask = out, None
-    else:
-        result_images, result_mask = out[..., :channels].contiguous(), out[..., channels].contiguous()
-        del out
-    device = mm.intermediate_device()
-    return ClipResult(result_images.to(device), None if result_mask is None else result_mask.to(device), clip.cuts)
+    return split_result(out, channels, mask is not None, clip.cuts)
 
 
 def placeholder_mask(frames: int) -> torch.Tensor:

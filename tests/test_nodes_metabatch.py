@@ -85,9 +85,11 @@ def test_uneven_batches_and_a_one_frame_last_batch(env, n, per_batch):
     assert torch.equal(joined(outs), whole["result"][0]) and joined(outs).shape[0] == 3 * (n - 1) + 1
 
 
-def test_retime_in_batches_continues_the_global_plan(env):
+@pytest.mark.filterwarnings("ignore:.*t = 0.5 only")
+@pytest.mark.parametrize("arbitrary_t", [True, False])
+def test_retime_in_batches_continues_the_global_plan(env, arbitrary_t):
     pack, _ = env
-    images, model = photo_clip(30, cut_at=17), wrap(pack)
+    images, model = photo_clip(30, cut_at=17), wrap(pack, arbitrary_t=arbitrary_t)
     kwargs = dict(source_fps=24.0, target_fps=60.0)
     whole = pack.NODE_CLASS_MAPPINGS["EMAVFI_Retime"]().run(images, model, **kwargs)
     outs = in_batches(pack, "EMAVFI_Retime", images, 10, model=model, **kwargs)

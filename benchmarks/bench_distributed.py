@@ -128,7 +128,7 @@ def main() -> None:
         source, weights = root / "shot", root / "ours_small_t.safetensors"
         _write_shot(source, args.frames, args.size)
         torch.manual_seed(0)
-        state = {k: torch.randn(shape) * 0.02 for k, shape in emavfi.weights.expected_shapes("ours_small_t").items()}
+        state = {k: torch.randn(v.shape) * 0.02 for k, v in emavfi.build_model("ours_small_t").state_dict().items()}
         emavfi.weights.save_safetensors(state, weights, "ours_small_t")
 
         started = time.perf_counter()

@@ -13,15 +13,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from . import ranges
-from .config import VARIANTS
-from .errors import EmaVfiError
+from .config import DEFAULT_VARIANT, VARIANTS
+from .errors import EmaVfiError, one_line
 from .media.base import MediaOptionError
 from .outputs import OutputFolderError
+from .progress import ProgressLine, clock, download_progress
 from .schedule import Request, parse_fps, parse_timesteps_exact
-from .settings import DEFAULT_VARIANT, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
+from .settings import ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -47,11 +48,8 @@ def _request_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of the first output frame file (e.g. 1001 for plates); default 0")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `python -m emavfi` (subcommands interpolate, plan and convert)."""
-    parser = _Parser(prog="emavfi", description="EMA-VFI video frame interpolation.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-
+def _interpolate_parser(commands: Any) -> None:
+    """The interpolate subcommand's arguments."""
     run = commands.add_parser("interpolate", help="make in-between frames for an image folder or a video",
                               description="Interpolate a folder of frames (EXR/DPX/TIFF/PNG/JPG) or a video.")
     run.add_argument("input", type=Path, help="folder of frames (natural order) or a video file")
@@ -89,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
     run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m emavfi` (subcommands interpolate, plan and convert)."""
+    parser = _Parser(prog="emavfi", description="EMA-VFI video frame interpolation.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    _interpolate_parser(commands)
     plan = commands.add_parser("plan", help="print the output frame count and farm task ranges of a shot",
                                description="Plan a render-farm job: output frames and --frames ranges per task.")
     plan.add_argument("input", type=Path, help="folder of frames or a video file")
@@ -134,61 +139,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     precision=getattr(args, "precision", "auto"))
 
 
-# ----------------------------------------------------------------------------------------------- progress
-
-class ProgressLine:
-    """One status line on stderr: frames done, frames per second and time left."""
-
-    def __init__(self, stream: TextIO | None = None, min_interval: float | None = None):
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.min_interval = min_interval if min_interval is not None else (0.25 if self.tty else 5.0)
-        self.started = time.monotonic()
-        self._last_print = float("-inf")
-        self._first: int | None = None  # frames already done when counting started (resume)
-        self.done = self.total = 0
-
-    def update(self, done: int, total: int, force: bool = False) -> None:
-        """Record progress; print at most every min_interval seconds."""
-        if self._first is None:
-            self._first, self.started = done, time.monotonic()
-        self.done, self.total = done, total
-        now = time.monotonic()
-        if not force and now - self._last_print < self.min_interval:
-            return
-        self._last_print = now
-        rate = (done - self._first) / max(now - self.started, 1e-9)
-        eta = _clock((total - done) / rate) if rate > 0 else "--:--"
-        line = f"{done}/{total} frames  {rate:.2f} frames/s  ETA {eta}"
-        self.stream.write(f"\r{line}   " if self.tty else f"{line}\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Print the final count and end the status line."""
-        if self._first is not None:
-            self.update(self.done, self.total, force=True)
-        if self.tty and self._last_print != float("-inf"):
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _download_progress() -> Callable[[int, int], None]:
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 1.0 or done >= total:
-            last[0] = now
-            sys.stderr.write(f"downloading weights: {done / 1e6:.1f} of {total / 1e6:.1f} MB\n")
-    return report
-
-
 # ----------------------------------------------------------------------------------------------- commands
 
 class _Status:
@@ -215,7 +165,7 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
         sys.stderr.write(f"{prepared.source.describe()} -> {prepared.total} frames{part}\n")
         if prepared.schedule.warning:
             render.stderr_note(prepared.schedule.warning)
-        model = render.load_model_for(job, progress=_download_progress())
+        model = render.load_model_for(job, progress=download_progress())
         progress, count = _counting_progress(status)
         try:
             report = render.render(prepared, model, folder=folder, progress=count, note=render.stderr_note)
@@ -226,7 +176,7 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
         first = next(iter(report.damaged.values()))
         sys.stderr.write(f"warning: {report.missing} output frames were not made: they need {len(report.damaged)} "
                          f"source frame(s) that cannot be read (--on-error skip), e.g. {first}\n")
-    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(time.monotonic() - progress.started)}"
+    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(time.monotonic() - progress.started)}"
                      f"{kept}{_cuts_suffix(report.cuts)}\n")
     return 0
 
@@ -241,7 +191,7 @@ def _run_ray(job: Any, args: argparse.Namespace, status: _Status) -> int:
                                     progress=count)
     finally:
         progress.close()
-    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {_clock(report.seconds)} on {report.workers} "
+    sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(report.seconds)} on {report.workers} "
                      f"Ray worker(s) ({report.tasks} tasks){_cuts_suffix(report.cuts)}\n")
     return 0
 
@@ -291,10 +241,6 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (errors: one line on stderr, never a traceback)."""
     status = _Status()
@@ -315,13 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"\ninterrupted: {status.written} complete frames{where}{hint}\n")
         return EXIT_INTERRUPTED
     except (SettingsError, OutputFolderError, MediaOptionError) as exc:
-        sys.stderr.write(f"emavfi: error: {_one_line(exc)}\n")
+        sys.stderr.write(f"emavfi: error: {one_line(exc)}\n")
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
         if os.environ.get("EMAVFI_DEBUG"):
             raise
         known = isinstance(exc, (EmaVfiError, ValueError, OSError, MemoryError))
-        detail = _one_line(exc) if known else (f"unexpected {type(exc).__name__}: {_one_line(exc)} "
+        detail = one_line(exc) if known else (f"unexpected {type(exc).__name__}: {one_line(exc)} "
                                                "(set EMAVFI_DEBUG=1 for the traceback)")
         sys.stderr.write(f"emavfi: error: {detail}\n")
         return EXIT_ERROR

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 VARIANTS: tuple[str, ...] = ("ours", "ours_small", "ours_t", "ours_small_t")
+DEFAULT_VARIANT = "ours_small_t"  # small, and makes any t directly: the CLI's, the nodes' and build_model's default
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .settings import DEFAULT_CUT_THRESHOLD  # the user's default; a cut: evidence > it x max(typical, EVIDENCE_FLOOR)
+
 CUT_CONTEXT = 6
 """K: the decision for pair i (frames i, i+1) reads only frames max(0, i-K) .. min(n-1, i+1+K)."""
-
-DEFAULT_CUT_THRESHOLD = 2.5
-"""A pair is a cut when its evidence exceeds threshold x max(typical evidence around it, EVIDENCE_FLOOR).
-
-Sensible values run from about 1.5 (eager) to 6 (strict); 0 disables detection.
-"""
 
 THUMBNAIL = 64  # long side of the analysis thumbnail, px
 BLOCK = 8  # matching block, thumbnail px

@@ -25,12 +25,8 @@ import torch.nn.functional as F
 
 from . import cuts
 from .schedule import Request, Schedule, make_schedule
+from .settings import check_dedupe_threshold  # the threshold is a user setting: its default and range live there
 
-DEFAULT_DEDUPE_THRESHOLD = 2.0
-"""How many times the noise-only difference a held frame may differ by: 1.5 strict, 2 default, 4 lenient; 0 =
-bit-identical repeats only. Values around 1 would miss holds on noisy footage (noise alone fluctuates)."""
-
-MAX_DEDUPE_THRESHOLD = 20.0
 HOLD_CONTEXT = 6
 """K: the decision for frame j reads only frames max(0, j-1-K) .. min(n-1, j+1+K): the noise level is the lowest
 of the pairs within K of pair j-1, and whether pair j is a cut is decided from CUT_CONTEXT (= K) pairs around it."""
@@ -38,18 +34,6 @@ of the pairs within K of pair j-1, and whether pair j is a cut is decided from C
 BLOCK = 16  # half-resolution px: 32 x 32 source px
 NOISE_FLOOR = 0.5 / 255  # half an 8-bit code value: quantisation and codec residue of clean pictures
 MOTION_LIMIT = 40.0  # a block whose shift evidence exceeds this moved (noise alone: above 28 in 1 of 10^6 blocks)
-
-
-def check_threshold(threshold: float | None) -> float:
-    """The threshold as a float (None = the default), or a one-line ValueError naming the bad value."""
-    if threshold is None:
-        return DEFAULT_DEDUPE_THRESHOLD
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
-            or not 0 <= threshold <= MAX_DEDUPE_THRESHOLD:
-        raise ValueError(f"dedupe threshold must be from 0 to {MAX_DEDUPE_THRESHOLD:g} (0 = exact repeats only, "
-                         f"{DEFAULT_DEDUPE_THRESHOLD:g} default: times the difference noise alone makes); "
-                         f"got {threshold!r}")
-    return float(threshold)
 
 
 # ----------------------------------------------------------------------------------------------- evidence
@@ -132,7 +116,7 @@ def decide_held(evidence: Evidence, threshold: float | None = None,
     The last frame before a scene cut (emavfi.cuts at cut_threshold; 0 = none) is kept even when held, so the
     cut stays on its frame: the drawing before it is shown until then.
     """
-    threshold = check_threshold(threshold)
+    threshold = check_dedupe_threshold(threshold)
     pairs = len(evidence.same)
     before_cut = {i for i in cuts.decide_cuts(torch.tensor(evidence.cut), cut_threshold)}
     held = []

@@ -354,15 +354,3 @@ class _ProgressRelay:
 def _relay_class(progress: Progress) -> type[_ProgressRelay]:
     """A tqdm stand-in class (huggingface_hub instantiates it) bound to one resolution's progress callback."""
     return type("_BoundProgressRelay", (_ProgressRelay,), {"reporter": _Monotonic(progress)})
-
-
-_MOVED_TO_LOCAL_WEIGHTS = frozenset({"default_models_dir", "list_local_weights", "resolve_weights", "weights_status"})
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved to local_weights.py, still importable from here until every caller has moved."""
-    if name in _MOVED_TO_LOCAL_WEIGHTS:
-        from . import local_weights
-
-        return getattr(local_weights, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 from huggingface_hub.errors import (
     FileMetadataError,
@@ -15,8 +16,29 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-if TYPE_CHECKING:
-    from .hub import HubJob
+from .errors import one_line
+
+
+class FailedDownload(Protocol):
+    """What `explain` needs to know about the download that failed (emavfi.hub.HubJob is one)."""
+
+    @property
+    def source(self) -> Any: ...  # hub.WeightsSource: repo_id, revision, filename
+
+    @property
+    def what(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def remedy(self) -> str: ...
+
+    @property
+    def cache(self) -> Path: ...
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -78,15 +100,13 @@ def _status(exc: HfHubHTTPError) -> int | None:
 
 
 def reason(exc: BaseException) -> str:
-    """First line of an error, or its type name when it has no message."""
+    """First line of an error (of its cause, for huggingface_hub's "cannot find it locally"), or its type name."""
     if isinstance(exc, LocalEntryNotFoundError) and exc.__cause__ is not None:
         exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    line = next((t.strip() for t in text if t.strip()), type(exc).__name__)
-    return line[:200]
+    return one_line(exc, first=True, limit=200)
 
 
-def explain(kind: str, job: HubJob, exc: BaseException, attempts: int) -> str:
+def explain(kind: str, job: FailedDownload, exc: BaseException, attempts: int) -> str:
     """One message per failure kind: what failed, where, and what the user can do."""
     src, url, why = job.source, job.url, reason(exc)
     offline = f"To work offline, {job.remedy}."

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .model import EMAVFI, Features
 from .model.network import blend
 from .model.flow import resize
+from .schedule import untrained_t_warning
 
 Timesteps = float | Sequence[float]
 
@@ -80,7 +81,7 @@ def _check_timesteps(timesteps: Timesteps) -> list[float]:
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     if isinstance(timesteps, (str, bytes)):
         raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r} "
-                        "(parse strings with emavfi.schedule.parse_timesteps)")
+                        "(parse strings with emavfi.schedule.parse_timesteps_exact)")
     if isinstance(timesteps, torch.Tensor):
         values = [float(v) for v in timesteps.reshape(-1).tolist()]
     elif single:
@@ -197,10 +198,6 @@ class UntrainedTimestepWarning(UserWarning):
     """A model trained for t = 0.5 only was asked for another timestep (it works, but looks worse)."""
 
 
-UNTRAINED_T_MESSAGE = ("this EMA-VFI variant was trained for t = 0.5 only; other timesteps work but look worse. "
-                       "Use a `_t` variant or bisection (recursive mode).")
-
-
 def _check_model(model: object) -> None:
     """A one-line TypeError for anything but an EMA-VFI network (a common slip: None from a failed load)."""
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
@@ -211,8 +208,8 @@ def _check_model(model: object) -> None:
 def _warn_untrained_t(model: EMAVFI, ts: list[float]) -> None:
     # A constant message and category: Python's own filter then shows it once per calling line. Level 4:
     # this helper, the public function, torch's inference_mode wrapper, then the caller.
-    if not model.config.arbitrary_t and any(abs(t - 0.5) > 1e-9 for t in ts):
-        warnings.warn(UNTRAINED_T_MESSAGE, UntrainedTimestepWarning, stacklevel=4)
+    if message := untrained_t_warning(model.config.arbitrary_t, ts):  # the one rule and text (the schedule's too)
+        warnings.warn(message, UntrainedTimestepWarning, stacklevel=4)
 
 
 def _preparation(model: EMAVFI, scale: float, size: torch.Size):
@@ -267,14 +264,14 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
 
     Each of the F frames gets its per-frame features once, however many pairs share it; this is what
     `interpolate` and `interpolate_sequence` run. aux [F,K,H,W]: extra channels warped and fused with the
-    same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`.
+    same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`. It does not warn
+    about untrained timesteps: its caller, the Runner, runs a schedule that already did (Schedule.warning).
     """
     _check_model(model)
     ts = _check_timesteps(timesteps)
     _check_image("frames", frames)
     if aux is not None:
         _check_aux("aux", aux, frames)
-    _warn_untrained_t(model, ts)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     padded = prep(frames)
     first, second = _check_indices(first, second, frames.shape[0], padded.device)

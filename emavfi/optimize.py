@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .errors import one_line
 from .model import EMAVFI
 
 log = logging.getLogger("emavfi")
@@ -24,7 +25,7 @@ def _with_fallback(module: nn.Module, backend: str | Callable[..., Any]) -> None
                 return compiled(*args, **kwargs)
             except Exception as exc:  # compilers fail in many ways (no C++ compiler, unsupported op, ...)
                 log.warning("torch.compile failed for %s (%s: %s); running it eagerly",
-                            type(module).__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                            type(module).__name__, type(exc).__name__, one_line(exc, first=True))
                 state["compiled"] = None
         return eager(*args, **kwargs)
 

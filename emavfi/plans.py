@@ -20,6 +20,8 @@ SNAP_DENOMINATOR = 10**6
 MAX_OUTPUTS_PER_PAIR = 256
 MAX_PLAN_FRAMES = 2_000_000
 MAX_FPS = 1_000_000
+# Deepest bisection (t = k/2^16) a plan or a runner accepts; the schedule uses at most BISECTION_DEPTH (4).
+MAX_BISECTION_DEPTH = 16
 
 Number = int | float | Fraction
 
@@ -102,11 +104,6 @@ def parse_timesteps_exact(text: str) -> list[Fraction]:
         raise ValueError(f"{exc} in {text!r}") from None
 
 
-def parse_timesteps(text: str) -> list[float]:
-    """Parse "0.25, 0.5, 0.75" (fractions like "1/3" too) into floats, strictly increasing, each in (0, 1)."""
-    return [float(v) for v in parse_timesteps_exact(text)]
-
-
 def _as_fraction(value: Number, name: str) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
         raise TypeError(f"{name} must be a number; got {value!r}")
@@ -137,16 +134,9 @@ def dyadic_depth(t: Fraction) -> int | None:
     return t.denominator.bit_length() - 1
 
 
-def nearest_dyadic(t: Number, depth: int) -> Fraction:
-    """The multiple of 1/2^depth nearest to t (halves round up), for retiming with t = 0.5-only models."""
-    value = _as_fraction(t, "t")
-    steps = 1 << _check_depth(depth)
-    return Fraction(math.floor(value * steps + Fraction(1, 2)), steps)
-
-
 def _check_depth(depth: int) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 16:
-        raise ValueError(f"depth must be a whole number from 0 to 16; got {depth!r}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_BISECTION_DEPTH:
+        raise ValueError(f"depth must be a whole number from 0 to {MAX_BISECTION_DEPTH}; got {depth!r}")
     return depth
 
 
@@ -185,10 +175,14 @@ def parse_fps(value: Number | str) -> Fraction:
         fps = _as_fraction(value, "frame rate")
         # repr gives the shortest decimal that round-trips, so 29.97 is 2997/100 and not a binary fraction.
         fps = Fraction(repr(value)) if isinstance(value, float) else fps
-    fps = _positive_fps(fps, value)
+    return standard_rate(_positive_fps(fps, value))
+
+
+def standard_rate(fps: Fraction) -> Fraction:
+    """The one rounding rule for frame rates given as decimals: within 1/100 of an NTSC rate m x 1000/1001 it is
+    that rate (23.976 and 23.98 both mean 24000/1001); anything else (25, a true 23.9) is left as it is."""
     if fps.denominator != 1:
         ntsc = Fraction(round(fps * Fraction(1001, 1000)) * 1000, 1001)
-        # 23.976 and 23.98 both mean 24000/1001; a true 23.9 or 29.9 is left alone.
         if abs(fps - ntsc) < Fraction(1, 100):
             return ntsc
     return fps

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import EmaVfiError
+from .errors import EmaVfiError, one_line  # one_line: also for distributed.py
 
 RAY_MISSING = "Ray is an optional extra: pip install -r requirements-ray.txt"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class DistributedError(EmaVfiError):
@@ -31,10 +30,6 @@ def import_ray() -> Any:
         raise DistributedError(RAY_MISSING) from None
     return ray
 
-
-def one_line(text: str) -> str:
-    """text on one line, without terminal colour codes (Ray's messages carry them)."""
-    return " ".join(_ANSI.sub("", text).split()) or "unknown error"
 
 CONNECT_TIMEOUT_S = 5.0
 LOCALHOST = "127.0.0.1"

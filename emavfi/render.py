@@ -15,23 +15,20 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import dedupe, ranges
+from . import ranges
 from .config import get_config
-from .engine import CancelFn, ProgressFn, Report
 from .media import VIDEO_EXTENSIONS
 from .outputs import OutputFolder, check_not_overlapping
 from .schedule import Request, Schedule, make_schedule
-from .settings import Settings, SettingsError, resolve_device, resolve_dtype
+from .settings import Settings, SettingsError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # PyTorch and the engine load with the model: prepare (and `emavfi plan`) runs without them
     import torch
 
+    from .engine import CancelFn, ProgressFn, Report
     from .media import Sink, Source
     from .media.folder import FolderSink
     from .runner import Model
-
-RenderReport = Report  # what a render did (emavfi.engine.Report)
-
 
 @dataclass(frozen=True)
 class Job:
@@ -92,6 +89,7 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
     job.check()
     out = job.settings.output
     source = media.open_source(job.input, colorspace=out.colorspace, ocio=out.ocio)
+    files = source  # what sinks copy metadata and frames from (with --dedupe, `source` numbers the kept frames)
     n = source.count()
     request = job.settings.request
     if request.source_fps is None and source.fps is not None:
@@ -120,7 +118,7 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
         requested = list(range(total))
     if job.video_out and schedule.out_fps is None:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
-    sink = None if job.video_out else media.open_sink(job.output, dedupe.unwrap(source), total=total,
+    sink = None if job.video_out else media.open_sink(job.output, files, total=total,
                                                        start_number=out.start_number, format=out.format,
                                                        bit_depth=out.bit_depth, out_fps=schedule.out_fps)
     return Prepared(job, source, n, schedule, requested, sink)  # type: ignore[arg-type]
@@ -128,6 +126,8 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
 
 def _without_held(source: Source, request: Request, arbitrary_t: bool, settings: Settings) -> tuple[Any, Schedule]:
     """The source without its held frames (emavfi.dedupe.KeptFrames) and the schedule over the rest."""
+    from . import dedupe  # PyTorch: reads every frame
+
     if settings.output.on_error == "skip":
         raise SettingsError("--dedupe reads every frame first and cannot skip damaged ones: use --on-error stop")
     held = dedupe.find_held(source.frames(0), settings.run.dedupe_threshold, settings.run.cut_threshold)
@@ -156,11 +156,12 @@ def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,
                    progress: ProgressFn | None = None) -> Model:
     """The job's model on its device and in its precision (resolved here, once): from `state` (a state dict,
     e.g. from Ray's object store) or its weights. The render then runs where the model is."""
+    from .devices import run_device, run_dtype
     from .weights import load_model
 
     s = job.settings
-    device = resolve_device(s.device)
-    dtype = resolve_dtype(s.precision, device)
+    device = run_device(s.device)
+    dtype = run_dtype(s.precision, device)
     if state is not None:
         return load_model(state, variant=s.model_variant, device=device, dtype=dtype)
     return load_model(weights_path(s, progress), variant=s.model_variant, device=device, dtype=dtype)
@@ -196,6 +197,7 @@ def render(prepared: Prepared, model: Model, *, folder: OutputFolder | None = No
 def _run(prepared: Prepared, model: Model, sink: Sink, todo: Sequence[int], progress: ProgressFn | None,
          cancel: CancelFn | None) -> Report:
     """emavfi.engine.run over the job's source window, runner and cut policy."""
+    from . import dedupe
     from .engine import CutFinder, run
     from .runner import Runner
     from .source_window import FrameBuffer
@@ -237,7 +239,7 @@ def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progr
 
 def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None, cancel: CancelFn | None,
                   note: Callable[[str], None] | None) -> Report:
-    from . import media
+    from . import dedupe, media
     from .engine import InOrder
 
     s = prepared.job.settings

@@ -21,14 +21,13 @@ import torch
 from . import engine
 from .config import ModelConfig
 from .engine import Emit, needed_nodes, rows_per_pair
+from .errors import one_line
 from .hdr import hdr_decode, hdr_encode
 from .memory import (ClipMemoryError, auto_chunk_size, estimate_pair_bytes, free_memory_bytes, is_out_of_memory,
                      release_cached)
-from .schedule import OutputFrame, Schedule, dyadic_depth
+from .schedule import MAX_BISECTION_DEPTH, OutputFrame, Schedule, dyadic_depth
 
 HdrMode = bool | Literal["auto"]
-
-MAX_BISECTION_DEPTH = 16
 
 
 # ----------------------------------------------------------------------------------------------- backend
@@ -198,7 +197,7 @@ class Runner:
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                     if not is_out_of_memory(exc):
                         raise
-                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    message = one_line(exc, first=True)
                 else:
                     position += len(batch)
                     continue

@@ -9,17 +9,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .plans import (MAX_FPS, MAX_MULTIPLIER, MAX_OUTPUTS_PER_PAIR, MAX_PLAN_FRAMES, SNAP_DENOMINATOR, Number,
-                    OutputFrame, Plan, _check_frame_count, _check_multiplier, _check_total, _speed,
-                    apply_cuts, check_plan, check_timesteps, dyadic_depth, is_power_of_two, multiplier_plan,
-                    multiplier_timesteps, nearest_dyadic, pair_timesteps, parse_fps, parse_timesteps,
-                    parse_timesteps_exact, recursive_levels, retime_plan, retime_plan_from_times, timesteps_plan)
+from .plans import (MAX_BISECTION_DEPTH, MAX_FPS, MAX_MULTIPLIER, MAX_OUTPUTS_PER_PAIR, MAX_PLAN_FRAMES,
+                    SNAP_DENOMINATOR, Number, OutputFrame, Plan, _check_frame_count, _check_multiplier, _check_total,
+                    _speed, apply_cuts, check_plan, check_timesteps, dyadic_depth, is_power_of_two, multiplier_plan,
+                    multiplier_timesteps, pair_timesteps, parse_fps, parse_timesteps_exact, recursive_levels,
+                    retime_plan, retime_plan_from_times, timesteps_plan)
 
-__all__ = ["BISECTION_DEPTH", "MAX_FPS", "MAX_MULTIPLIER", "MAX_OUTPUTS_PER_PAIR", "MAX_PLAN_FRAMES", "METHODS",
-           "SNAP_DENOMINATOR", "OutputFrame", "Plan", "Request", "Schedule", "apply_cuts", "check_plan",
-           "check_timesteps", "dyadic_depth", "is_power_of_two", "make_schedule", "multiplier_plan",
-           "multiplier_timesteps", "nearest_dyadic", "pair_timesteps", "parse_fps", "parse_timesteps",
-           "parse_timesteps_exact", "recursive_levels", "retime_plan", "retime_plan_from_times", "timesteps_plan"]
+__all__ = ["BISECTION_DEPTH", "MAX_BISECTION_DEPTH", "MAX_FPS", "MAX_MULTIPLIER", "MAX_OUTPUTS_PER_PAIR",
+           "MAX_PLAN_FRAMES", "METHODS", "SNAP_DENOMINATOR", "UNTRAINED_T", "OutputFrame", "Plan", "Request",
+           "Schedule", "apply_cuts", "check_plan", "check_timesteps", "dyadic_depth", "is_power_of_two",
+           "make_schedule", "multiplier_plan", "multiplier_timesteps", "pair_timesteps", "parse_fps",
+           "parse_timesteps_exact", "recursive_levels", "retime_plan", "retime_plan_from_times", "timesteps_plan",
+           "untrained_t_warning"]
 
 
 # Models trained for t = 0.5 only reach other times by repeated halving. Depth 4 (times snap to 1/16 of a
@@ -27,6 +28,16 @@ __all__ = ["BISECTION_DEPTH", "MAX_FPS", "MAX_MULTIPLIER", "MAX_OUTPUTS_PER_PAIR
 # (16), so a retime never costs more network passes per pair (at most 15) than `--multiplier 16` does.
 BISECTION_DEPTH = 4
 METHODS = ("auto", "direct", "bisection")
+UNTRAINED_T = ("this model was trained for t = 0.5 only; timesteps other than 0.5 made directly look worse. "
+               "Use a `_t` variant, or bisection with a power-of-two multiplier")
+
+
+def untrained_t_warning(arbitrary_t: bool, timesteps: Iterable[Number]) -> str | None:
+    """The warning for timesteps other than 0.5 made directly by a model trained for t = 0.5 only, else None.
+
+    The one rule and text: make_schedule reports it with a plan, emavfi.inference warns with it (library calls).
+    """
+    return None if arbitrary_t or all(abs(t - Fraction(1, 2)) <= 1e-9 for t in timesteps) else UNTRAINED_T
 
 
 @dataclass(frozen=True)
@@ -135,10 +146,9 @@ def make_schedule(request: Request, n_frames: int, arbitrary_t: bool,
         depth: int | None = _bisection_depth(ts, why)
     else:
         depth = None
-        if not arbitrary_t and any(t != Fraction(1, 2) for t in ts):
-            warning = ("this model was trained for t = 0.5 only; timesteps other than 0.5 made directly look worse. "
-                       "Use a `_t` variant, or bisection with a power-of-two multiplier")
-    return Schedule(timesteps_plan(n_frames, ts), depth, warning, request.out_fps)
+        warning = untrained_t_warning(arbitrary_t, ts)
+    plan = timesteps_plan(n_frames, ts) if request.timesteps else multiplier_plan(n_frames, request.multiplier or 2)
+    return Schedule(plan, depth, warning, request.out_fps)
 
 
 def _retime_schedule(request: Request, n_frames: int, times: Sequence[Number] | None,

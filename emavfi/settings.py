@@ -12,25 +12,28 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from .config import VARIANTS
-from .errors import EmaVfiError
+from .config import DEFAULT_VARIANT, VARIANTS
+from .errors import SettingsError
 from .schedule import Request
-from .weights import DTYPES
 
-SCALES = (1.0, 0.5, 0.25)
-MAX_CHUNK = 256
-PRECISIONS = {name: DTYPES[name] for name in ("fp32", "fp16", "bf16")}  # the ones offered to users
-DEFAULT_VARIANT = "ours_small_t"
+SCALES = (1.0, 0.5, 0.25)  # flow resolution: 1 up to ~1080p, 0.5 for 2K, 0.25 for 4K
+MAX_CHUNK = 256  # frame pairs per device batch
+PRECISIONS = ("fp32", "fp16", "bf16")  # besides "auto"; what each means: emavfi.devices
+DEFAULT_CUT_THRESHOLD = 2.5
+"""Scene-cut sensitivity (emavfi.cuts): a pair is a cut when its evidence exceeds threshold x the typical
+evidence around it. Sensible values run from about 1.5 (eager) to 6 (strict); 0 disables detection."""
+DEFAULT_DEDUPE_THRESHOLD = 2.0
+"""Held frames (emavfi.dedupe): how many times the noise-only difference a held frame may differ by: 1.5 strict,
+2 default, 4 lenient; 0 = bit-identical repeats only. Values around 1 would miss holds on noisy footage."""
+MAX_DEDUPE_THRESHOLD = 20.0
 ON_ERROR = ("stop", "skip")
 BIT_DEPTHS = ("8", "10", "12", "16", "half", "float")  # which of them a format takes is checked by emavfi.media
 MAX_START_NUMBER = 10**8
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 
-
-class SettingsError(EmaVfiError, ValueError):
-    """A setting has a value that cannot work; the message names it and the fix."""
+__all__ = ["BIT_DEPTHS", "DEFAULT_CUT_THRESHOLD", "DEFAULT_DEDUPE_THRESHOLD", "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD",
+           "ON_ERROR", "PRECISIONS", "SCALES", "OutputOptions", "RunOptions", "Settings", "SettingsError",
+           "check_dedupe_threshold"]
 
 
 def _flag(name: str) -> str:
@@ -54,8 +57,6 @@ class RunOptions:
     dedupe_threshold: float | None = None  # None: emavfi.dedupe's default
 
     def __post_init__(self) -> None:
-        from .cuts import DEFAULT_CUT_THRESHOLD
-
         if not isinstance(self.tta, bool):
             raise SettingsError(f"tta must be true or false; got {self.tta!r}")
         scale = _number(self.scale, "scale")
@@ -76,12 +77,10 @@ class RunOptions:
         self._check_dedupe()
 
     def _check_dedupe(self) -> None:
-        from .dedupe import check_threshold
-
         if not isinstance(self.dedupe, bool):
             raise SettingsError(f"dedupe must be true or false; got {self.dedupe!r}")
         try:
-            object.__setattr__(self, "dedupe_threshold", check_threshold(self.dedupe_threshold))
+            object.__setattr__(self, "dedupe_threshold", check_dedupe_threshold(self.dedupe_threshold))
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
 
@@ -160,26 +159,16 @@ class Settings:
         return DEFAULT_VARIANT
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" = CUDA, else MPS, else CPU; a named device must exist here (checked by emavfi.weights)."""
-    from .weights import resolve_device as existing_device
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        return existing_device(name)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(str(exc)) from None
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """"auto" = fp16 on CUDA, fp32 elsewhere; else fp32 / fp16 / bf16."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return PRECISIONS[precision]
+def check_dedupe_threshold(threshold: float | None) -> float:
+    """A held-frame threshold as a float (None = the default), or a one-line ValueError naming the bad value."""
+    if threshold is None:
+        return DEFAULT_DEDUPE_THRESHOLD
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
+            or not 0 <= threshold <= MAX_DEDUPE_THRESHOLD:
+        raise ValueError(f"dedupe threshold must be from 0 to {MAX_DEDUPE_THRESHOLD:g} (0 = exact repeats only, "
+                         f"{DEFAULT_DEDUPE_THRESHOLD:g} default: times the difference noise alone makes); "
+                         f"got {threshold!r}")
+    return float(threshold)
 
 
 def _number(value: object, name: str) -> float:

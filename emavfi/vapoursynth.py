@@ -32,9 +32,10 @@ except ImportError:
 
 from . import cuts, dedupe, engine
 from .config import get_config
+from .devices import run_device, run_dtype
 from .plans import OutputFrame, apply_cuts, pair_timesteps
 from .schedule import Request, Schedule, make_schedule
-from .settings import RunOptions, Settings, SettingsError, resolve_device, resolve_dtype
+from .settings import RunOptions, Settings, SettingsError
 
 FORMATS = ("RGBS", "RGBH")
 CACHED_BATCHES = 2  # finished batches of output frames kept: the one being read and the next (parallel requests)
@@ -159,7 +160,7 @@ class _Filter:
         self.index, self.schedule = self._timeline(settings.request)
         self.n = len(self.index)
         self.plan = self.schedule.plan
-        device = resolve_device(settings.device)
+        device = run_device(settings.device)
         self.runner = Runner(self._model(device), tta=settings.run.tta, scale=settings.run.scale,
                              chunk=settings.run.chunk)
         rows = engine.rows_per_pair(pair_timesteps(self.plan), self.schedule.bisection_depth)
@@ -189,7 +190,7 @@ class _Filter:
 
         s = self.settings
         return load_model(weights_path(s), variant=s.model_variant, device=device,
-                          dtype=resolve_dtype(s.precision, device))
+                          dtype=run_dtype(s.precision, device))
 
     def output(self) -> vs.VideoNode:
         """The interpolated clip: constant rate, one frame per plan entry."""

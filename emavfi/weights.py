@@ -10,8 +10,9 @@ from typing import Mapping, Union
 
 import torch
 
-from .config import VARIANTS, ModelConfig, get_config
-from .errors import WeightsError
+from .config import DEFAULT_VARIANT, VARIANTS, ModelConfig, get_config
+from .devices import DeviceLike, DTypeLike, as_device, as_dtype
+from .errors import WeightsError, one_line
 from .files import atomic_write, looks_like_pickle, sha256_of
 from .model import EMAVFI
 from .optimize import optimize
@@ -20,8 +21,6 @@ log = logging.getLogger("emavfi")
 
 StateDict = Mapping[str, torch.Tensor]
 VariantOrConfig = Union[str, ModelConfig]
-DTypeLike = Union[torch.dtype, str]
-DeviceLike = Union[torch.device, str]
 
 # sha256 of the authors' released .pkl files (see README, "Official checkpoints")
 OFFICIAL_PKL_SHA256 = {
@@ -30,7 +29,6 @@ OFFICIAL_PKL_SHA256 = {
     "ef0e455a7fe75c24d415bbcd83c29a9c0134ba853942bde0cd4dc4ed01e3f98f": "ours_small",
     "ad845671f7250d408937718aca19eaf87aa1ca79215070f7641eea332b703233": "ours_small_t",
 }
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 _PREFIXES = ("module.", "model.")
 _RUNTIME_BUFFERS = (".attn_mask", ".HW")
 METADATA_VARIANT = "emavfi.variant"
@@ -45,11 +43,6 @@ def _shapes_for(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = EMAVFI(cfg)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def expected_shapes(variant: VariantOrConfig) -> dict[str, tuple[int, ...]]:
-    """Official state-dict key names and shapes of a variant (or config)."""
-    return dict(_shapes_for(_config(variant)))
 
 
 def canonical_keys(state: Mapping[str, object]) -> dict[str, object]:
@@ -187,49 +180,10 @@ def read_weights(path: str | os.PathLike,
     return canonical_keys(state), name
 
 
-def build_model(variant: VariantOrConfig = "ours_small_t") -> EMAVFI:
+def build_model(variant: VariantOrConfig = DEFAULT_VARIANT) -> EMAVFI:
     """A randomly initialised EMA-VFI for a variant name or a ModelConfig."""
     cfg = _config(variant)
     return EMAVFI(cfg, variant if isinstance(variant, str) else None)
-
-
-def resolve_dtype(dtype: DTypeLike) -> torch.dtype:
-    """torch.float32/float16/bfloat16/float64 or "fp32"/"fp16"/"bf16"/"fp64" as a torch.dtype; else a clear error."""
-    accepted = "torch.float32, torch.float16, torch.bfloat16, torch.float64, or 'fp32', 'fp16', 'bf16', 'fp64'"
-    if isinstance(dtype, str):
-        name = dtype.strip().lower().removeprefix("torch.")
-        found = DTYPES.get(name) or next((d for d in DTYPES.values() if str(d) == f"torch.{name}"), None)
-        if found is None:
-            raise ValueError(f"unknown dtype {dtype!r}; use {accepted}")
-        return found
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype or a string, got {type(dtype).__name__} {dtype!r}; "
-                        f"use {accepted}")
-    if dtype not in DTYPES.values():
-        raise ValueError(f"dtype {dtype} is not supported for EMA-VFI weights; use {accepted}")
-    return dtype
-
-
-def resolve_device(device: DeviceLike) -> torch.device:
-    """`device` as a torch.device that exists here (CUDA/MPS present, CUDA index in range); else ValueError."""
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
-                        f"got {type(device).__name__} {device!r}")
-    try:
-        found = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if found.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} needs CUDA, which is not available here "
-                             f"(PyTorch {torch.__version__}); use device='cpu'")
-        count = torch.cuda.device_count()
-        if (found.index or 0) >= count:
-            raise ValueError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s), "
-                             f"cuda:0 to cuda:{count - 1}")
-    if found.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {str(device)!r} needs MPS, which is not available here; use device='cpu'")
-    return found
 
 
 def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig | None = None,
@@ -237,10 +191,10 @@ def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig 
                channels_last: bool = True) -> EMAVFI:
     """Build the model for `weights` (a .safetensors path or a state dict) in eval mode on device/dtype.
 
-    dtype: see `resolve_dtype`; device: see `resolve_device`; both are checked before the weights are read.
+    dtype: see `devices.as_dtype`; device: see `devices.as_device`; both are checked before the weights are read.
     channels_last stores convolution weights NHWC, which is faster on CPU and GPU (see `emavfi.optimize`).
     """
-    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    dtype, device = as_dtype(dtype), as_device(device)
     if isinstance(weights, Mapping):
         state = canonical_keys(weights)
         bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -286,7 +240,7 @@ def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | N
         raise WeightsError(f"refusing {src.name}: it holds pickled objects other than tensors (possibly code), "
                            "so it was not converted") from None
     except Exception as exc:
-        raise WeightsError(f"could not read {src.name} as a PyTorch checkpoint ({_first_line(exc)}); "
+        raise WeightsError(f"could not read {src.name} as a PyTorch checkpoint ({_checkpoint_error(exc)}); "
                            "is it truncated?") from exc
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
@@ -300,7 +254,6 @@ def convert_pkl(src: str | os.PathLike, dst: str | os.PathLike, variant: str | N
     return name
 
 
-def _first_line(exc: BaseException) -> str:
+def _checkpoint_error(exc: BaseException) -> str:
     """An error's first line, never torch's advice to load untrusted pickles with weights_only=False."""
-    line = next((t.strip() for t in str(exc).splitlines() if t.strip()), type(exc).__name__)
-    return type(exc).__name__ if "weights_only" in str(exc) else line[:200]
+    return type(exc).__name__ if "weights_only" in str(exc) else one_line(exc, first=True, limit=200)

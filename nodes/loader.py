@@ -11,14 +11,15 @@ from typing import Any
 import torch
 
 from ..emavfi import hub, load_model, local_weights
-from ..emavfi import weights as library_weights
-from ..emavfi.config import VARIANTS
+from ..emavfi.config import DEFAULT_VARIANT, VARIANTS
+from ..emavfi.devices import as_device, as_dtype, mps_available
+from ..emavfi.errors import one_line
+from ..emavfi.settings import PRECISIONS
 from . import host, weights_folder
 from .model import EmaVfiModel
 from .spec import MODEL_TYPE, Input, NodeBase, Output
 
-DEFAULT_VARIANT = "ours_small_t"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 DOWNLOAD_EVENT = "emavfi.download"
 
 # Models stay cached while anything (ComfyUI's output cache, another loader node) still holds them; once
@@ -34,33 +35,32 @@ def device_choices() -> list[str]:
     choices = ["auto", "cpu"]
     if torch.cuda.is_available():
         choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if mps_available():
         choices.append("mps")
     return choices
 
 
-def resolve_device(choice: str) -> torch.device:
-    """"auto" = ComfyUI's inference device (the CPU with --cpu); otherwise the named device."""
+def node_device(choice: str) -> torch.device:
+    """The loader's device: "auto" = ComfyUI's inference device (the CPU with --cpu); otherwise the named device."""
     if choice == "auto":
         return torch.device(host.model_management().get_torch_device())
     try:
-        return library_weights.resolve_device(choice)
+        return as_device(choice)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{exc} (the choices here: {', '.join(device_choices())})") from None
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """auto: fp16 where ComfyUI considers it safe and fast on `device` (CUDA, MPS), else fp32 (always on CPU)."""
+def node_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The loader's dtype. auto: fp16 where ComfyUI considers it safe and fast on `device` (CUDA, MPS), else fp32 (always on CPU)."""
     if precision == "auto":
         if device.type != "cpu" and host.model_management().should_use_fp16(device, prioritize_performance=True):
             return torch.float16
         return torch.float32
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; choose fp16, fp32 or auto")
-    return library_weights.resolve_dtype(precision)
+    return as_dtype(precision)
 
 
 def parse_repo(text: str) -> hub.WeightsSource | None:
@@ -121,7 +121,7 @@ class _DownloadReporter:
         if error is None:
             status = weights_status(self.variant, self.repo)
         else:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = one_line(error, first=True)
             status = {"variant": self.variant, "state": "error", "message": message}
         host.send_event(DOWNLOAD_EVENT, {**status, "node": self.node_id})
 
@@ -164,7 +164,7 @@ class LoadModelNode(NodeBase):
               "better on big motion), ours / ours_small (trained for t = 0.5 only: use recursive mode).",
               {"default": DEFAULT_VARIANT}, choices=VARIANTS),
         Input("precision", "COMBO", "Weights and activations precision. auto: fp16 on GPUs that run it well, "
-              "fp32 otherwise and always on the CPU.", {"default": "auto"}, choices=PRECISIONS),
+              "fp32 otherwise and always on the CPU.", {"default": "auto"}, choices=PRECISION_CHOICES),
         Input("device", "COMBO", "Where to run: auto follows ComfyUI (its GPU, or the CPU with --cpu).",
               {"default": "auto"}, choices=device_choices),
         Input("weights", "COMBO", "(download): the variant's official weights from the Hugging Face Hub, "
@@ -183,8 +183,8 @@ class LoadModelNode(NodeBase):
         """The model for the inputs, loaded once per file, variant, dtype and device while anything holds it."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        load_device = resolve_device(device)
-        dtype = resolve_dtype(precision, load_device)
+        load_device = node_device(device)
+        dtype = node_dtype(precision, load_device)
         path = resolve_weights_path(variant, weights, repo, unique_id)
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, variant, dtype, str(load_device))

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..emavfi.settings import MAX_CHUNK, SCALES
+
 PREFIX = "EMAVFI_"
 CATEGORY = "video/frame interpolation"
 MODEL_TYPE = "EMAVFI_MODEL"
@@ -64,7 +66,7 @@ CLIP_INPUTS = (
     Input("model", MODEL_TYPE, "From Load EMA-VFI Model."),
 )
 
-SCALES = ("1.0", "0.5", "0.25")
+SCALE_CHOICES = tuple(str(scale) for scale in SCALES)  # "1.0", "0.5", "0.25"
 
 
 def run_inputs(cut_default: float) -> tuple[Input, ...]:
@@ -73,10 +75,10 @@ def run_inputs(cut_default: float) -> tuple[Input, ...]:
         Input("tta", "BOOLEAN", "Test-time augmentation: average with a pass on the rotated frames. Slightly "
               "better, twice as slow.", {"default": False}, optional=True),
         Input("scale", "COMBO", "Flow estimation resolution: 1.0 up to ~1080p, 0.5 for 2K, 0.25 for 4K (large "
-              "motion at high resolution, less memory).", {"default": "1.0"}, choices=SCALES, optional=True),
+              "motion at high resolution, less memory).", {"default": "1.0"}, choices=SCALE_CHOICES, optional=True),
         Input("chunk_size", "INT", "Frame pairs per device batch; 0 = automatic (1 on CPU, from free memory on a "
               "GPU). Halved automatically after an out-of-memory error.",
-              {"default": 0, "min": 0, "max": 256, "step": 1}, optional=True),
+              {"default": 0, "min": 0, "max": MAX_CHUNK, "step": 1}, optional=True),
         Input("scene_cut_threshold", "FLOAT", "Scene-cut sensitivity: a pair whose change stands out this many "
               "times above its neighbours' is a cut and is not blended (the nearer frame is repeated). "
               f"{cut_default:g} is the default; 1.5 eager, 6 strict; 0 disables.",

@@ -335,11 +335,11 @@ def _corrupted(data: bytes) -> bytes:
 def make_tiny_weights(variant_or_config: Any, seed: int = 0) -> bytes:
     """Safetensors bytes with the official key names and shapes of a variant (or ModelConfig), random fp16 values.
 
-    The values are finite and below 2 in magnitude; the shapes come from `emavfi.weights.expected_shapes`.
+    The values are finite and below 2 in magnitude; the shapes come from `helpers.weight_shapes`.
     """
-    from emavfi.weights import expected_shapes
+    from helpers import weight_shapes
 
-    shapes = expected_shapes(variant_or_config)
+    shapes = weight_shapes(variant_or_config)
     header: dict[str, Any] = {}
     offset = 0
     for key, shape in shapes.items():

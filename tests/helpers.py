@@ -1,6 +1,8 @@
 """Small builders shared by the tests: tiny configs, seeded frames and random official-layout weights."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 import emavfi
@@ -24,7 +26,14 @@ def frames(b: int = 1, h: int = 64, w: int = 96, seed: int = 0) -> tuple[torch.T
     return img0, img1
 
 
+def weight_shapes(variant: str | ModelConfig, library: Any = emavfi) -> dict[str, tuple[int, ...]]:
+    """Official key names and shapes of a variant's weights (library: the node pack's own copy of emavfi)."""
+    with torch.device("meta"):
+        model = library.build_model(variant)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def random_state(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights with the official key names and shapes of `variant`."""
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(shape, generator=g) * 0.02 for k, shape in emavfi.weights.expected_shapes(variant).items()}
+    return {k: torch.randn(shape, generator=g) * 0.02 for k, shape in weight_shapes(variant).items()}

@@ -20,6 +20,8 @@ from emavfi.media import images
 from emavfi.inference import ModelBackend
 from emavfi.runner import interpolate_clip
 
+from helpers import weight_shapes
+
 oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO (requirements-cli.txt)")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,7 +392,7 @@ def test_help_exits_zero(capsys):
 def test_convert_official_layout_pickle(tmp_path, capsys):
     gen = torch.Generator().manual_seed(0)
     state = {f"module.{k}": torch.randn(shape, generator=gen) * 0.02
-             for k, shape in emavfi.weights.expected_shapes("ours_small").items()}
+             for k, shape in weight_shapes("ours_small").items()}
     src = tmp_path / "ours_small.pkl"
     torch.save(state, src)
     assert cli.main(["convert", str(src), "--variant", "ours_small"]) == 0

@@ -10,7 +10,7 @@ import torch
 
 from emavfi import cli, dedupe, render, schedule
 from emavfi.dedupe import HOLD_CONTEXT, decide_held, find_held, measure, schedule_without_held
-from emavfi.settings import RunOptions, SettingsError
+from emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, RunOptions, SettingsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,7 +163,7 @@ def test_a_clip_in_memory_loses_its_held_frames_and_keeps_its_duration(clips):
 
 
 def test_settings_and_bad_values():
-    assert RunOptions(dedupe=True).dedupe_threshold == dedupe.DEFAULT_DEDUPE_THRESHOLD
+    assert RunOptions(dedupe=True).dedupe_threshold == DEFAULT_DEDUPE_THRESHOLD
     for bad in (-1, float("nan"), 1000, "2", True):
         with pytest.raises(SettingsError, match="dedupe threshold") as info:
             RunOptions(dedupe=True, dedupe_threshold=bad)

@@ -11,7 +11,8 @@ import pytest
 oiio = pytest.importorskip("OpenImageIO", reason="frame I/O tests need openimageio (requirements-cli.txt)")
 
 from emavfi.media import FramesIOError, open_sink, open_source  # noqa: E402
-from emavfi.media.images import Timecode, advance_timecode, attributes, read_raw, timecode_of, verify  # noqa: E402
+from emavfi.media.images import attributes, read_raw, verify  # noqa: E402
+from emavfi.media.timecode import Timecode, advance_timecode, timecode_of  # noqa: E402
 
 H, W = 32, 48
 

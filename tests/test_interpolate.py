@@ -171,6 +171,20 @@ def test_non_t_variant_warns_once_per_calling_line_with_a_stable_category():
     assert not hasattr(emavfi.inference, "_WARNED_T")
 
 
+def test_a_scheduled_run_is_warned_once_by_its_schedule():
+    from emavfi.runner import interpolate_clip
+    from emavfi.schedule import Request, make_schedule
+
+    model = tiny_model(arbitrary_t=False)
+    clip = torch.cat(frames(1, 32, 32))
+    plan = make_schedule(Request(multiplier=3, method="direct"), 2, arbitrary_t=False)
+    assert "trained for t = 0.5 only" in plan.warning  # what the CLI and the nodes show, once
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = interpolate_clip(model, clip, plan)
+    assert out.shape[0] == 4 and not [w for w in caught if w.category is emavfi.inference.UntrainedTimestepWarning]
+
+
 def _bad(model, img0, img1, t=0.5, **kw):
     return emavfi.interpolate(model, img0, img1, t, **kw)
 

@@ -15,6 +15,7 @@ import torch
 
 from comfy_helpers import PACK_MODULE, REPO, STANDIN_MODULES, install_standins, load_pack
 from fakehub import FakeHub
+from helpers import weight_shapes
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +362,7 @@ def small_t_weights(env, tmp_path_factory):
     lib = pack.emavfi
     g = torch.Generator().manual_seed(0)
     state = {k: (torch.randn(shape, generator=g) * 0.02).half()
-             for k, shape in lib.weights.expected_shapes("ours_small_t").items()}
+             for k, shape in weight_shapes("ours_small_t", lib).items()}
     path = tmp_path_factory.mktemp("weights") / "model.safetensors"
     lib.weights.save_safetensors(state, path, "ours_small_t")
     return path
@@ -430,15 +431,15 @@ def test_loader_downloads_from_hub_with_progress(env, small_t_weights, monkeypat
 def test_device_and_precision_choices(env):
     loader = env[0].nodes.loader
     cpu = torch.device("cpu")
-    assert loader.resolve_dtype("auto", cpu) == torch.float32
-    assert loader.resolve_dtype("bf16", cpu) == torch.bfloat16
+    assert loader.node_dtype("auto", cpu) == torch.float32
+    assert loader.node_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown precision"):
-        loader.resolve_dtype("fp8", cpu)
-    assert loader.resolve_device("auto") == cpu
+        loader.node_dtype("fp8", cpu)
+    assert loader.node_device("auto") == cpu
     assert loader.device_choices()[:2] == ["auto", "cpu"]
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
-            loader.resolve_device("cuda:0")
+            loader.node_device("cuda:0")
     with pytest.raises(ValueError, match="unknown variant"):
         loader.weights_status("ours_huge")
 

@@ -33,8 +33,8 @@ def test_multiplier_out_of_range_is_rejected_with_the_value(bad):
 
 
 def test_parse_timesteps_decimals_and_fractions():
-    assert schedule.parse_timesteps("0.25, 0.5,0.75") == [0.25, 0.5, 0.75]
-    assert schedule.parse_timesteps("1/3 2/3") == pytest.approx([1 / 3, 2 / 3])
+    assert schedule.parse_timesteps_exact("0.25, 0.5,0.75") == [Fraction(1, 4), Fraction(1, 2), Fraction(3, 4)]
+    assert schedule.parse_timesteps_exact("1/3 2/3") == [Fraction(1, 3), Fraction(2, 3)]
     assert schedule.parse_timesteps_exact("1/3, 0.5") == [Fraction(1, 3), Fraction(1, 2)]
 
 
@@ -49,7 +49,7 @@ def test_parse_timesteps_decimals_and_fractions():
 ])
 def test_parse_timesteps_errors_name_the_bad_item(text, fragment):
     with pytest.raises(ValueError) as info:
-        schedule.parse_timesteps(text)
+        schedule.parse_timesteps_exact(text)
     assert fragment in str(info.value)
 
 
@@ -59,15 +59,18 @@ def test_recursive_levels_power_of_two_only():
         schedule.recursive_levels(6)
 
 
-def test_nearest_dyadic():
-    assert schedule.nearest_dyadic(0.3, 2) == Fraction(1, 4)
-    assert schedule.nearest_dyadic(Fraction(3, 8), 2) == Fraction(1, 2)  # halves round up
-    assert schedule.nearest_dyadic(0.1, 2) == 0
-    assert schedule.nearest_dyadic(0.95, 3) == 1
-    for t in (0.13, 0.5, 0.77):
-        snapped = schedule.nearest_dyadic(t, 3)
-        assert abs(snapped - Fraction(t)) <= Fraction(1, 16)
-        assert schedule.dyadic_depth(snapped) <= 3
+def test_retimes_for_bisection_snap_to_the_nearest_dyadic_time():
+    # frames at 0.3 s steps over frames 1 s apart: 0.3 -> 1/4, 0.6 -> 1/2, 0.9 -> frame 1, 1.2 -> 1 + 1/4 ...
+    plan = schedule.retime_plan_from_times([0, 1, 2], Fraction(10, 3), dyadic_depth=2)
+    assert [f.position for f in plan] == [0, Fraction(1, 4), Fraction(1, 2), 1, Fraction(5, 4), Fraction(3, 2),
+                                         Fraction(7, 4)]
+    halves = schedule.retime_plan_from_times([0, 1], Fraction(8, 3), dyadic_depth=2)  # 3/8 lies halfway
+    assert [f.position for f in halves] == [0, Fraction(1, 2), Fraction(3, 4)]  # halves round up
+    exact = schedule.retime_plan(40, 24, 60)
+    snapped = schedule.retime_plan(40, 24, 60, dyadic_depth=3)
+    for frame, near in zip(exact, snapped):
+        assert abs(near.position - frame.position) <= Fraction(1, 16)
+        assert schedule.dyadic_depth(near.t) <= 3
 
 
 # ----------------------------------------------------------------------------------------------- plans
@@ -78,6 +81,7 @@ def test_multiplier_plan_layout():
     assert [f.position for f in plan] == [Fraction(k, 3) for k in range(10)]
     assert [f.source for f in plan if f.is_copy] == [0, 1, 2, 3]
     assert schedule.multiplier_plan(1, 4) == [OutputFrame(0)]
+    assert schedule.make_schedule(schedule.Request(multiplier=3), 4, arbitrary_t=True).plan == plan
 
 
 def test_timesteps_plan_validates_and_orders():

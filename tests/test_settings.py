@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from emavfi import cuts
-from emavfi.settings import (MAX_CHUNK, OutputOptions, RunOptions, Settings, SettingsError, resolve_device,
-                             resolve_dtype)
+from emavfi.devices import run_device, run_dtype
+from emavfi.settings import MAX_CHUNK, OutputOptions, RunOptions, Settings, SettingsError
 
 
 def test_defaults_are_valid_and_take_the_detector_default():
@@ -57,9 +57,9 @@ def test_settings_checks_weights_device_and_precision_before_anything_loads(tmp_
 
 
 def test_device_and_dtype_resolution():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert run_device("cpu") == torch.device("cpu")
+    assert run_dtype("auto", torch.device("cpu")) == torch.float32
+    assert run_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     if not torch.cuda.is_available():
         with pytest.raises(SettingsError, match="needs CUDA, which is not available"):
-            resolve_device("cuda:1")
+            run_device("cuda:1")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import VARIANTS
-from .datasets import SETS, SUBSETS
+from .datasets import SETS
 from .results import METRICS, EvalResult, format_metric, from_json, partial_path
 
 BACKENDS = ("torch",)
@@ -94,18 +94,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise _usage(f"{flag} file {path} exists; choose another name or add --overwrite")
         if path is not None and not path.parent.is_dir():
             raise _usage(f"{flag}: folder {path.parent} does not exist")
-
-
-def subsets(args: argparse.Namespace) -> list[str | None]:
-    """The subsets to run: --subset, else every subset of the set (None for sets without)."""
-    choices = SUBSETS.get(args.set)
-    if not args.subset:
-        return list(choices) if choices else [None]
-    wanted = [s.strip().lower() for s in args.subset.split(",") if s.strip()]
-    if not choices or any(s not in choices for s in wanted):
-        allowed = ", ".join(choices) if choices else "none (this set has no subsets)"
-        raise _usage(f"--subset for {args.set}: choose from {allowed}; got {args.subset!r}")
-    return wanted
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

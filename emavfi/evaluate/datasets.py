@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from ..errors import EmaVfiError
+from ..errors import EmaVfiError, SettingsError
 
 SETS = ("vimeo90k", "ucf101", "snu-film", "middlebury", "xiph", "x4k")
 SUBSETS = {"snu-film": ("easy", "medium", "hard", "extreme"), "xiph": ("resized", "cropped"), "x4k": ("2k", "4k")}
@@ -20,6 +20,19 @@ XIPH_NAMES = ("BoxingPractice", "Crosswalk", "DrivingPOV", "FoodMarket", "FoodMa
               "SquareAndTimelapse", "Tango")
 X4K_KEY_STEP = 32  # key frames every 32 frames; 7 in-betweens 4 frames apart (8x)
 
+
+
+def subsets(set_name: str, subset: str | None) -> list[str | None]:
+    """The subsets to run: those named in `subset` ("easy,hard"), else every subset of the set (None for sets
+    without). SettingsError naming the choices for an unknown one."""
+    choices = SUBSETS.get(set_name)
+    if not subset:
+        return list(choices) if choices else [None]
+    wanted = [s.strip().lower() for s in subset.split(",") if s.strip()]
+    if not choices or any(s not in choices for s in wanted):
+        allowed = ", ".join(choices) if choices else "none (this set has no subsets)"
+        raise SettingsError(f"--subset for {set_name}: choose from {allowed}; got {subset!r}")
+    return wanted
 
 class LayoutError(EmaVfiError, ValueError):
     """A data set folder is not in the layout its protocol expects; the message names the expected file."""

@@ -35,14 +35,14 @@ class ScoreWorker:
         """(shard index, its samples in order, frames made); weights: [ObjectRef of the state dict]."""
         import ray
 
-        from ..settings import resolve_device, resolve_dtype
+        from ..devices import run_device, run_dtype
         from ..weights import load_model
         from .run import evaluate_items
 
         if self._model is None:
-            device = resolve_device(self._device)
+            device = run_device(self._device)
             self._model = load_model(dict(ray.get(weights[0])), variant=self._spec, device=device,
-                                     dtype=resolve_dtype(self._precision, device))
+                                     dtype=run_dtype(self._precision, device))
         result = evaluate_items(self._model, items, chosen, variant, chunk=chunk)
         return index, result.samples, result.frames
 

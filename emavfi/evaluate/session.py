@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import RunOptions, Settings, SettingsError, resolve_device
+from ..settings import RunOptions, Settings, SettingsError
 from . import datasets
-from .cli import subsets
+from .datasets import subsets
 from .protocols import Protocol, protocol
 from .results import EvalResult, table, to_csv, to_json, write_text
 from .run import PartialResults, evaluate_items
@@ -35,7 +35,7 @@ class Session:
         session = cls(args, settings)
         if args.frames is None:
             bgr = None if args.channel_order is None else args.channel_order == "bgr"
-            for subset in subsets(args):
+            for subset in subsets(args.set, args.subset):
                 chosen = protocol(args.set, subset).with_options(tta=args.tta, scale=args.scale, bgr=bgr)
                 session.work.append((chosen, _listed(args, subset)))
         elif not args.frames.exists():
@@ -60,23 +60,23 @@ class Session:
 
     def load_model(self) -> Any:
         """The model on its device, in the chosen precision (weights: --weights, local, or the Hub)."""
-        from ..cli import _download_progress
+        from ..devices import run_device, run_dtype
+        from ..progress import download_progress
         from ..render import weights_path
-        from ..settings import resolve_dtype
         from ..weights import load_model
 
-        device = resolve_device(self.settings.device)
-        path = weights_path(self.settings, _download_progress())
+        device = run_device(self.settings.device)
+        path = weights_path(self.settings, download_progress())
         return load_model(path, variant=self.variant, device=device,
-                          dtype=resolve_dtype(self.settings.precision, device))
+                          dtype=run_dtype(self.settings.precision, device))
 
     def load_state(self) -> tuple[dict[str, Any], Any]:
         """(state dict, variant) of the weights, read once on the driver for Ray workers."""
-        from ..cli import _download_progress
+        from ..progress import download_progress
         from ..render import weights_path
         from ..weights import read_weights
 
-        return read_weights(weights_path(self.settings, _download_progress()), self.variant)
+        return read_weights(weights_path(self.settings, download_progress()), self.variant)
 
     def scorer(self, extra: Any) -> Callable[..., EvalResult]:
         """score(chosen, items, done, on_sample, progress): in this process, or on Ray with --ray."""
@@ -94,7 +94,7 @@ class Session:
 
     def run(self) -> list[EvalResult]:
         """Score every set (or the hold-out clip); results are saved as they come when --json is given."""
-        from ..cli import ProgressLine
+        from ..progress import ProgressLine
 
         extra = _extra_scorer(self.args)
         partial = PartialResults(self.args.json, self.run_settings()) if self.args.json else None
@@ -173,7 +173,8 @@ def _extra_scorer(args: argparse.Namespace) -> Any:
     """None, or with --lpips the LPIPS scorer (checked before the model loads; weights never downloaded)."""
     if not args.lpips:
         return None
+    from ..devices import run_device
     from .perceptual import lpips_scorer
 
-    return lpips_scorer(resolve_device(args.device))
+    return lpips_scorer(run_device(args.device))
 

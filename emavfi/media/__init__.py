@@ -9,9 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .base import BIT_DEPTHS, FrameFormat, FramesIOError, Sink, Source, natural_key
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mxf")
+from .base import BIT_DEPTHS, VIDEO_EXTENSIONS, FrameFormat, FramesIOError, Sink, Source, natural_key
 
 __all__ = ["BIT_DEPTHS", "VIDEO_EXTENSIONS", "FrameFormat", "FramesIOError", "Sink", "Source", "natural_key",
            "open_sink", "open_source"]

@@ -11,16 +11,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import EmaVfiError
+from ..settings import BIT_DEPTHS
+
+if TYPE_CHECKING:
+    import torch
 
 MISSING_PACKAGES = "the CLI's frame I/O needs OpenImageIO and OpenColorIO: pip install -r requirements-cli.txt"
-
-# bit_depth names a user may ask for, and what each means for the file.
-BIT_DEPTHS = ("8", "10", "12", "16", "half", "float")
+# A path with one of these extensions is a video file (PyAV); anything else is a folder of frames.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mxf")
 INTEGER_DEPTHS = ("8", "10", "12", "16")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import one_line
 from .base import FrameFormat, FramesIOError, MediaOptionError, import_ocio
 
 DEFAULT_CONFIG = "ocio://studio-config-latest"
@@ -60,13 +61,9 @@ def _load_config(reference: str) -> Any:
     try:
         config = lib.Config.CreateFromFile(reference)
     except Exception as exc:  # OCIO raises its own Exception type for missing files and bad configs
-        raise FramesIOError(f"cannot load the OCIO config {reference}: {_one_line(exc)}") from None
+        raise FramesIOError(f"cannot load the OCIO config {reference}: {one_line(exc)}") from None
     _add_cineon(lib, config)
     return config
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _find(config: Any, names: tuple[str, ...]) -> str | None:

@@ -12,18 +12,21 @@ import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .. import files
 from ..outputs import Naming
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio, natural_key
 from .colour import Colour
-from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, Timecode, advance_timecode, attributes,
-                     canonical_extension, copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw,
-                     set_fps, set_timecode, timecode_of, to_values, verify, write_raw)
+from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, attributes, canonical_extension,
+                     copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw, set_fps, to_values, verify,
+                     write_raw)
+from .timecode import Timecode, advance_timecode, set_timecode, timecode_of
+
+if TYPE_CHECKING:
+    import torch  # imported where a frame is decoded: reading headers (`emavfi plan`) needs no PyTorch
 
 
 def list_frames(folder: str | os.PathLike) -> list[Path]:
@@ -113,6 +116,8 @@ class FolderSource:
             values = np.concatenate([np.repeat(values[:, :, :1], 3, axis=2), values[:, :, 1:]], axis=2)
         rgb = self.colour.to_working(np.ascontiguousarray(values[:, :, :3]))
         out = np.concatenate([rgb, values[:, :, 3:]], axis=2) if values.shape[2] > 3 else rgb
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32))
 
     def read(self, index: int) -> torch.Tensor:
@@ -280,7 +285,7 @@ class FolderSink:
         if image.dim() != 3 or image.shape[0] != self.source.channels or tuple(image.shape[1:]) != self.source.size:
             raise ValueError(f"frames to write must be [{self.source.channels},{self.source.size[0]},"
                              f"{self.source.size[1]}] like the source; got {list(image.shape)}")
-        values = image.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0)
+        values = image.detach().cpu().float().numpy().transpose(1, 2, 0)
         rgb = self.colour.from_working(np.ascontiguousarray(values[:, :, :3]))
         rest = values[:, :, 3:]
         if self.source.format.is_gray:

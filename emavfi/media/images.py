@@ -1,4 +1,4 @@
-"""Image files through OpenImageIO: read and write pixels as stored, their metadata, and SMPTE timecode.
+"""Image files through OpenImageIO: read and write pixels as stored, and their metadata (timecode: timecode.py).
 
 Pixels are handled in two forms. "Raw": the file's own sample type (uint8, uint16, float16, float32) as
 OpenImageIO delivers it, used to copy a frame bit-exactly. "Values": float32, integer codes divided by the
@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from .. import files
+from ..errors import one_line  # OpenImageIO repeats a complaint: one_line keeps distinct lines
+from ..plans import parse_fps
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, import_oiio
 
 # Extension -> bit depths it can store (the first is the default when converting into it).
@@ -55,12 +57,6 @@ class RawImage:
         return tuple(self.spec.channelnames)
 
 
-def _first_line(text: str, fallback: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    # OpenImageIO repeats a reader's complaint; keep the distinct ones, on one line.
-    return "; ".join(dict.fromkeys(lines)) or fallback
-
-
 def bit_depth_of(spec: Any, path: Path) -> str:
     """The bit depth name (BIT_DEPTHS) of a file's samples."""
     base = str(spec.format).upper()  # "uint8", "uint16", "half", "float"
@@ -89,13 +85,13 @@ def read_raw(path: str | Path) -> RawImage:
         raise FramesIOError(f"frame {path} is empty (0 bytes): an interrupted copy or render? replace it")
     image_input = oiio.ImageInput.open(str(path))
     if image_input is None:
-        raise FramesIOError(f"cannot read frame {path}: {_first_line(oiio.geterror(), 'not an image')}")
+        raise FramesIOError(f"cannot read frame {path}: {one_line(oiio.geterror(), 'not an image')}")
     try:
         spec = image_input.spec()
         pixels = image_input.read_image(oiio.UNKNOWN)  # native sample type
         if pixels is None:
             raise FramesIOError(f"cannot read frame {path} (truncated or damaged): "
-                                f"{_first_line(image_input.geterror(), 'decode failed')}")
+                                f"{one_line(image_input.geterror(), 'decode failed')}")
         spec = oiio.ImageSpec(spec)
     finally:
         image_input.close()
@@ -145,13 +141,13 @@ def write_raw(path: str | Path, pixels: np.ndarray, spec: Any) -> Path:
     def writer(tmp: Path) -> None:
         output = oiio.ImageOutput.create(str(tmp))
         if output is None:
-            raise FramesIOError(f"cannot write {path.name}: {_first_line(oiio.geterror(), 'unknown format')}")
+            raise FramesIOError(f"cannot write {path.name}: {one_line(oiio.geterror(), 'unknown format')}")
         try:
             if not output.open(str(tmp), spec):
-                raise FramesIOError(f"cannot write {path}: {_first_line(output.geterror(), 'open failed')}")
+                raise FramesIOError(f"cannot write {path}: {one_line(output.geterror(), 'open failed')}")
             ok = output.write_image(np.ascontiguousarray(pixels))
             if not output.close() or not ok:
-                raise FramesIOError(f"cannot write {path}: {_first_line(output.geterror(), 'write failed')}")
+                raise FramesIOError(f"cannot write {path}: {one_line(output.geterror(), 'write failed')}")
         finally:
             oiio.geterror()
 
@@ -175,19 +171,19 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
     finally:
         oiio.attribute("openexr:core", core)
     if image_input is None:
-        raise FramesIOError(f"cannot read frame {source}: {_first_line(oiio.geterror(), 'not an image')}")
+        raise FramesIOError(f"cannot read frame {source}: {one_line(oiio.geterror(), 'not an image')}")
     try:
         spec = make_spec(oiio.ImageSpec(image_input.spec()))
 
         def writer(tmp: Path) -> None:
             output = oiio.ImageOutput.create(str(tmp))
             if output is None or not output.open(str(tmp), spec):
-                raise FramesIOError(f"cannot write {path}: {_first_line(oiio.geterror(), 'open failed')}")
+                raise FramesIOError(f"cannot write {path}: {one_line(oiio.geterror(), 'open failed')}")
             ok = output.copy_image(image_input)
             error = output.geterror() or image_input.geterror()
             if not output.close() or not ok:
                 raise FramesIOError(f"cannot copy frame {source} to {path.name} (truncated or damaged?): "
-                                    f"{_first_line(error, 'copy failed')}")
+                                    f"{one_line(error, 'copy failed')}")
 
         return files.atomic_write(path, writer=writer)
     finally:
@@ -227,16 +223,11 @@ def fps_of(spec: Any) -> Fraction | None:
     for key in ("dpx:FrameRate", "dpx:TemporalFrameRate"):
         value = spec.getattribute(key)
         if isinstance(value, float) and math.isfinite(value) and value > 0:
-            return _nice_rate(value)
+            try:  # a float (single precision in DPX): the nearest simple fraction, then the one rule for rates
+                return parse_fps(Fraction(value).limit_denominator(1001))
+            except ValueError:
+                return None  # beyond any real frame rate: unknown
     return None
-
-
-def _nice_rate(value: float) -> Fraction:
-    """23.976 -> 24000/1001; 25.0 -> 25."""
-    for candidate in (Fraction(round(value)), Fraction(round(value * 1.001) * 1000, 1001)):
-        if abs(float(candidate) - value) < 5e-4:
-            return candidate
-    return Fraction(value).limit_denominator(1001)
 
 
 def set_fps(spec: Any, fps: Fraction, *, extension: str) -> None:
@@ -248,139 +239,5 @@ def set_fps(spec: Any, fps: Fraction, *, extension: str) -> None:
             spec.attribute("dpx:TemporalFrameRate", float(fps))
 
 
-# ----------------------------------------------------------------------------------------------- timecode
-
-def _bcd(value: int) -> int:
-    return (value // 10) << 4 | (value % 10)
-
-
-def _unbcd(value: int) -> int:
-    return (value >> 4) * 10 + (value & 0xF)
-
-
-@dataclass(frozen=True)
-class Timecode:
-    """SMPTE 12M timecode as OpenEXR/OpenImageIO store it ("smpte:TimeCode": two ints, the time in BCD and
-    the user bits). phase: the field/phase bit, which marks the second frame of a pair at rates above 30.
-    flags: the other bits (colour frame, binary groups), kept as they were."""
-
-    hours: int
-    minutes: int
-    seconds: int
-    frames: int
-    drop: bool = False
-    phase: bool = False
-    flags: int = 0
-    user_bits: int = 0
-
-    _DROP, _COLOUR, _PHASE = 1 << 6, 1 << 7, 1 << 15
-    _FLAG_MASK = (1 << 7) | (1 << 23) | (1 << 30) | (1 << 31)
-
-    @classmethod
-    def from_smpte(cls, value: Any) -> Timecode:
-        time, user = (int(v) & 0xFFFFFFFF for v in value)
-        return cls(hours=_unbcd((time >> 24) & 0x3F), minutes=_unbcd((time >> 16) & 0x7F),
-                   seconds=_unbcd((time >> 8) & 0x7F), frames=_unbcd(time & 0x3F), drop=bool(time & cls._DROP),
-                   phase=bool(time & cls._PHASE), flags=time & cls._FLAG_MASK, user_bits=user)
-
-    def to_smpte(self) -> tuple[int, int]:
-        time = (_bcd(self.hours) << 24 | _bcd(self.minutes) << 16 | _bcd(self.seconds) << 8 | _bcd(self.frames)
-                | (self._DROP if self.drop else 0) | (self._PHASE if self.phase else 0) | self.flags)
-        # OpenImageIO's attribute takes signed ints.
-        return tuple(v - (1 << 32) if v >= 1 << 31 else v for v in (time, self.user_bits))  # type: ignore[return-value]
-
-    def __str__(self) -> str:
-        sep = ";" if self.drop else ":"
-        phase = ".1" if self.phase else ""
-        return f"{self.hours:02d}:{self.minutes:02d}:{self.seconds:02d}{sep}{self.frames:02d}{phase}"
-
-    @classmethod
-    def parse(cls, text: str) -> Timecode:
-        """'01:00:00:00' or, drop-frame, '00:59:59;28'."""
-        parts = text.replace(";", ":").split(":")
-        if len(parts) != 4 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"timecode must be HH:MM:SS:FF; got {text!r}")
-        h, m, s, f = map(int, parts)
-        return cls(h, m, s, f, drop=";" in text)
-
-
-def _timebase(rate: Fraction) -> tuple[int, int]:
-    """(group, base): rates above 30 count timecode frames in groups (SMPTE frame pairs at 48-60 fps)."""
-    nominal = max(1, round(rate))
-    group = max(1, math.ceil(nominal / 30))
-    return group, max(1, round(nominal / group))
-
-
-def _is_drop_rate(rate: Fraction) -> bool:
-    return rate.denominator == 1001 and _timebase(rate)[1] == 30
-
-
-def _label_to_count(tc: Timecode, base: int, drop: bool) -> int:
-    count = ((tc.hours * 60 + tc.minutes) * 60 + tc.seconds) * base + tc.frames
-    if drop:
-        minutes = tc.hours * 60 + tc.minutes
-        count -= 2 * (minutes - minutes // 10)
-    return count
-
-
-def _count_to_label(count: int, base: int, drop: bool) -> tuple[int, int, int, int]:
-    if drop:  # 29.97 drop-frame: labels 00 and 01 skipped each minute except every tenth
-        day = 24 * 107892
-        count %= day
-        tens, rest = divmod(count, 17982)
-        count += 18 * tens + (2 * ((rest - 2) // 1798) if rest > 1 else 0)
-    else:
-        count %= 24 * 3600 * base
-    frames = count % base
-    seconds = count // base
-    return seconds // 3600, seconds // 60 % 60, seconds % 60, frames
-
-
-def advance_timecode(first: Timecode, source_rate: Fraction, k: int, out_rate: Fraction) -> Timecode:
-    """The timecode of output frame k at out_rate when source frame 0 carries `first` at source_rate.
-
-    The first timecode is the same instant in both: its label is converted from the source's timecode base to
-    the output's (01:00:00:12 at 24 fps = 01:00:00:15 at 30 fps), then k frames are added at the output rate.
-    Above 30 fps the label counts at half the rate and the phase bit marks the second frame of each pair
-    (SMPTE ST 12-1 frame pairs): output 5 at 48 fps after 01:00:00:00 is 01:00:00:02 with the phase bit.
-    Drop-frame is kept where it exists (the source was drop-frame and the output is 29.97 or 59.94 fps).
-    """
-    source_rate, out_rate = Fraction(source_rate), Fraction(out_rate)
-    s_group, s_base = _timebase(source_rate)
-    o_group, o_base = _timebase(out_rate)
-    s_drop = first.drop and s_base == 30
-    o_drop = first.drop and _is_drop_rate(out_rate)
-    source_frame = _label_to_count(first, s_base, s_drop) * s_group + (1 if first.phase and s_group == 2 else 0)
-    # The same instant on the output's nominal frame grid (exact when the rates are multiples).
-    start = Fraction(source_frame * o_group * o_base, s_group * s_base)
-    frame = math.floor(start + Fraction(1, 2)) + k
-    label, position = divmod(frame, o_group)
-    h, m, s, f = _count_to_label(label, o_base, o_drop)
-    return Timecode(h, m, s, f, drop=o_drop, phase=o_group == 2 and position == 1, flags=first.flags,
-                    user_bits=first.user_bits)
-
-
-def timecode_of(spec: Any) -> Timecode | None:
-    """The frame's SMPTE timecode (smpte:TimeCode, else DPX's dpx:TimeCode text), or None."""
-    value = spec.getattribute("smpte:TimeCode")
-    if isinstance(value, tuple) and len(value) == 2:
-        return Timecode.from_smpte(value)
-    text = spec.getattribute("dpx:TimeCode")
-    if isinstance(text, str) and text.strip():
-        try:
-            return Timecode.parse(text.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def set_timecode(spec: Any, timecode: Timecode) -> None:
-    oiio = import_oiio()
-    spec.attribute("smpte:TimeCode", oiio.TypeTimeCode, timecode.to_smpte())
-    if spec.getattribute("dpx:TimeCode") is not None:
-        spec.attribute("dpx:TimeCode", str(timecode).split(".")[0].replace(";", ":"))
-
-
-__all__ = ["BIT_DEPTHS", "DEPTHS", "IMAGE_EXTENSIONS", "RawImage", "Timecode", "advance_timecode", "attributes",
-           "canonical_extension", "copy_attributes", "fps_of", "from_values", "read_raw", "set_fps",
-           "set_timecode", "timecode_of", "to_values", "verify", "write_raw"]
+__all__ = ["BIT_DEPTHS", "DEPTHS", "IMAGE_EXTENSIONS", "RawImage", "attributes", "canonical_extension",
+           "copy_attributes", "fps_of", "from_values", "read_raw", "set_fps", "to_values", "verify", "write_raw"]

@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .base import FramesIOError
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+if TYPE_CHECKING:
+    import torch  # imported where a frame is decoded: reading headers (`emavfi plan`) needs no PyTorch
 _FRIENDLY = MappingProxyType({"prores": "ProRes", "h264": "H.264", "hevc": "HEVC", "ffv1": "FFV1", "dnxhd": "DNxHD",
              "mpeg4": "MPEG-4", "vp9": "VP9", "av1": "AV1", "png": "PNG", "qtrle": "QuickTime RLE"})
 _COLOUR_TAGS = ("color_primaries", "color_trc", "colorspace", "color_range")
@@ -121,6 +121,8 @@ class VideoSource:
         fmt = ("rgba64le" if deep else "rgba") if self.channels == 4 else ("rgb48le" if deep else "rgb24")
         # PyAV assumes an unspecified source range; give swscale the frame's own so full-range YUV stays full.
         array = frame.to_ndarray(format=fmt, src_color_range=frame.color_range, threads=1)
+        import torch
+
         values = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
         return values.float() / (65535.0 if deep else 255.0)
 

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .. import files
 from .base import FramesIOError, MediaOptionError
 from .video import VideoSource, _av
+
+if TYPE_CHECKING:
+    import torch  # imported where a frame is encoded: option checks (usage errors) need no PyTorch
 
 # Output container (FFmpeg muxer) by extension; anything else is refused before work starts.
 _MUXERS = MappingProxyType({".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi",
@@ -266,6 +268,8 @@ class VideoSink:
             self._container.mux(packet)
 
     def _to_frame(self, image: torch.Tensor) -> Any:
+        import torch
+
         av = _av()
         alpha = "yuva" in self._pix_fmt
         values = image.detach().to("cpu", torch.float32)

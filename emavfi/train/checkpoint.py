@@ -215,3 +215,28 @@ def read_log(folder: Path) -> list[dict[str, float | None]]:
         rows.append({"step": int(step), "lr": float(lr), "loss": float(loss),
                      "val_psnr": float(psnr) if psnr else None, "val_ssim": float(ssim) if ssim else None})
     return rows
+
+
+STOP_FILE = ".stop-request"  # in the run folder: asks every worker (Ray ones too) to stop
+
+
+class StopSwitch:
+    """A request to stop at the next step boundary: a flag in this process, a file in the run folder for Ray
+    workers (which may run elsewhere but share the folder)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / STOP_FILE
+        self.flag = False
+
+    def request(self) -> None:
+        """Ask every worker to save a checkpoint and stop after the step it is in."""
+        self.flag = True
+        if self.path.parent.is_dir():
+            atomic_write(self.path, b"stop\n")
+
+    def requested(self) -> bool:
+        return self.flag or self.path.exists()
+
+    def clear(self) -> None:
+        self.flag = False
+        self.path.unlink(missing_ok=True)

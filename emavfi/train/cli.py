@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     """The finetune subcommand; the first Ctrl-C stops after the current step with a checkpoint."""
     from ..settings import SettingsError
     from .checkpoint import RunFolderError
-    from .run import StopSwitch, finetune
+    from .checkpoint import StopSwitch
+    from .run import finetune
 
     try:
         options = options_from(args)

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..ray_cluster import DistributedError, connection, import_ray
-from .checkpoint import latest_checkpoint, read_log
+from .checkpoint import StopSwitch, latest_checkpoint, read_log
 from .loop import Job, Outcome, Worker, train
-from .run import StopSwitch
 
 RAY_TRAIN_MISSING = "fine-tuning on Ray needs Ray Train: pip install -r requirements-ray.txt"
 LOOPBACK = "127.0.0.1"

@@ -6,38 +6,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import ModelConfig, get_config
-from ..files import atomic_write
-from .checkpoint import check_run_folder, latest_checkpoint, open_run
+from ..config import DEFAULT_VARIANT, ModelConfig, get_config
+from .checkpoint import STOP_FILE, StopSwitch, check_run_folder, latest_checkpoint, open_run
 from .data import DataError, Triplets, scan, scan_clip
 from .loop import Job, Outcome, Worker, train
 from .options import DEFAULT_STEPS, FinetuneOptions, FinetuneSettingsError
-
-DEFAULT_VARIANT = "ours_small_t"
-STOP_FILE = ".stop-request"
-
-
-class StopSwitch:
-    """A request to stop at the next step boundary: a flag in this process, a file in the run folder for Ray
-    workers (which may run elsewhere but share the folder)."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / STOP_FILE
-        self.flag = False
-
-    def request(self) -> None:
-        """Ask every worker to save a checkpoint and stop after the step it is in."""
-        self.flag = True
-        if self.path.parent.is_dir():
-            atomic_write(self.path, b"stop\n")
-
-    def requested(self) -> bool:
-        return self.flag or self.path.exists()
-
-    def clear(self) -> None:
-        self.flag = False
-        self.path.unlink(missing_ok=True)
-
 
 def resolve_model(options: FinetuneOptions, config: ModelConfig | None) -> tuple[ModelConfig, str | None]:
     """(architecture, variant name to record): from the config given (API), the weights file, or --variant."""
@@ -135,10 +108,11 @@ def finetune(options: FinetuneOptions, *, resume: bool = False, ray: str | None 
 
 
 def _device(name: str):
-    from ..settings import SettingsError, resolve_device
+    from ..devices import run_device
+    from ..settings import SettingsError
 
     try:
-        return resolve_device(name)
+        return run_device(name)
     except SettingsError as exc:
         raise FinetuneSettingsError(str(exc)) from None
 

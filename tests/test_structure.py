@@ -1,0 +1,183 @@
+"""The shape of the code, read from its source (AST, no imports): import floors without circles, small files and
+functions, and one home for each constant (docs/architecture.md, "Layers" and "Decisions and where they live")."""
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("emavfi", "nodes")
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+# Each module may import modules on its own floor or below, never above (docs/architecture.md, "Layers"). A module
+# named nowhere here is a tool on the top floor (a command, an evaluation or training package): nothing below may
+# import it until it is given its floor.
+FLOORS = {
+    0: "emavfi emavfi.errors emavfi.config emavfi.files emavfi.plans emavfi.schedule emavfi.ranges emavfi.hdr "
+       "emavfi.memory emavfi.sequences",
+    1: "emavfi.model emavfi.model.* emavfi.optimize emavfi.loss emavfi.devices emavfi.weights emavfi.hub_errors "
+       "emavfi.hub emavfi.local_weights emavfi.inference emavfi.backends emavfi.backends.* emavfi.export.graphs "
+       "emavfi.export.writers",
+    2: "emavfi.settings",
+    3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "
+       "emavfi.source_window emavfi.runner emavfi.engine",
+    4: "emavfi.render emavfi.distributed emavfi.ray_cluster",
+    5: "emavfi.cli emavfi.__main__ emavfi.progress nodes nodes.*",
+}
+TOP = max(FLOORS)
+
+
+def _modules() -> dict[str, tuple[Path, ast.Module]]:
+    """Dotted module name -> (file, parsed source) for every module of emavfi/ and nodes/."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = (path, ast.parse(path.read_text(encoding="utf-8"), str(path)))
+    return found
+
+
+MODULES = _modules()
+
+
+def _imported(module: str, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """Our modules an import statement in `module` loads (`from . import x` names the submodule x)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:  # relative: from the module's package, one level up per extra dot
+            package = module.split(".") if MODULES[module][0].name == "__init__.py" else module.split(".")[:-1]
+            base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+    ours = set()
+    for name in names:
+        while name not in MODULES and "." in name:
+            name = name.rsplit(".", 1)[0]
+        if name in MODULES and name != module:
+            ours.add(name)
+    return ours
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules it imports anywhere: at the top, inside functions, or for type checking only."""
+    return {module: set().union(*(_imported(module, node) for node in ast.walk(tree)
+                                  if isinstance(node, (ast.Import, ast.ImportFrom))))
+            for module, (_, tree) in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def floor_of(module: str) -> int:
+    """The floor FLOORS gives a module (an entry "pkg.*" covers pkg's submodules); TOP for one it does not name."""
+    for floor, names in FLOORS.items():
+        for name in names.split():
+            if module == name or (name.endswith(".*") and module.startswith(name[:-1])):
+                return floor
+    return TOP
+
+
+def test_the_import_graph_is_read_from_the_source():
+    graph = import_graph()
+    assert {"emavfi.settings", "emavfi.schedule"} <= graph["emavfi.cli"]
+    assert "emavfi.plans" in graph["emavfi.schedule"]
+    assert "emavfi.weights" in graph["emavfi.settings"]  # an import inside a function counts
+    assert "emavfi.settings" in graph["nodes.spec"]  # `from ..emavfi.settings import ...` in nodes/
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circles():
+    assert _cycles(import_graph()) == []
+
+
+def test_no_module_imports_one_on_a_floor_above_it():
+    upward = [f"{module} (floor {floor_of(module)}) imports {target} (floor {floor_of(target)})"
+              for module, targets in sorted(import_graph().items()) for target in sorted(targets)
+              if floor_of(target) > floor_of(module)]
+    assert upward == [], "give the imported module its floor in FLOORS (and docs/architecture.md), or import down"
+    assert floor_of("emavfi.media.folder") == 3 and floor_of("emavfi.some_new_tool") == TOP
+
+
+def test_no_file_over_400_lines_and_no_function_over_60():
+    too_long = []
+    for path, tree in MODULES.values():
+        where = path.relative_to(REPO)
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > MAX_FILE_LINES:
+            too_long.append(f"{where}: {lines} lines")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{where}:{node.lineno} {node.name}(): {length} lines")
+    assert too_long == []
+
+
+# Decisions the code once made in several places (docs/architecture.md): each must have exactly one home.
+ONE_HOME = ("DEFAULT_VARIANT", "VARIANTS", "PRECISIONS", "DTYPES", "BIT_DEPTHS", "VIDEO_EXTENSIONS",
+            "IMAGE_EXTENSIONS", "SCALES", "MAX_CHUNK", "MAX_BISECTION_DEPTH", "BISECTION_DEPTH", "MAX_MULTIPLIER",
+            "DEFAULT_CUT_THRESHOLD", "CUT_CONTEXT")
+
+
+def _module_constants() -> dict[str, list[tuple[str, str]]]:
+    """UPPER_CASE name -> (module, value as source text) for each module-level assignment of it."""
+    homes = defaultdict(list)
+    for module, (_, tree) in MODULES.items():
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) and node.value is not None else []
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id.lstrip("_").isupper():
+                    homes[target.id].append((module, ast.unparse(node.value)))
+    return homes
+
+
+def test_each_constant_has_one_home():
+    homes = _module_constants()
+    assert [module for module, _ in homes["DEFAULT_VARIANT"]] == ["emavfi.config"]
+    assert [module for module, _ in homes["VIDEO_EXTENSIONS"]] == ["emavfi.media.base"]
+    # a named decision defined twice, or any constant copied (same name, same value) into a second module
+    twice = {name: sorted(module for module, _ in places) for name, places in homes.items()
+             if len(places) > 1 and (name in ONE_HOME or len({value for _, value in places}) < len(places))}
+    assert twice == {}
+
+
+def test_one_helper_per_shared_job():
+    defined = defaultdict(list)
+    for module, (_, tree) in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defined[node.name].append(module)
+    assert defined["one_line"] == ["emavfi.errors"]
+    assert not any(defined[name] for name in ("_one_line", "_first_line", "first_line", "resolve_device",
+                                                "resolve_dtype", "_nice_rate", "nearest_dyadic", "expected_shapes"))

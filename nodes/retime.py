@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..emavfi import cuts, schedule
-from ..emavfi.dedupe import DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD
+from ..emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD
 from . import host, metabatch
 from .frames import check_images
 from .model import require_model

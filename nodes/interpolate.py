@@ -6,11 +6,12 @@ from typing import Any
 import torch
 
 from ..emavfi import cuts, schedule
-from . import host
+from ..emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD
+from . import host, metabatch
 from .frames import check_images, check_mask
 from .model import require_model
-from .run import cut_text, placeholder_mask, run_clip, run_options
-from .spec import CLIP_INPUTS, Input, NodeBase, Output, run_inputs
+from .run import cut_text, placeholder_mask, run_clip, run_options, timeline
+from .spec import CLIP_INPUTS, META_BATCH_INPUT, Input, NodeBase, Output, dedupe_inputs, run_inputs
 
 # auto: direct for `_t` models, bisection for t = 0.5-only ones (emavfi.schedule.make_schedule decides).
 MODES = ("auto", "direct", "recursive")
@@ -52,13 +53,15 @@ class InterpolateNode(NodeBase):
               optional=True),
         Input("mask", "MASK", "Optional mask per frame (same count and size as the images), interpolated with "
               "the same motion and blending as the images.", optional=True),
+        *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
+        META_BATCH_INPUT,
     )
     OUTPUTS = (
         Output("IMAGE", "images", "The interpolated clip, (N-1) x multiplier + 1 frames."),
         Output("FLOAT", "fps", "Output frame rate: fps x multiplier (0 when fps is 0)."),
         Output("MASK", "mask", "The interpolated mask (64x64 zeros per frame when no mask came in)."),
     )
-    HIDDEN = {"unique_id": "UNIQUE_ID"}
+    HIDDEN = {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"}
 
     @classmethod
     def VALIDATE_INPUTS(cls, timesteps: str | None = None) -> bool | str:  # noqa: N802 (ComfyUI's name)
@@ -75,22 +78,38 @@ class InterpolateNode(NodeBase):
     def run(self, images: torch.Tensor, model: Any, multiplier: int, mode: str, timesteps: str = "",
             tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
             scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD,
-            fps: float = 24.0, mask: torch.Tensor | None = None, unique_id: str | None = None) -> dict[str, Any]:
+            fps: float = 24.0, mask: torch.Tensor | None = None, dedupe: bool = False,
+            dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None,
+            unique_id: str | None = None, prompt: Any = None) -> dict[str, Any]:
         node = self.DISPLAY_NAME
-        frames = check_images(images, node)
+        frames = check_images(images, node, min_frames=1 if meta_batch is not None else 2)
         mask = check_mask(mask, frames, node)
         model = require_model(model, node)
-        options = run_options(tta, scale, chunk_size, scene_cut_threshold, node)
+        options = run_options(tta, scale, chunk_size, scene_cut_threshold, node, dedupe, dedupe_threshold)
         request = make_request(multiplier, mode, timesteps, fps)
-        plan = schedule.make_schedule(request, frames.shape[0], model.arbitrary_t)
+        if meta_batch is not None:
+            result, plan, carry, last = metabatch.run_batch(model, frames, mask, request, options, meta_batch, prompt,
+                                                            unique_id, node)
+            fps_out = float(plan.out_fps or 0)
+            out_mask = result.mask if result.mask is not None else placeholder_mask(result.images.shape[0])
+            summary = metabatch.summary(frames.shape[0], result, carry, last, fps, fps_out)
+            host.send_text(summary["report"], unique_id)
+            return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, out_mask)}
+        line = timeline(frames, mask, request, model.arbitrary_t, options, node)
+        plan = line.plan
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
             host.send_text(plan.warning, unique_id)
-        result = run_clip(model, frames, plan, options, mask=mask, node_id=unique_id)
+        result = run_clip(model, line.images, plan, options, mask=line.mask, node_id=unique_id)
         fps_out = float(plan.out_fps or 0)  # fps x multiplier, NTSC rates kept exact (emavfi.schedule)
         out_mask = result.mask if result.mask is not None else placeholder_mask(len(plan.plan))
+        found = line.input_cuts(result.cuts)
         summary = {"frames_in": frames.shape[0], "frames_out": len(plan.plan), "fps_in": fps, "fps_out": fps_out,
-                   "cuts": result.cuts, "warning": plan.warning}
-        if result.cuts:
-            host.send_text(cut_text(result.cuts), unique_id)
+                   "cuts": found, "warning": plan.warning}
+        if options.dedupe:
+            summary["held"] = line.held
+            host.logger.info("%s: %s", node, line.held_text())
+            host.send_text(line.held_text(), unique_id)
+        if found:
+            host.send_text(cut_text(found), unique_id)
         return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, out_mask)}

@@ -7,11 +7,12 @@ from typing import Any
 import torch
 
 from ..emavfi import cuts, schedule
-from . import host
+from ..emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD
+from . import host, metabatch
 from .frames import check_images
 from .model import require_model
-from .run import cut_text, run_clip, run_options
-from .spec import CLIP_INPUTS, Input, NodeBase, Output, run_inputs
+from .run import cut_text, run_clip, run_options, timeline
+from .spec import CLIP_INPUTS, META_BATCH_INPUT, Input, NodeBase, Output, dedupe_inputs, run_inputs
 
 
 def cut_report(found: list[int], threshold: float, frames_in: int, frames_out: int, source_fps: float,
@@ -39,31 +40,46 @@ class RetimeNode(NodeBase):
         Input("speed", "FLOAT", "Playback speed: 1 keeps the duration, 0.5 = half-speed slow motion.",
               {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01}, optional=True),
         *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
+        *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
+        META_BATCH_INPUT,
     )
     OUTPUTS = (
         Output("IMAGE", "images", "The retimed clip."),
         Output("FLOAT", "fps", "The output frame rate (target_fps)."),
         Output("STRING", "cut_report", "Frame counts and the scene cuts found (pairs that were not blended)."),
     )
-    HIDDEN = {"unique_id": "UNIQUE_ID"}
+    HIDDEN = {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"}
 
     def run(self, images: torch.Tensor, model: Any, source_fps: float, target_fps: float, speed: float = 1.0,
             tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
-            scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD, unique_id: str | None = None) -> dict[str, Any]:
+            scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD, dedupe: bool = False,
+            dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None,
+            unique_id: str | None = None, prompt: Any = None) -> dict[str, Any]:
         node = self.DISPLAY_NAME
-        frames = check_images(images, node)
+        frames = check_images(images, node, min_frames=1 if meta_batch is not None else 2)
         model = require_model(model, node)
-        options = run_options(tta, scale, chunk_size, scene_cut_threshold, node)
+        options = run_options(tta, scale, chunk_size, scene_cut_threshold, node, dedupe, dedupe_threshold)
         request = schedule.Request(target_fps=schedule.parse_fps(target_fps), source_fps=schedule.parse_fps(source_fps),
                                    speed=Fraction(repr(float(speed))))
-        plan = schedule.make_schedule(request, frames.shape[0], model.arbitrary_t)
+        if meta_batch is not None:
+            result, plan, carry, last = metabatch.run_batch(model, frames, None, request, options, meta_batch, prompt,
+                                                            unique_id, node)
+            fps_out = float(plan.out_fps or request.target_fps)
+            summary = metabatch.summary(frames.shape[0], result, carry, last, source_fps, fps_out)
+            host.send_text(summary["report"], unique_id)
+            return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, summary["report"])}
+        line = timeline(frames, None, request, model.arbitrary_t, options, node)
+        plan = line.plan
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
-        result = run_clip(model, frames, plan, options, mask=None, node_id=unique_id)
+        result = run_clip(model, line.images, plan, options, mask=None, node_id=unique_id)
         fps_out = float(plan.out_fps or request.target_fps)
-        report = cut_report(result.cuts, options.cut_threshold, frames.shape[0], len(plan.plan), source_fps, target_fps)
+        found = line.input_cuts(result.cuts)
+        report = cut_report(found, options.cut_threshold, frames.shape[0], len(plan.plan), source_fps, target_fps)
+        if options.dedupe:
+            report = f"{report}; {line.held_text()}"
         host.send_text(report, unique_id)
         summary = {"frames_in": frames.shape[0], "frames_out": len(plan.plan), "source_fps": source_fps,
-                   "target_fps": target_fps, "speed": speed, "fps_out": fps_out, "cuts": result.cuts,
-                   "report": report, "warning": plan.warning}
+                   "target_fps": target_fps, "speed": speed, "fps_out": fps_out, "cuts": found,
+                   "report": report, "warning": plan.warning, **({"held": line.held} if options.dedupe else {})}
         return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, report)}

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..emavfi import cuts, engine, memory, runner, schedule
+from ..emavfi import cuts, dedupe, engine, memory, runner, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
@@ -19,17 +19,76 @@ class ClipResult:
     cuts: list[int]  # pair indices i (frames i, i+1) treated as scene cuts
 
 
-def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: float, node: str) -> RunOptions:
+def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: float, node: str,
+                dedupe_on: bool = False, dedupe_threshold: float | None = None) -> RunOptions:
     """The shared widgets as emavfi.settings.RunOptions (validated there, once), errors prefixed by the node."""
     try:
-        return RunOptions(tta=bool(tta), scale=float(scale), chunk=int(chunk_size), cut_threshold=float(cut_threshold))
+        return RunOptions(tta=bool(tta), scale=float(scale), chunk=int(chunk_size), cut_threshold=float(cut_threshold),
+                          dedupe=bool(dedupe_on), dedupe_threshold=dedupe_threshold)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{node}: {exc}") from None
+
+
+@dataclass
+class Timeline:
+    """The frames a plan runs on: all the input frames, or (dedupe) the drawings left once held frames are dropped."""
+
+    images: torch.Tensor  # [K,H,W,C]
+    mask: torch.Tensor | None  # [K,H,W]
+    plan: schedule.Schedule
+    kept: list[int]  # input frame index of each timeline frame
+    held: list[int]  # input frames dropped as held (empty without dedupe)
+
+    def input_cuts(self, found: Sequence[int]) -> list[int]:
+        """Cut pairs of the timeline in input numbering: the pair just before the drawing that opens the new shot."""
+        return [self.kept[i + 1] - 1 for i in found]
+
+    def held_text(self) -> str:
+        """"3 held frame(s) dropped (dedupe)"."""
+        return f"{len(self.held)} held frame(s) dropped (dedupe)"
+
+
+def timeline(images: torch.Tensor, mask: torch.Tensor | None, request: schedule.Request, arbitrary_t: bool,
+             options: RunOptions, node: str) -> Timeline:
+    """The plan of `request` over images [N,H,W,C]: make_schedule, or with options.dedupe the drawings retimed
+    at their true times (emavfi.dedupe, the CLI's decisions and schedule)."""
+    n = images.shape[0]
+    if not options.dedupe:
+        return Timeline(images, mask, schedule.make_schedule(request, n, arbitrary_t), list(range(n)), [])
+    try:
+        dedupe.retime_request(request)  # a request dedupe cannot retime fails before the frames are read
+        held = dedupe.find_held(images.movedim(-1, 1), options.dedupe_threshold, options.cut_threshold)
+        plan = dedupe.schedule_without_held(request, n, held, arbitrary_t)
+    except ValueError as exc:
+        raise ValueError(f"{node}: {exc}") from None
+    keep = dedupe.kept_frames(n, held)
+    return Timeline(images[keep], None if mask is None else mask[keep], plan, keep, held)
 
 
 def cut_text(found: Sequence[int]) -> str:
     """"2 scene cuts between frames 11|12, 40|41: not blended" (0-based frame numbers of the input batch)."""
     return f"{len(found)} scene cut(s) between frames {cuts.describe_cuts(found, limit=20)}: not blended"
+
+
+def with_mask(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """images [N,H,W,C], with the mask as one more channel: warped with the same flows, fused with the same weights."""
+    return images if mask is None else torch.cat([images, mask.unsqueeze(-1).to(images.dtype)], dim=-1)
+
+
+def pair_bytes(model: EmaVfiModel, plan: schedule.Schedule, height: int, width: int, options: RunOptions) -> int:
+    """Device memory one frame pair of `plan` needs (asked of ComfyUI before the model is loaded)."""
+    rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
+    return memory.estimate_pair_bytes(model.network.config, height, width, rows, model.dtype, tta=options.tta)
+
+
+def split_result(out: torch.Tensor, channels: int, had_mask: bool, found: list[int]) -> ClipResult:
+    """out [M,H,W,C(+1)] -> images and mask on ComfyUI's intermediate device."""
+    if had_mask:
+        images, mask = out[..., :channels].contiguous(), out[..., channels].contiguous()
+    else:
+        images, mask = out, None
+    device = host.model_management().intermediate_device()
+    return ClipResult(images.to(device), None if mask is None else mask.to(device), found)
 
 
 def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,
@@ -44,14 +103,11 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, 
     """
     mm = host.model_management()
     n, height, width, channels = images.shape
-    # A mask rides along as an extra channel: warped with the same flows and fused with the same weights.
-    frames = images if mask is None else torch.cat([images, mask.unsqueeze(-1).to(images.dtype)], dim=-1)
+    frames = with_mask(images, mask)
     # Written through a [M,C,H,W] view, so the result is ComfyUI's [M,H,W,C] without a copy.
     out = torch.empty((len(plan.plan), height, width, frames.shape[-1]), dtype=torch.float32)
     bar = host.progress_bar(len(plan.plan), node_id)
-    rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
-    pair_bytes = memory.estimate_pair_bytes(model.network.config, height, width, rows, model.dtype, tta=options.tta)
-    network = model.ready(memory_required=pair_bytes * max(1, options.chunk))
+    network = model.ready(memory_required=pair_bytes(model, plan, height, width, options) * max(1, options.chunk))
     try:
         clip = runner.render_clip(
             network, frames.movedim(-1, 1), plan, cut_threshold=options.cut_threshold, out=out.movedim(-1, 1),
@@ -62,13 +118,7 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, 
     finally:
         model.release()
     del frames
-    if mask is None:
-        result_images, result_mask = out, None
-    else:
-        result_images, result_mask = out[..., :channels].contiguous(), out[..., channels].contiguous()
-        del out
-    device = mm.intermediate_device()
-    return ClipResult(result_images.to(device), None if result_mask is None else result_mask.to(device), clip.cuts)
+    return split_result(out, channels, mask is not None, clip.cuts)
 
 
 def placeholder_mask(frames: int) -> torch.Tensor:

@@ -86,6 +86,27 @@ def run_inputs(cut_default: float) -> tuple[Input, ...]:
     )
 
 
+def dedupe_inputs(threshold_default: float, max_threshold: float) -> tuple[Input, ...]:
+    """Held-frame retiming (emavfi.dedupe): optional inputs appended after a node's other inputs, so workflows
+    saved before they existed keep their widget values in place."""
+    return (
+        Input("dedupe", "BOOLEAN", "Drop held frames (anime on twos or threes, repeated captures) and retime the "
+              "drawings at their true times: the same duration and frame count, smooth motion instead of "
+              "stutter. The node reports how many frames were held.", {"default": False}, optional=True),
+        Input("dedupe_threshold", "FLOAT", "How far a held frame may differ from the one before, in multiples of "
+              f"the difference noise alone makes: 1.5 strict, {threshold_default:g} default, 4 lenient; 0 = "
+              "bit-identical repeats only. Used when dedupe is on.",
+              {"default": threshold_default, "min": 0.0, "max": max_threshold, "step": 0.1}, optional=True),
+    )
+
+
+META_BATCH_TYPE = "VHS_BatchManager"
+META_BATCH_INPUT = Input(
+    "meta_batch", META_BATCH_TYPE, "Optional: link VideoHelperSuite's Meta Batch Manager (the same one Load Video "
+    "and Video Combine use) to process a long clip in batches: the last frames of each batch are carried to the "
+    "next, so the joined video equals one whole run.", optional=True)
+
+
 class NodeBase:
     """Fills the V1 attributes from `INPUTS` / `OUTPUTS`; subclasses set `NODE_ID`, `DISPLAY_NAME`, `FUNCTION`."""
 

@@ -95,6 +95,35 @@ def _variant_workflows(tmp: Path) -> list[tuple[Path, str]]:
     return out
 
 
+METABATCH_PACK = REPO / "tests" / "comfy_metabatch_pack"
+META_RUNS = 6  # index of the first meta-batch workflow among the runs
+
+
+def _metabatch_workflows(tmp: Path) -> list[tuple[Path, str]]:
+    """A 30-frame clip x2 in 3 meta batches of 10 (one prompt each, `requeue` counted as VHS counts it), then as
+    one whole run. The manager, loader and saver are the test-only nodes of tests/comfy_metabatch_pack."""
+    from test_nodes_metabatch import photo_clip
+
+    np.save(tmp / "metabatch_clip.npy", photo_clip(30, cut_at=12).numpy())
+    base = json.loads(WORKFLOW_API.read_text())
+    out = []
+    for batch in (0, 1, 2, None):
+        meta = {} if batch is None else {"meta_batch": ["20", 0]}
+        workflow = {"4": base["4"],
+                    "21": {"class_type": "EMAVFITest_LoadClip", "inputs": {"clip": "metabatch_clip.npy", **meta}},
+                    "22": {"class_type": "EMAVFI_Interpolate",
+                           "inputs": {**base["5"]["inputs"], "images": ["21", 0], "multiplier": 2,
+                                      "scene_cut_threshold": 2.5, **meta}},
+                    "23": {"class_type": "EMAVFITest_SaveClip",
+                           "inputs": {"images": ["22", 0], "fps": ["22", 1], "name": f"metabatch_{batch}"}}}
+        if batch is not None:
+            workflow["20"] = {"class_type": "VHS_BatchManager", "inputs": {"frames_per_batch": 10, "requeue": batch}}
+        path = tmp / f"metabatch_{batch}_api.json"
+        path.write_text(json.dumps(workflow))
+        out.append((path, "success"))
+    return out
+
+
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("comfy_e2e")
@@ -117,8 +146,9 @@ def e2e(tmp_path_factory):
            "--workflow", str(WORKFLOW_API), "--expect", "success",
            "--workflow", str(_interrupt_workflow(tmp)), "--expect", "interrupted", "--interrupt-after", "5",
            "--timeout", "120", "--extra-arg=--disable-api-nodes", "--verbose-progress"]
-    for path, expect in _variant_workflows(tmp):
+    for path, expect in _variant_workflows(tmp) + _metabatch_workflows(tmp):
         cmd += ["--workflow", str(path), "--expect", expect]
+    cmd += ["--node-pack", f"{METABATCH_PACK}=emavfi-test-metabatch", "--input-file", str(tmp / "metabatch_clip.npy")]
     for f in frames:
         cmd += ["--input-file", str(f)]
     for node_id in NODE_IDS:
@@ -139,7 +169,8 @@ def e2e(tmp_path_factory):
     if summary.get("server_log") and Path(summary["server_log"]).exists():
         (ARTIFACTS / "comfy_e2e_server.log").write_text(Path(summary["server_log"]).read_text(errors="replace"))
     assert summary, f"run_comfy.py wrote no summary (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-    return {"summary": summary, "frames": frames, "base": base, "seconds": seconds, "hub_requests": hub_requests,
+    return {"summary": summary, "frames": frames, "base": base, "out": tmp / "out", "seconds": seconds,
+            "hub_requests": hub_requests,
             "browser": json.loads(browser_result.read_text()) if browser_result.exists() else None,
             "browser_expected": browser, "stderr": proc.stderr}
 
@@ -257,3 +288,19 @@ def test_web_extension_in_browser(e2e):
     assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
         {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
     assert not [line for line in result["console"] if "emavfi" in line.lower() and "error" in line.lower()]
+
+
+def test_meta_batch_of_three_equals_one_whole_run(e2e):
+    """The Meta Batch protocol in a real ComfyUI (with test-only stand-ins for VideoHelperSuite's manager,
+    loader and saver): 3 queued batches of 10 frames x2 join into the 59 frames of one whole run, bit for bit."""
+    runs = [_run(e2e, META_RUNS + i) for i in range(4)]
+    for run in runs:
+        assert run["status"] == "success", run.get("execution_error") or run
+    batches = [np.load(e2e["out"] / f"metabatch_{i}.npy") for i in range(3)]
+    whole = np.load(e2e["out"] / "metabatch_None.npy")
+    assert whole.shape[0] == 59 and all(0 < len(b) for b in batches)
+    assert np.array_equal(np.concatenate(batches), whole)
+    saved = [next(o["value"] for o in run["outputs"] if o["node"] == "23") for run in runs]
+    assert {s["fps"] for s in saved} == {48.0}
+    reports = [next(o["value"] for o in run["outputs"] if o["node"] == "22")["report"] for run in runs[:3]]
+    assert reports[0].startswith("meta batch 1:") and reports[2].startswith("meta batch 3 (last):")

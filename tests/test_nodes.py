@@ -497,3 +497,62 @@ def test_cli_and_retime_node_give_the_same_frames_for_a_t05_only_model(env, tmp_
     cli_out = np.stack([oiio.ImageBuf(str(p)).get_pixels(oiio.UINT8) for p in files])
     assert cli_out.shape[0] == node_out.shape[0] == 8
     assert np.array_equal(cli_out, np.rint(node_out.numpy() * 255).astype(np.uint8))
+
+
+# ----------------------------------------------------------------------------------------------- dedupe
+
+def _on_twos(n_drawings: int = 5) -> tuple[torch.Tensor, list[int]]:
+    """A pan over scikit-image's astronaut drawn on twos, ComfyUI layout [N,H,W,C], with its held frames."""
+    cut_dataset = pytest.importorskip("benchmarks.cut_dataset", reason="the clip is rendered from skimage photos")
+    photo = cut_dataset.photos()["astronaut"]
+    cx, cy = photo.shape[-1] / 2, photo.shape[-2] / 2
+    drawings = cut_dataset.render(photo, cut_dataset.track(cut_dataset.View(cx, cy, 1.3), n_drawings, dx=3.0))
+    frames = drawings[:, :, 16:56, 24:80].repeat_interleave(2, 0)
+    held = list(range(1, 2 * n_drawings - 1, 2))  # the repeats, not the last frame (it ends the timeline)
+    return frames.movedim(1, -1).contiguous(), held
+
+
+@pytest.mark.parametrize("node_id", ["EMAVFI_Interpolate", "EMAVFI_Retime"])
+def test_dedupe_on_twos_gives_the_library_frames_and_reports_holds(env, node_id, caplog):
+    pack, _ = env
+    caplog.set_level(logging.INFO)
+    lib = pack.emavfi
+    images, held = _on_twos()
+    model = wrap(pack)
+    node = pack.NODE_CLASS_MAPPINGS[node_id]()
+    if node_id == "EMAVFI_Interpolate":
+        request = lib.schedule.Request(multiplier=2, source_fps=Fraction(24))
+        out = node.run(images, model, multiplier=2, mode="direct", fps=24.0, dedupe=True, unique_id="3")
+    else:
+        request = lib.schedule.Request(target_fps=Fraction(60), source_fps=Fraction(24))
+        out = node.run(images, model, source_fps=24.0, target_fps=60.0, dedupe=True, unique_id="3")
+    frames, ui = out["result"][0], out["ui"]["emavfi"][0]
+    kept, plan, found = lib.dedupe.drop_held(images.movedim(-1, 1), request, True)
+    assert found == held and ui["held"] == held
+    library = lib.runner.render_clip(model.network, kept, plan, cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
+    assert torch.equal(frames, library.frames.movedim(1, -1))
+    assert frames.shape[0] == (2 * (images.shape[0] - 1) + 1 if node_id == "EMAVFI_Interpolate" else 23)
+    text = f"{len(held)} held frame(s) dropped (dedupe)"
+    assert text in (ui["report"] if node_id == "EMAVFI_Retime" else caplog.text)
+    plain = node.run(images, model, **({"multiplier": 2, "mode": "direct"} if node_id == "EMAVFI_Interpolate"
+                                       else {"source_fps": 24.0, "target_fps": 60.0}))["result"][0]
+    assert plain.shape == frames.shape and not torch.equal(plain, frames)  # off by default: old workflows unchanged
+
+
+def test_dedupe_reports_cuts_in_input_numbering(env):
+    pack, _ = env
+    images, _ = _on_twos(4)
+    other = torch.zeros(4, *images.shape[1:])
+    other[..., 2] = 0.9  # a blue shot after the cut, held for 4 frames
+    clip_ = torch.cat([images, other])
+    out = interpolate(pack, clip_, dedupe=True, fps=24.0)[1]
+    assert out["cuts"] == [7]  # between input frames 7 and 8, whatever was dropped before it
+    assert 7 not in out["held"] and out["held"][-2:] == [9, 10]
+
+
+def test_dedupe_bad_values_are_one_line_errors(env):
+    pack, _ = env
+    with pytest.raises(ValueError, match="EMA-VFI Interpolate: .*timesteps"):
+        interpolate(pack, clip(n=3), timesteps="0.5", dedupe=True)
+    with pytest.raises(ValueError, match="EMA-VFI Interpolate: dedupe threshold"):
+        interpolate(pack, clip(n=3), dedupe=True, dedupe_threshold=-1.0)

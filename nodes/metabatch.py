@@ -1,0 +1,220 @@
+"""Long clips in batches with VideoHelperSuite's Meta Batch Manager: one whole run, made a batch at a time.
+
+VHS's protocol (facts from its public source): the manager (`VHS_BatchManager`) is one object per manager node,
+passed to the nodes linked to it; Load Video returns the next `frames_per_batch` frames on each queued run, and
+sets `has_closed_inputs` on the run that returns the last ones; Video Combine appends each run's frames to one
+file and queues the workflow again, adding 1 to `prompt[manager's unique_id]["inputs"]["requeue"]` (0 on the
+run a user queues, when the manager resets).
+
+Each batch here makes the outputs of the whole run that its frames complete, in the whole run's numbering: the
+plan is of every frame seen so far, and a device batch of pairs is made once every frame its scene-cut
+decisions read (cuts.CUT_CONTEXT pairs ahead) has arrived. The last frames are carried to the next batch
+(those the pending pairs and their cut windows read), so the joined video equals one whole run, frame for frame.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..emavfi import cuts, engine, runner, schedule
+from ..emavfi.settings import RunOptions
+from . import host
+from .model import EmaVfiModel
+from .run import ClipResult, cut_text, pair_bytes, split_result, with_mask
+
+MAX_OPEN = 8  # meta batches carried at once (managers x nodes); the oldest is dropped beyond that
+
+
+@dataclass
+class Carry:
+    """What one node keeps between the batches of one meta batch."""
+
+    shape: tuple[int, ...]  # (H, W, C) of the clip's frames (mask as one more channel)
+    chunk: int  # pairs per device batch, fixed for the whole clip (arithmetic follows its grid); 0 = not yet
+    most: int  # the largest chunk that lets every batch finish some pairs
+    batches: int = 0  # batches done
+    seen: int = 0  # source frames seen
+    base: int = 0  # global index of frames[0]
+    frames: torch.Tensor | None = None  # [F,C,H,W] CPU: source frames base..seen-1
+    emitted: int = 0  # output frames returned so far
+    cuts: list[int] = field(default_factory=list)
+
+
+class CarryStore:
+    """Carries by (manager id, node id), at most MAX_OPEN; each holds a few frames, dropped when its clip ends."""
+
+    def __init__(self, limit: int = MAX_OPEN):
+        self._items: OrderedDict[tuple[str, str], Carry] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def take(self, key: tuple[str, str]) -> Carry | None:
+        """Remove and return the carry of key (None when there is none)."""
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def put(self, key: tuple[str, str], carry: Carry) -> None:
+        """Keep carry for the next batch; the oldest carry goes beyond the limit (an abandoned meta batch)."""
+        with self._lock:
+            self._items[key] = carry
+            while len(self._items) > self._limit:
+                old, _ = self._items.popitem(last=False)
+                host.logger.warning("EMA-VFI: dropped the carried frames of meta batch %s (too many open)", old)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# Process state, like the loader's model cache: ComfyUI runs each batch of a meta batch as a separate queued
+# prompt and gives a node nothing to pass to its next run, so the frames carried between them live here.
+STORE = CarryStore()
+
+
+def requeue_count(meta_batch: Any, prompt: Any) -> int | None:
+    """Which batch this is (0 = the first), as VHS counts it in the manager's prompt inputs; None if unknown."""
+    try:
+        return int(prompt[str(meta_batch.unique_id)]["inputs"].get("requeue", 0))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _open(key: tuple[str, str], meta_batch: Any, prompt: Any, frames: torch.Tensor, context: int,
+          options: RunOptions, node: str) -> Carry:
+    """The carry for this batch: a fresh one on the first batch, else the previous batch's (checked)."""
+    batch = requeue_count(meta_batch, prompt)
+    carry = STORE.take(key)
+    shape = tuple(frames.shape[1:])
+    if batch == 0 or (batch is None and carry is None):
+        per_batch = int(getattr(meta_batch, "frames_per_batch", 0) or frames.shape[0])
+        if per_batch < context + 2:
+            raise ValueError(f"{node}: the Meta Batch Manager's frames_per_batch is {per_batch}; with scene-cut "
+                             f"detection on it must be at least {context + 2} (or set scene_cut_threshold to 0)")
+        # A device batch of pairs waits for its cut window: at most this many pairs lets every batch finish some.
+        most = max(1, per_batch - 1 - context)
+        return Carry(shape, min(options.chunk, most), most)
+    if carry is None or (batch is not None and carry.batches != batch):
+        raise ValueError(f"{node}: batch {batch} of a meta batch arrived, but the frames carried from the batch "
+                         "before are gone (ComfyUI restarted, or a batch was skipped): queue the workflow again "
+                         "to start from the first batch")
+    if carry.shape != shape:
+        raise ValueError(f"{node}: the frames changed size within a meta batch ({list(carry.shape)} -> "
+                         f"{list(shape)}): one meta batch carries one clip")
+    return carry
+
+
+class _Window:
+    """engine.Frames over the carried frames and the new batch, in the whole clip's numbering."""
+
+    def __init__(self, frames: torch.Tensor, base: int):
+        self.frames, self.base = frames, base
+        self.count = base + frames.shape[0]
+        self.size = (frames.shape[-2], frames.shape[-1])
+        self.damaged: dict[int, str] = {}
+
+    def get(self, lo: int, hi: int) -> torch.Tensor:
+        """Frames lo..hi (global indices) as a view."""
+        assert lo >= self.base, f"frame {lo} was not carried (from {self.base})"
+        return self.frames[lo - self.base:hi - self.base + 1]
+
+
+class _Slice:
+    """engine.Sink writing global outputs first.. into out[index - first]."""
+
+    def __init__(self, out: torch.Tensor, first: int):
+        self.out, self.first = out, first
+
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+        """Copy the frame into place."""
+        assert image is not None
+        self.out[index - self.first].copy_(image)
+
+
+def _ready(plan: schedule.Schedule, carry: Carry, count: int, context: int, final: bool) -> range:
+    """Outputs this batch can make: all the rest on the last batch, else those whose device batch of pairs and
+    its cut window lie within the frames seen (the whole run would make them from the same frames)."""
+    if final:
+        return range(carry.emitted, len(plan.plan))
+    end_pair = (count - 1 - context) // carry.chunk * carry.chunk
+    stop = carry.emitted
+    while stop < len(plan.plan) and engine.pair_of(plan.plan[stop], count) < end_pair:
+        stop += 1
+    return range(carry.emitted, stop)
+
+
+def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | None, request: schedule.Request,
+              options: RunOptions, meta_batch: Any, prompt: Any, node_id: str | None,
+              node: str) -> tuple[ClipResult, schedule.Schedule, Carry, bool]:
+    """Make this batch's share of the whole run: (its frames, the plan so far, the carry, whether it was the last)."""
+    if options.dedupe:
+        raise ValueError(f"{node}: dedupe reads the whole clip first and does not work with a Meta Batch Manager "
+                         "yet: turn dedupe off, or unlink meta_batch")
+    key = (str(getattr(meta_batch, "unique_id", None)), str(node_id))
+    context = cuts.CUT_CONTEXT if options.cut_threshold else 0
+    height, width, channels = images.shape[1:]
+    new = with_mask(images, mask).movedim(-1, 1).to("cpu", torch.float32)
+    carry = _open(key, meta_batch, prompt, new.movedim(1, -1), context, options, node)
+    final = bool(getattr(meta_batch, "has_closed_inputs", False))
+    frames = new if carry.frames is None else torch.cat([carry.frames, new])
+    count = carry.base + frames.shape[0]
+    if count < 2:
+        raise ValueError(f"{node} needs at least 2 frames to interpolate between; got {count}")
+    plan = schedule.make_schedule(request, count, model.arbitrary_t)
+    network = model.ready(memory_required=pair_bytes(model, plan, height, width, options) * max(1, options.chunk))
+    try:
+        device_side = _runner(network, model, options, carry, plan, height, width)
+        todo = _ready(plan, carry, count, context, final)
+        if not todo and not final:
+            raise ValueError(f"{node}: this batch completes no output frames: raise the Meta Batch Manager's "
+                             f"frames_per_batch above {context + carry.chunk}")
+        out = torch.empty((len(todo), height, width, frames.shape[1]), dtype=torch.float32)
+        bar = host.progress_bar(len(todo), node_id)
+        report = engine.run(plan, _Window(frames, carry.base), device_side, _Slice(out.movedim(-1, 1), todo.start),
+                            engine.CutFinder(count, options.cut_threshold), todo=todo,
+                            progress=lambda done, total: bar.update_absolute(done, total),
+                            cancel=host.model_management().throw_exception_if_processing_interrupted)
+    finally:
+        model.release()
+    _advance(carry, plan, frames, count, todo, context, report.cuts)
+    if not final:
+        STORE.put(key, carry)
+    return split_result(out, channels, mask is not None, sorted(report.cuts)), plan, carry, final
+
+
+def _runner(network: torch.nn.Module, model: EmaVfiModel, options: RunOptions, carry: Carry,
+            plan: schedule.Schedule, height: int, width: int) -> runner.Runner:
+    """The device side at the clip's chunk: picked on the first batch as a whole run picks it (capped), then kept."""
+    settings = dict(device=model.load_device, dtype=model.dtype, tta=options.tta, scale=options.scale)
+    if not carry.chunk:
+        rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
+        carry.chunk = min(runner.Runner(network, **settings).resolve_chunk(height, width, rows), carry.most)
+    return runner.Runner(network, chunk=carry.chunk, **settings)
+
+
+def _advance(carry: Carry, plan: schedule.Schedule, frames: torch.Tensor, count: int, done: range, context: int,
+             found: list[int]) -> None:
+    """Keep only the frames the pending outputs read: their device batch and its cut window."""
+    carry.batches += 1
+    carry.seen, carry.emitted = count, done.stop
+    carry.cuts = sorted(set(carry.cuts) | set(found))
+    pending = engine.pair_of(plan.plan[done.stop], count) if done.stop < len(plan.plan) else count - 1
+    keep_from = max(0, pending - pending % carry.chunk - context, carry.base)
+    carry.frames = frames[keep_from - carry.base:].clone()
+    carry.base = keep_from
+
+
+def summary(frames_in: int, result: ClipResult, carry: Carry, last: bool, fps_in: float,
+            fps_out: float) -> dict[str, Any]:
+    """The node's ui summary of one batch, with a one-line report."""
+    frames_out = result.images.shape[0]
+    first = carry.emitted - frames_out
+    report = (f"meta batch {carry.batches}{' (last)' if last else ''}: {frames_in} frames in, output frames "
+              f"{first}..{carry.emitted - 1} ({frames_out}){'' if last else '; the rest wait for the next batch'}")
+    if result.cuts:
+        report += f"; {cut_text(result.cuts)}"
+    return {"frames_in": frames_in, "frames_out": frames_out, "fps_in": fps_in, "fps_out": fps_out,
+            "cuts": result.cuts, "batch": carry.batches, "last_batch": last, "first_output": first,
+            "report": report, "warning": None}

@@ -146,19 +146,12 @@ def _without_held(source: Source, request: Request, arbitrary_t: bool, settings:
 
 
 def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | None:
-    """A video's real frame times when it is variable-frame-rate and the request is a retime, else None.
-
-    Constant-rate files whose timestamps are rounded to their time base (e.g. milliseconds) count as
-    constant: only a frame more than a tenth of a frame away from the regular grid makes a source VFR.
-    """
-    timestamps = getattr(source, "timestamps", None)  # video sources only
-    if not request.is_retime or timestamps is None or source.fps is None:
+    """A video's real frame times when it is variable-frame-rate (VideoSource.variable_rate) and the request is a
+    retime, else None."""
+    variable_rate = getattr(source, "variable_rate", None)  # video sources only
+    if not request.is_retime or variable_rate is None or not variable_rate():
         return None
-    times = timestamps()
-    start, step = times[0], 1 / Fraction(source.fps)
-    if all(abs(t - start - i * step) <= step / 10 for i, t in enumerate(times)):
-        return None
-    return times
+    return source.timestamps()
 
 
 def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,

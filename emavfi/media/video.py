@@ -120,7 +120,8 @@ class VideoSource:
             except av.error.InvalidDataError:
                 continue  # a damaged packet: the frames around it still decode
 
-    def _to_tensor(self, frame: Any) -> torch.Tensor:
+    def to_tensor(self, frame: Any) -> torch.Tensor:
+        """A decoded PyAV frame as [C,H,W] float 0..1 at the file's bit depth (also used by fine-tuning's seeking reader)."""
         deep = self.bit_depth > 8
         fmt = ("rgba64le" if deep else "rgba") if self.channels == 4 else ("rgb48le" if deep else "rgb24")
         # PyAV assumes an unspecified source range; give swscale the frame's own so full-range YUV stays full.
@@ -141,7 +142,7 @@ class VideoSource:
             with av.open(str(self.path)) as container:
                 for index, frame in enumerate(self._decoded(container)):
                     if index >= start:
-                        yield self._to_tensor(frame)
+                        yield self.to_tensor(frame)
         except Exception as exc:
             if isinstance(exc, av.error.FFmpegError):
                 raise FramesIOError(f"cannot decode {self.path.name} after frame {index}: {exc}") from None

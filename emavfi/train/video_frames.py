@@ -45,7 +45,7 @@ class VideoFrames:
             if frame.pts is None or frame.pts < target:
                 continue
             self._next = self._index.get(frame.pts, index) + 1
-            return self.source._to_tensor(frame)
+            return self.source.to_tensor(frame)
         raise FramesIOError(f"cannot decode frame {index} of {self.source.path.name} (damaged or truncated)")
 
     def _seek(self, index: int) -> None:

@@ -87,19 +87,33 @@ def export(ref: str, into: Path) -> Path:
     return target
 
 
-def run_side(tree: Path, args: argparse.Namespace) -> dict[str, float]:
-    """One fresh process timing the frame path of the emavfi in `tree`."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--variant", args.variant,
-               "--size", args.size, "--frames", str(args.frames), "--repeats", str(args.repeats),
-               "--threads", str(args.threads), "--backend", args.backend, "--multipliers", *map(str, args.multipliers)]
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
-    done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, timeout=args.timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(TAG)]
+def run_worker(script: str, tree: Path, argv: list[str], tag: str, threads: int, timeout: float) -> dict:
+    """Run `script --worker ARGV` in a fresh process importing the emavfi of `tree`; its JSON report line (after
+    `tag`), checked to come from that emavfi."""
+    command = [sys.executable, str(Path(script).resolve()), "--worker", *argv, "--threads", str(threads)]
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(tag)]
     if done.returncode or not lines:
-        raise SystemExit(f"worker for {tree} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    report = json.loads(lines[-1][len(TAG):])
+        raise SystemExit(f"worker for {tree} ({' '.join(argv)}) failed ({done.returncode}): "
+                         f"{done.stderr.strip()[-2000:]}")
+    report = json.loads(lines[-1][len(tag):])
     if not Path(report["module"]).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"the worker imported {report['module']}, not the emavfi of {tree}")
+    return report
+
+
+def revision_arguments(parser: argparse.ArgumentParser) -> None:
+    """--before / --after: the two revisions compared."""
+    parser.add_argument("--before", default="main", help="git revision (default main), or WORKTREE")
+    parser.add_argument("--after", default=WORKTREE, help="git revision, or WORKTREE (default: this checkout)")
+
+
+def run_side(tree: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One fresh process timing the frame path of the emavfi in `tree`."""
+    argv = ["--variant", args.variant, "--size", args.size, "--frames", str(args.frames), "--repeats",
+            str(args.repeats), "--backend", args.backend, "--multipliers", *map(str, args.multipliers)]
+    report = run_worker(__file__, tree, argv, TAG, args.threads, args.timeout)
     return {k: float(v) for k, v in report["ms"].items()}
 
 
@@ -134,8 +148,7 @@ def table(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", default="main", help="git revision (default main), or WORKTREE")
-    parser.add_argument("--after", default=WORKTREE, help="git revision, or WORKTREE (default: this checkout)")
+    revision_arguments(parser)
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (one process per side each)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per process, after one warm-up")
     parser.add_argument("--size", default="256x256", help="frame size HxW")

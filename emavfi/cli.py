@@ -96,10 +96,10 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
     existing = run.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="keep verified frames of an earlier run of this "
                           "command and make only the missing ones")
-    run.add_argument("--redo-changed", action="store_true", help="with --resume: re-render the frames that were "
-                     "changed after emavfi wrote them (without it, --resume stops and names them)")
+    run.add_argument("--redo-changed", action="store_true", help="with --resume or --overwrite: re-render the frames "
+                     "that were changed after emavfi wrote them (without it, both stop and name them)")
     existing.add_argument("--overwrite", action="store_true", help="replace the frames an earlier emavfi run wrote "
-                          "in the output folder (never deletes other files)")
+                          "in the output folder, if unchanged since (never deletes other files)")
     run.add_argument("--frames", help="render only these output frames (output numbering, inclusive), "
                      "e.g. 1001-1100 or 1-50,101-150: one render-farm task")
     run.add_argument("--format", help="output file type for frame folders (exr, dpx, tif, png, jpg); default: the input's")
@@ -215,13 +215,14 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
         first = next(iter(report.damaged.values()))
         sys.stderr.write(f"warning: {report.missing} output frames were not made: they need {len(report.damaged)} "
                          f"source frame(s) that cannot be read (--on-error skip), e.g. {first}\n")
+    rotation = preflight.outcome(prepared.source, job.settings, job.video_out)
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(time.monotonic() - progress.started)}"
-                     f"{kept}{_cuts_suffix(report.cuts)}\n")
+                     f"{kept}{_cuts_suffix(report.cuts)}{rotation}\n")
     return 0
 
 
 def _run_ray(job: Any, args: argparse.Namespace, status: _Status) -> int:
-    from . import distributed
+    from . import distributed, media, preflight
 
     status.output = job.output
     progress, count = _counting_progress(status)
@@ -230,8 +231,10 @@ def _run_ray(job: Any, args: argparse.Namespace, status: _Status) -> int:
                                     progress=count)
     finally:
         progress.close()
+    rotation = "" if job.input.is_dir() else preflight.outcome(  # a video's display rotation (header, first frame)
+        media.open_source(job.input, apply_rotation=job.settings.output.apply_rotation), job.settings, job.video_out)
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(report.seconds)} on {report.workers} "
-                     f"Ray worker(s) ({report.tasks} tasks){_cuts_suffix(report.cuts)}\n")
+                     f"Ray worker(s) ({report.tasks} tasks){_cuts_suffix(report.cuts)}{rotation}\n")
     return 0
 
 

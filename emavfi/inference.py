@@ -13,90 +13,7 @@ from .model import EMAVFI, Features
 from .model.network import blend
 from .model.flow import resize
 from .schedule import untrained_t_warning
-
-Timesteps = float | Sequence[float]
-
-
-def _check_image(name: str, img: object) -> None:
-    if not isinstance(img, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [B,3,H,W]; got {type(img).__name__}")
-    if not img.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor with values in 0..1; got {img.dtype} "
-                        "(convert 8-bit images with img.float() / 255)")
-    if img.dim() != 4 or img.shape[1] != 3:
-        raise ValueError(f"{name} must have shape [B,3,H,W]; got {list(img.shape)} "
-                         "(ComfyUI images are [B,H,W,C]: use img.movedim(-1, 1))")
-    if img.shape[0] == 0 or img.shape[2] == 0 or img.shape[3] == 0:
-        raise ValueError(f"{name} is empty: shape {list(img.shape)}")
-    if not torch.isfinite(img).all():
-        raise ValueError(f"{name} contains NaN or Inf values")
-    lo, hi = img.min().item(), img.max().item()
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise ValueError(f"{name} values must be in [0, 1]; got [{lo:.4g}, {hi:.4g}] (for HDR or linear-light "
-                         "frames use emavfi.runner.interpolate_clip, which maps them into range and back)")
-
-
-def _check_aux(name: str, aux: object, like: torch.Tensor) -> None:
-    if not isinstance(aux, torch.Tensor) or aux.dim() != 4 or aux.shape[0] != like.shape[0] \
-            or aux.shape[2:] != like.shape[2:]:
-        raise ValueError(f"{name} must be a tensor [B,K,H,W] matching {list(like.shape)}; "
-                         f"got {list(aux.shape) if isinstance(aux, torch.Tensor) else type(aux).__name__}")
-    if not torch.isfinite(aux).all():
-        raise ValueError(f"{name} contains NaN or Inf values")
-
-
-def _check_frames(img0: torch.Tensor, img1: torch.Tensor, aux0: torch.Tensor | None, aux1: torch.Tensor | None) -> None:
-    _check_image("img0", img0)
-    _check_image("img1", img1)
-    if img0.shape != img1.shape:
-        raise ValueError(f"img0 and img1 must have the same shape; got {list(img0.shape)} and {list(img1.shape)}")
-    if img0.dtype != img1.dtype or img0.device != img1.device:
-        raise TypeError(f"img0 and img1 must share dtype and device; got {img0.dtype}/{img0.device} "
-                        f"and {img1.dtype}/{img1.device}")
-    if (aux0 is None) != (aux1 is None):
-        raise ValueError("pass both aux0 and aux1, or neither")
-    if aux0 is not None:
-        _check_aux("aux0", aux0, img0)
-        _check_aux("aux1", aux1, img0)
-        if aux0.shape != aux1.shape:
-            raise ValueError(f"aux0 and aux1 must have the same shape; got {list(aux0.shape)} and {list(aux1.shape)}")
-
-
-def _check_indices(first: object, second: object, n_frames: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """first/second as 1-D long tensors on `device`, same length >= 1, each an index into n_frames frames."""
-    out = []
-    for name, idx in (("first", first), ("second", second)):
-        idx = torch.as_tensor(idx, device=device)
-        if idx.dim() != 1 or idx.numel() == 0 or idx.is_floating_point() or idx.dtype == torch.bool:
-            raise ValueError(f"{name} must be a non-empty 1-D sequence of frame indices; got {idx.tolist()!r}")
-        if int(idx.min()) < 0 or int(idx.max()) >= n_frames:
-            raise ValueError(f"{name} indices must be in 0..{n_frames - 1}; got {idx.tolist()}")
-        out.append(idx.long())
-    if out[0].numel() != out[1].numel():
-        raise ValueError(f"first and second must have the same length; got {out[0].numel()} and {out[1].numel()}")
-    return tuple(out)
-
-
-def _check_timesteps(timesteps: Timesteps) -> list[float]:
-    single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-    if isinstance(timesteps, (str, bytes)):
-        raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r} "
-                        "(parse strings with emavfi.schedule.parse_timesteps_exact)")
-    if isinstance(timesteps, torch.Tensor):
-        values = [float(v) for v in timesteps.reshape(-1).tolist()]
-    elif single:
-        values = [float(timesteps)]
-    else:
-        try:
-            values = [float(v) for v in timesteps]
-        except (TypeError, ValueError):
-            raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r}") from None
-    if not values:
-        raise ValueError("timesteps is empty; pass at least one t in [0, 1]")
-    for t in values:
-        if not math.isfinite(t) or not 0.0 <= t <= 1.0:
-            raise ValueError(f"timesteps must be in [0, 1]; got {t}")
-    return values
+from .tensor_checks import Timesteps, check_aux, check_frames, check_image, check_indices, check_timesteps
 
 
 def padding_divisor(scale: float) -> int:
@@ -128,21 +45,30 @@ class PassOptions:
 class _Pass:
     """Backbone features of frame pairs (frames[first[i]], frames[second[i]]), reused for every t.
 
-    Per-frame work is done once per frame, so a frame shared by two consecutive pairs costs one pass.
+    Per-frame work is done once per frame, so a frame shared by two consecutive pairs costs one pass. Frames
+    that already are the pairs' rows (one pair [f0, f1], the CPU's case) are used as they are, without copies;
+    in HR mode only what the flow heads read is kept of the low-resolution pass (appearance levels 3 and 4).
     """
 
     def __init__(self, model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, scale: float):
         self.model, self.scale = model, scale
-        self.img0, self.img1 = frames.index_select(0, first), frames.index_select(0, second)
+        b = first.shape[0]
+        in_order = torch.cat([first, second]).tolist() == list(range(frames.shape[0]))
+        pick = (None, None) if in_order else (first, second)
+        self.img0, self.img1 = (frames[:b], frames[b:]) if in_order else (frames.index_select(0, first),
+                                                                          frames.index_select(0, second))
         bone = model.feature_bone
         if scale == 1:
             self.low_imgs = (self.img0, self.img1)
-            self.low = self.full = bone.pair_features(bone.frame_features(frames), first, second)
+            self.low = self.full = bone.pair_features(bone.frame_features(frames), *pick)
         else:
             small = resize(frames, scale)
-            self.low_imgs = (small.index_select(0, first), small.index_select(0, second))
-            self.low = bone.pair_features(bone.frame_features(small), first, second)
-            self.full = bone.pair_features(bone.frame_features(frames), first, second, with_motion=False)
+            self.low_imgs = (small[:b], small[b:]) if in_order else (small.index_select(0, first),
+                                                                     small.index_select(0, second))
+            low = bone.pair_features(bone.frame_features(small), *pick)
+            self.low = Features([low.appearance[3]] * 3 + low.appearance[3:], low.motion)  # levels 0-2: unread
+            del low, small
+            self.full = bone.pair_features(bone.frame_features(frames), *pick, with_motion=False)
 
     def at(self, ts: list[float], aux: tuple[torch.Tensor, torch.Tensor] | None):
         """Frames (and fused aux) for the timesteps `ts`, batched: rows ordered (timestep, pair)."""
@@ -244,8 +170,8 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
         return model.interpolate(img0, img1, timesteps, tta=tta or fast_tta, scale=scale, aux0=aux0, aux1=aux1)
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     _check_model(model)
-    ts = _check_timesteps(timesteps)
-    _check_frames(img0, img1, aux0, aux1)
+    ts = check_timesteps(timesteps)
+    check_frames(img0, img1, aux0, aux1)
     _warn_untrained_t(model, ts)
     prep, crop = _preparation(model, scale, img0.shape[-2:])
     b = img0.shape[0]
@@ -270,13 +196,13 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     about untrained timesteps: its caller, the Runner, runs a schedule that already did (Schedule.warning).
     """
     _check_model(model)
-    ts = _check_timesteps(timesteps)
-    _check_image("frames", frames)
+    ts = check_timesteps(timesteps)
+    check_image("frames", frames)
     if aux is not None:
-        _check_aux("aux", aux, frames)
+        check_aux("aux", aux, frames)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     padded = prep(frames)
-    first, second = _check_indices(first, second, frames.shape[0], padded.device)
+    first, second = check_indices(first, second, frames.shape[0], padded.device)
     pair_aux = None if aux is None else (prep(aux.index_select(0, first.to(aux.device))),
                                          prep(aux.index_select(0, second.to(aux.device))))
     out = _run(model, padded, first, second, ts, PassOptions(tta, fast_tta, scale), pair_aux, crop,
@@ -293,26 +219,26 @@ def _finish(out: tuple[torch.Tensor, torch.Tensor | None], single: bool, device:
 
 def _passes(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
             options: PassOptions, aux: tuple[torch.Tensor, torch.Tensor] | None):
-    """The feature passes (plain, plus rotated with TTA) and the aux pair each of them fuses."""
+    """The feature passes (plain, plus rotated with TTA), each as (make it, the aux pair it fuses): made one at a
+    time, so only one pass's features are in memory at once."""
     scale = options.scale
     if options.fast_tta:
         n = frames.shape[0]
-        passes = [_Pass(model, torch.cat([frames, _rot180(frames)]), torch.cat([first, first + n]),
-                        torch.cat([second, second + n]), scale)]
-        return passes, None if aux is None else [tuple(torch.cat([a, _rot180(a)]) for a in aux)]
-    passes = [_Pass(model, frames, first, second, scale)]
-    aux_in = None if aux is None else [aux]
+        return [(lambda: _Pass(model, torch.cat([frames, _rot180(frames)]), torch.cat([first, first + n]),
+                               torch.cat([second, second + n]), scale),
+                 None if aux is None else tuple(torch.cat([a, _rot180(a)]) for a in aux))]
+    passes = [(lambda: _Pass(model, frames, first, second, scale), aux)]
     if options.tta:
-        passes.append(_Pass(model, _rot180(frames), first, second, scale))
-        aux_in = None if aux is None else aux_in + [tuple(_rot180(a) for a in aux)]
-    return passes, aux_in
+        passes.append((lambda: _Pass(model, _rot180(frames), first, second, scale),
+                       None if aux is None else tuple(_rot180(a) for a in aux)))
+    return passes
 
 
 def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
          options: PassOptions, aux: tuple[torch.Tensor, torch.Tensor] | None,
          crop: tuple[int, int, int, int], timesteps_per_call: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[T,P,3,h,w] frames (and fused aux) for the pairs (first[i], second[i]) of padded `frames`."""
-    top, left, h, w = crop
+    _, _, h, w = crop
     pairs = first.shape[0]
     per_call = timesteps_per_call
     if per_call is None:  # batching timesteps pays off on GPUs; on CPUs it only costs memory
@@ -322,22 +248,33 @@ def _run(model: EMAVFI, frames: torch.Tensor, first: torch.Tensor, second: torch
     out = torch.empty((len(ts), pairs, 3, h, w), dtype=frames.dtype, device=frames.device)
     aux_out = None if aux is None else torch.empty((len(ts), pairs, aux[0].shape[1], h, w),
                                                    dtype=frames.dtype, device=frames.device)
-    passes, aux_in = _passes(model, frames, first, second, options, aux)
-    for start in range(0, len(ts), per_call):
-        batch = ts[start:start + per_call]
-        results = [p.at(batch, None if aux_in is None else aux_in[k]) for k, p in enumerate(passes)]
-        if options.fast_tta:  # fast TTA: rows are (t, [original pairs, rotated pairs]): split the two halves per t
-            halves = [_split_halves(x, len(batch)) if x is not None else (None, None) for x in results[0]]
-            results = [(halves[0][0], halves[1][0]), (halves[0][1], halves[1][1])]
-        frame, fused = results[0]
-        if len(results) == 2:
-            frame = (frame + _rot180(results[1][0])) / 2
-            fused = None if fused is None else (fused + _rot180(results[1][1])) / 2
-        window = slice(start, start + len(batch))
-        out[window] = frame[:, :, top:top + h, left:left + w].view(len(batch), pairs, 3, h, w)
-        if aux_out is not None:
-            aux_out[window] = fused[:, :, top:top + h, left:left + w].view(len(batch), pairs, -1, h, w)
+    for k, (make_pass, pass_aux) in enumerate(_passes(model, frames, first, second, options, aux)):
+        feature_pass = make_pass()
+        for start in range(0, len(ts), per_call):
+            batch = ts[start:start + per_call]
+            frame, fused = feature_pass.at(batch, pass_aux)
+            if options.fast_tta:  # rows are (t, [original pairs, rotated pairs]): split the two halves per t
+                frame, rotated = _split_halves(frame, len(batch))
+                frame = (frame + _rot180(rotated)) / 2
+                if fused is not None:
+                    fused, rotated = _split_halves(fused, len(batch))
+                    fused = (fused + _rot180(rotated)) / 2
+            window = slice(start, start + len(batch))
+            _store(out, window, frame, crop, pairs, average=k == 1)
+            if aux_out is not None:
+                _store(aux_out, window, fused, crop, pairs, average=k == 1)
+        del feature_pass  # TTA: the plain pass's features go before the rotated pass's are made
     return out, aux_out
+
+
+def _store(out: torch.Tensor, window: slice, padded: torch.Tensor, crop: tuple[int, int, int, int], pairs: int,
+           average: bool) -> None:
+    """Crop padded rows [k*P,C,H,W] into out[window]; average: the rotated TTA pass, (kept + rot180(padded)) / 2."""
+    top, left, h, w = crop
+    if average:
+        padded = _rot180(padded)
+    rows = padded[:, :, top:top + h, left:left + w].view(-1, pairs, padded.shape[1], h, w)
+    out[window] = (out[window] + rows) / 2 if average else rows
 
 
 @torch.inference_mode()
@@ -356,8 +293,8 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
                          f"(got {list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__})")
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
     _check_model(model)
-    ts = _check_timesteps(timesteps)
-    _check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
+    ts = check_timesteps(timesteps)
+    check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
     _warn_untrained_t(model, ts)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     device = next(model.parameters()).device

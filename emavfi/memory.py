@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -10,10 +11,49 @@ from .config import ModelConfig
 from .errors import EmaVfiError
 
 MAX_AUTO_CHUNK = 16
-# Rough activation memory of one frame pair, in elements per padded pixel per unit of base width F,
-# measured on CPU (float32, torch 2.13): peak 115-135 bytes per pixel per F for ours and ours_small.
-_FEATURE_ELEMENTS_PER_PX_F = 32
-_ELEMENTS_PER_PX_PER_T = 8
+# Peak memory of one frame pair, from benchmarks/bench_memory.py (CPU, float32, torch 2.13; benchmarks/RESULTS.md),
+# in values per 32-padded pixel per unit of base width F. The full-resolution stages (appearance features, warps,
+# U-Net) take the same at every flow scale; only the flow stage (motion features and flow heads) shrinks with
+# the scale's square, and it is small: --scale lowers the peak by a few percent at most.
+_FULL_RES_PER_PX_F = 17
+_FLOW_PER_PX_F = 1
+_TTA_PER_PX_F = 4  # the passes run one after the other: TTA adds the rotated frames and the averaging only
+_ELEMENTS_PER_PX_PER_T = 8  # each further timestep row: its output and flow
+_FIXED_BYTES = 96 << 20  # oneDNN scratch pads and allocator slack, whatever the size
+
+
+@dataclass(frozen=True)
+class PairMemory:
+    """Estimated peak memory of one frame pair per stage, in bytes (weights not included)."""
+
+    full_res: int  # appearance features, warps and refinement at full resolution: the same at every scale
+    flow: int  # motion features and flow heads at the flow scale
+    rows: int  # outputs and flows of the timesteps (or bisection nodes) of the pair
+    fixed: int  # scratch pads and allocator slack
+
+    @property
+    def total(self) -> int:
+        return self.full_res + self.flow + self.rows + self.fixed
+
+    def batch(self, pairs: int) -> int:
+        """Bytes for a device batch of `pairs` such pairs (the fixed part once)."""
+        return self.fixed + max(1, pairs) * (self.total - self.fixed)
+
+
+def pair_memory(config: ModelConfig, height: int, width: int, n_timesteps: int = 1,
+                dtype: torch.dtype = torch.float32, *, tta: bool = False, scale: float = 1.0) -> PairMemory:
+    """Peak memory of one frame pair per stage (see PairMemory); an estimate, good to about 20 %."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    values = (math.ceil(height / 32) * 32) * (math.ceil(width / 32) * 32) * elem
+    full = (_FULL_RES_PER_PX_F + (_TTA_PER_PX_F if tta else 0)) * config.width
+    return PairMemory(full_res=int(values * full), flow=int(values * _FLOW_PER_PX_F * config.width * scale * scale),
+                      rows=int(values * _ELEMENTS_PER_PX_PER_T * max(1, n_timesteps)), fixed=_FIXED_BYTES)
+
+
+def estimate_pair_bytes(config: ModelConfig, height: int, width: int, n_timesteps: int = 1,
+                        dtype: torch.dtype = torch.float32, *, tta: bool = False, scale: float = 1.0) -> int:
+    """Rough peak memory for one frame pair: the total of `pair_memory`. Treat it as an estimate, not a promise."""
+    return pair_memory(config, height, width, n_timesteps, dtype, tta=tta, scale=scale).total
 
 
 class ClipMemoryError(EmaVfiError, MemoryError):
@@ -27,20 +67,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if types and isinstance(exc, types):
         return True
     return isinstance(exc, (RuntimeError, MemoryError)) and "out of memory" in str(exc).lower()
-
-
-def estimate_pair_bytes(config: ModelConfig, height: int, width: int, n_timesteps: int = 1,
-                        dtype: torch.dtype = torch.float32, *, tta: bool = False) -> int:
-    """Rough peak device memory for one frame pair: backbone + refinement activations and T outputs.
-
-    About 32 * F values per (32-padded) pixel for the features (measured peak on CPU: 115-135 bytes per
-    pixel per F in float32), doubled with TTA, plus 8 values per pixel per timestep. HR mode (scale < 1)
-    measured the same. Weights are not included. Treat it as an order of magnitude, not a promise.
-    """
-    elem = torch.empty((), dtype=dtype).element_size()
-    pixels = (math.ceil(height / 32) * 32) * (math.ceil(width / 32) * 32)
-    features = _FEATURE_ELEMENTS_PER_PX_F * config.width * (2 if tta else 1)
-    return int(pixels * elem * (features + _ELEMENTS_PER_PX_PER_T * max(1, n_timesteps)))
 
 
 def auto_chunk_size(free_bytes: int, pair_bytes: int, *, max_chunk: int = MAX_AUTO_CHUNK,

@@ -103,28 +103,58 @@ def check_ray_workers(workers: int | None, address: str | None) -> None:
                             "with --ray ADDRESS")
 
 
-def check_memory(prepared: Any) -> None:
-    """One frame batch must fit in the device's available memory (a CPU run past it is killed by the system)."""
+def check_memory(prepared: Any, free: int | None = None) -> None:
+    """One frame batch must fit in the device's available memory (a CPU run past it is killed by the system).
+
+    free: the bytes available (default: emavfi.memory.free_memory_bytes of the run's device).
+    """
     from .config import get_config
-    from .engine import rows_per_pair
-    from .memory import estimate_pair_bytes, free_memory_bytes
-    from .schedule import pair_timesteps
     from .devices import run_device, run_dtype
+    from .engine import rows_per_pair
+    from .memory import free_memory_bytes
+    from .schedule import pair_timesteps
 
     s = prepared.job.settings
     device = run_device(s.device)
     height, width = prepared.source.size
     rows = rows_per_pair(pair_timesteps(prepared.schedule.plan), prepared.schedule.bisection_depth)
-    pair = estimate_pair_bytes(get_config(s.model_variant), height, width, rows, run_dtype(s.precision, device),
-                               tta=s.run.tta)
-    need, free = pair * max(1, s.run.chunk), free_memory_bytes(device)
-    if need > free:
-        # --scale is not offered: the full-resolution stages dominate, so it saves little memory (memory.py).
-        fixes = [f"--chunk 1 (now {s.run.chunk})"] if s.run.chunk > 1 else []
-        fixes += ["no --tta"] if s.run.tta else []
-        fixes += ["a device with more memory, or a smaller input"]
-        raise MemoryError(f"a {width}x{height} frame batch needs about {need / 1e9:.1f} GB on {device.type}, and "
-                          f"{free / 1e9:.1f} GB is available: use {', '.join(fixes)}")
+    line = memory_refusal(get_config(s.model_variant), height, width, rows, run_dtype(s.precision, device), s.run,
+                          free_memory_bytes(device) if free is None else free, device.type)
+    if line is not None:
+        raise MemoryError(line)
+
+
+def memory_refusal(config: Any, height: int, width: int, rows: int, dtype: Any, run: Any, free: int,
+                   device_type: str) -> str | None:
+    """None when a batch of `run` (tta, scale, chunk) fits in `free` bytes, else the one-line refusal naming the
+    options that would fit, each with its estimate (--scale only where it lowers the estimate enough to fit)."""
+    from .memory import pair_memory
+    from .settings import SCALES
+
+    def need(tta: bool = run.tta, scale: float = run.scale, chunk: int = run.chunk) -> int:
+        return pair_memory(config, height, width, rows, dtype, tta=tta, scale=scale).batch(chunk)
+
+    if need() <= free:
+        return None
+    options = [(f"--chunk 1 (now {run.chunk})", need(chunk=1))] if run.chunk > 1 else []
+    options += [("no --tta", need(tta=False))] if run.tta else []
+    scales = [(f"--scale {scale:g}", need(scale=scale)) for scale in sorted(SCALES, reverse=True) if scale < run.scale]
+    options += [next((option for option in scales if option[1] <= free), ("", free + 1))]  # the largest that fits
+    fitting = [f"{option} (~{_gib(bytes_)})" for option, bytes_ in options if bytes_ <= free]
+    least = [name for name, applies in (("--chunk 1", run.chunk > 1), ("no --tta", run.tta),
+                                          (f"--scale {min(SCALES):g}", run.scale > min(SCALES))) if applies]
+    what = f"a {width}x{height} frame pair" + (f" batch of {run.chunk}" if run.chunk > 1 else "") + \
+        (f", {rows} timesteps each" if rows > 1 else "") + (" with TTA" if run.tta else "")
+    head = f"{what} needs ~{_gib(need())} on {device_type}, {_gib(free)} is available"
+    if fitting:
+        return f"{head}: try {' or '.join(fitting)}"
+    still = f"; even with {' and '.join(least)} it needs ~{_gib(need(False, min(SCALES), 1))}" if least else ""
+    return f"{head}{still}: use a device with more memory, or a smaller input"
+
+
+def _gib(count: int) -> str:
+    """Bytes in GiB (in MiB below 1 GiB)."""
+    return f"{count / (1 << 30):.1f} GiB" if count >= 1 << 30 else f"{count / (1 << 20):.0f} MiB"
 
 
 # ----------------------------------------------------------------------------------------------- notes
@@ -179,3 +209,10 @@ def notes(prepared: Any) -> list[str]:
     if rotation is not None:
         lines.append(rotation(job.settings.output.apply_rotation, job.video_out))
     return [line for line in lines if line]
+
+
+def outcome(source: Any, settings: Any, video_out: bool) -> str:
+    """What the run summary adds about the source: what became of a video's display rotation ("" when nothing)."""
+    rotation = getattr(source, "rotation_outcome", None)
+    said = rotation(settings.output.apply_rotation, video_out) if rotation is not None else None
+    return f"; {said}" if said else ""

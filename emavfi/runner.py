@@ -163,7 +163,8 @@ class Runner:
         if not self._chunk:
             config = getattr(self.model, "config", None)
             config = config if isinstance(config, ModelConfig) else ModelConfig(width=32)
-            pair_bytes = estimate_pair_bytes(config, height, width, rows_per_pair, self.dtype, tta=self.tta)
+            pair_bytes = estimate_pair_bytes(config, height, width, rows_per_pair, self.dtype, tta=self.tta,
+                                            scale=self.scale)
             self._chunk = auto_chunk_size(free_memory_bytes(self.device), pair_bytes)
         return self._chunk
 

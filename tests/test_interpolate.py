@@ -27,7 +27,7 @@ def _spy_backbone(model, monkeypatch) -> list[tuple[str, int]]:
         return frame_features(frames)
 
     def spy_pairs(feats, first, second, with_motion=True):
-        calls.append(("pairs", first.shape[0]))
+        calls.append(("pairs", feats.tokens4.shape[0] // 2 if first is None else first.shape[0]))
         return pair_features(feats, first, second, with_motion)
 
     monkeypatch.setattr(bone, "frame_features", spy_frames)

@@ -107,15 +107,61 @@ def test_a_duplicate_timestamp_names_the_file_and_frame(tmp_path, tiny_cli, caps
     assert code == 1 and "dup.mkv: frame 3 has the same timestamp as frame 2" in message
 
 
+def _pair_need(scale: float = 1.0, chunk: int = 1, h: int = 32, w: int = 48) -> int:
+    """The estimate the memory check compares with free memory, for a pair of the test clip."""
+    from emavfi import get_config, memory
+
+    return memory.pair_memory(get_config("ours_small_t"), h, w, 1, scale=scale).batch(chunk)
+
+
 def test_memory_is_checked_before_a_run(tmp_path, tiny_cli, capsys, monkeypatch):
     import emavfi.memory
 
     clip = png_clip(tmp_path / "in", views(3))
-    monkeypatch.setattr(emavfi.memory, "free_memory_bytes", lambda device: 1 << 20)
+    free = _pair_need(chunk=1)  # one pair fits, four do not
+    monkeypatch.setattr(emavfi.memory, "free_memory_bytes", lambda device: free)
     assert run("interpolate", clip, "-o", tmp_path / "out", "--device", "cpu", "--chunk", "4") == 1
     message = last_line(capsys)
-    assert "a 48x32 frame batch needs about" in message and "1 MB" not in message and "--chunk 1 (now 4)" in message
+    assert message.startswith("emavfi: error: a 48x32 frame pair batch of 4 needs ~") and " is available: try " in message
+    assert f"--chunk 1 (now 4) (~{round(free / (1 << 20))} MiB)" in message and "--scale" not in message
     assert tiny_cli == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("room", ["scale 0.5 fits", "no scale fits", "all fits"])
+def test_the_memory_line_names_scale_only_where_it_helps(tmp_path, tiny_cli, capsys, monkeypatch, room):
+    import emavfi.memory
+
+    free = {"scale 0.5 fits": _pair_need(0.5), "no scale fits": _pair_need(0.25) - 1,
+            "all fits": _pair_need(1.0)}[room]
+    monkeypatch.setattr(emavfi.memory, "free_memory_bytes", lambda device: free)
+    code = run("interpolate", png_clip(tmp_path / "in", views(3)), "-o", tmp_path / "out", "--device", "cpu")
+    message = last_line(capsys)
+    if room == "all fits":
+        assert code == 0 and message.startswith("wrote 5 frames")
+        return
+    assert code == 1 and tiny_cli == [] and message.startswith("emavfi: error: a 48x32 frame pair needs ~")
+    if room == "scale 0.5 fits":
+        assert message.endswith(f"is available: try --scale 0.5 (~{round(_pair_need(0.5) / (1 << 20))} MiB)")
+    else:  # even the smallest flow scale does not fit: it is not offered as a fix
+        assert "try" not in message and message.endswith(
+            "; even with --scale 0.25 it needs ~%d MiB: use a device with more memory, or a smaller input"
+            % round(_pair_need(0.25) / (1 << 20)))
+
+
+def test_the_memory_estimate_falls_with_scale_and_a_4k_line_names_what_fits():
+    import torch
+
+    from emavfi import get_config, preflight
+    from emavfi.settings import RunOptions
+
+    needs = [_pair_need(scale, h=2160, w=3840) for scale in (1.0, 0.5, 0.25)]
+    assert needs[0] > needs[1] > needs[2]
+    line = preflight.memory_refusal(get_config("ours_small_t"), 2160, 3840, 1, torch.float32, RunOptions(tta=True),
+                                    needs[0], "cpu")
+    assert line.startswith("a 3840x2160 frame pair with TTA needs ~") and line.endswith(
+        f"is available: try no --tta (~{needs[0] / (1 << 30):.1f} GiB)")
+    assert preflight.memory_refusal(get_config("ours_small_t"), 2160, 3840, 1, torch.float32, RunOptions(),
+                                    needs[0], "cpu") is None
 
 
 def test_m_on_a_variable_rate_video_warns(tmp_path, tiny_cli, capsys):
@@ -128,13 +174,22 @@ def test_a_phone_video_keeps_its_rotation_or_is_turned_upright(tmp_path, tiny_cl
     av = pytest.importorskip("av", reason="video tests need PyAV")
     video = encode(tmp_path / "phone.mp4", views(3, 32, 64), rotation=90)
     assert run("interpolate", video, "-o", tmp_path / "kept.mp4", "-m", "2", "--device", "cpu") == 0
-    assert "rotation carried to the output video's display matrix" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "rotation carried to the output video's display matrix" in err  # said before the run, and in the summary:
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("wrote 5 frames to") and summary.endswith(
+        "; rotation 90\N{DEGREE SIGN} carried as the video's display matrix, pixels kept as stored (add "
+        "--apply-rotation to rotate them upright)"), summary
+    assert run("interpolate", video, "-o", tmp_path / "kept", "-m", "2", "--device", "cpu") == 0
+    assert "rotation 90\N{DEGREE SIGN} carried as the frames' Orientation attribute" in last_line(capsys)
     with av.open(str(tmp_path / "kept.mp4")) as container:
         frame = next(container.decode(video=0))
         assert (frame.width, frame.height, frame.rotation) == (64, 32, 90)
     assert run("interpolate", video, "-o", tmp_path / "upright", "-m", "2", "--device", "cpu",
                "--apply-rotation") == 0
-    assert "pixels are rotated upright" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pixels are rotated upright" in err
+    assert err.strip().splitlines()[-1].endswith("; pixels rotated 90\N{DEGREE SIGN} upright (--apply-rotation)")
     first = oiio.ImageBuf(str(tmp_path / "upright" / "frame_000000.png")).get_pixels(oiio.FLOAT)
     with av.open(str(video)) as container:
         stored = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.float32) / 255

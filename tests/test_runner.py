@@ -357,13 +357,20 @@ def test_negative_values_ride_along_like_alpha():
 
 def test_pair_memory_estimate_scales_sensibly():
     small, big = emavfi.get_config("ours_small"), emavfi.get_config("ours")
-    base = memory.estimate_pair_bytes(small, 1080, 1920)
-    assert memory.estimate_pair_bytes(small, 1080, 1920, dtype=torch.float16) * 2 == base
-    assert memory.estimate_pair_bytes(big, 1080, 1920) > 1.9 * base
-    assert memory.estimate_pair_bytes(small, 1080, 1920, tta=True) > 1.8 * base
-    assert memory.estimate_pair_bytes(small, 2160, 3840) > 3.9 * base
-    assert memory.estimate_pair_bytes(small, 1080, 1920, n_timesteps=8) > base
-    # measured on CPU: ours_small at 256x448 peaked near 240 MiB
+
+    def pixels_part(*args, **kwargs) -> int:  # what grows with the frame: the total less the fixed scratch
+        stages = memory.pair_memory(*args, **kwargs)
+        assert stages.total == memory.estimate_pair_bytes(*args, **kwargs)
+        return stages.total - stages.fixed
+
+    base = pixels_part(small, 1080, 1920)
+    assert pixels_part(small, 1080, 1920, dtype=torch.float16) * 2 == base
+    assert pixels_part(big, 1080, 1920) > 1.9 * base
+    assert base < pixels_part(small, 1080, 1920, tta=True) < 1.5 * base  # the TTA passes run one after the other
+    assert pixels_part(small, 2160, 3840) > 3.9 * base
+    assert pixels_part(small, 1080, 1920, n_timesteps=8) > base
+    assert memory.pair_memory(small, 1080, 1920).batch(4) - memory.pair_memory(small, 1080, 1920).fixed == 4 * base
+    # measured on CPU (benchmarks/bench_memory.py): ours_small_t at 256x448 peaked near 206 MiB
     assert 150 << 20 < memory.estimate_pair_bytes(small, 256, 448) < 400 << 20
 
 
@@ -436,3 +443,13 @@ def test_real_tiny_model_alpha_hdr_and_recursion(tiny_model):
     mid, mid_alpha = emavfi.interpolate(tiny_model, enc[0], enc[1], 0.5, aux0=frames[0:1, 3:], aux1=frames[1:2, 3:])
     quarter = emavfi.interpolate(tiny_model, enc[0], mid, 0.5, aux0=frames[0:1, 3:], aux1=mid_alpha)[0]
     torch.testing.assert_close(out[1, :3], hdr.hdr_decode(quarter, peak)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_the_estimate_falls_with_the_flow_scale_in_its_flow_stage_only():
+    small = emavfi.get_config("ours_small_t")
+    stages = [memory.pair_memory(small, 2160, 3840, scale=scale) for scale in (1.0, 0.5, 0.25)]
+    totals = [stage.total for stage in stages]
+    assert totals[0] > totals[1] > totals[2]
+    assert len({stage.full_res for stage in stages}) == 1  # the full-resolution stages do not depend on the scale
+    assert stages[0].flow == 16 * stages[2].flow  # the flow stage runs on scale^2 of the pixels
+    assert totals == [memory.estimate_pair_bytes(small, 2160, 3840, scale=s) for s in (1.0, 0.5, 0.25)]

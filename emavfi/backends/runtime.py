@@ -113,11 +113,12 @@ class RuntimeModel:
     def interpolate(self, img0: torch.Tensor, img1: torch.Tensor, timesteps=0.5, *, tta: bool = False,
                     scale: float = 1.0, aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None):
         """emavfi.interpolate for this model (same checks, shapes and return values)."""
-        from ..inference import _check_frames, _check_timesteps, _warn_untrained_t
+        from ..inference import _warn_untrained_t
+        from ..tensor_checks import check_frames, check_timesteps
 
         single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-        ts = _check_timesteps(timesteps)
-        _check_frames(img0, img1, aux0, aux1)
+        ts = check_timesteps(timesteps)
+        check_frames(img0, img1, aux0, aux1)
         _warn_untrained_t(self, ts)
         b = img0.shape[0]
         idx = torch.arange(2 * b)

@@ -197,6 +197,16 @@ class VideoSource:
         where = "the output video's display matrix" if video_out else "the frames' Orientation attribute"
         return f"{turned}: pixels kept as stored, the rotation carried to {where} (--apply-rotation turns them upright)"
 
+    def rotation_outcome(self, apply: bool, video_out: bool) -> str | None:
+        """What became of the file's display rotation, for the run's summary line (None when it has none)."""
+        if not self.rotation and self.display_matrix is None:
+            return None
+        if apply:
+            return f"pixels rotated {self.rotation}\N{DEGREE SIGN} upright (--apply-rotation)"
+        where = "the video's display matrix" if video_out else "the frames' Orientation attribute"
+        return (f"rotation {self.rotation}\N{DEGREE SIGN} carried as {where}, pixels kept as stored (add "
+                "--apply-rotation to rotate them upright)")
+
     def count(self) -> int:
         """The exact number of decodable frames (decodes the whole stream once; cached)."""
         if self._count is None:

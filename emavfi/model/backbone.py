@@ -127,17 +127,23 @@ class MotionFormer(nn.Module):
 
     def forward(self, frames: torch.Tensor, with_motion: bool = True) -> Features:
         """frames [2B,3,H,W] (frame-0 rows first) -> Features of the B pairs."""
-        b = frames.shape[0] // 2
-        idx = torch.arange(2 * b, device=frames.device)
-        return self.pair_features(self.frame_features(frames), idx[:b], idx[b:], with_motion)
+        return self.pair_features(self.frame_features(frames), None, None, with_motion)
 
-    def pair_features(self, frames: FrameFeatures, first: torch.Tensor, second: torch.Tensor,
+    def pair_features(self, frames: FrameFeatures, first: torch.Tensor | None, second: torch.Tensor | None,
                       with_motion: bool = True) -> Features:
-        """Features of the pairs (frames[first[i]], frames[second[i]]): the transformer stages attend across each pair."""
-        order = torch.cat([first, second])
-        appearance = [c.index_select(0, order) for c in frames.convs]
+        """Features of the pairs (frames[first[i]], frames[second[i]]): the transformer stages attend across each pair.
+
+        first = second = None: the frames already are the pairs' rows (frame-0 rows, then frame-1 rows); their
+        conv maps then become the appearance levels as they are, without a copy.
+        """
+        if first is None or second is None:
+            appearance, tokens = list(frames.convs), frames.tokens4
+        else:
+            order = torch.cat([first, second])
+            appearance = [c.index_select(0, order) for c in frames.convs]
+            tokens = frames.tokens4.index_select(0, order)
         motion: list[torch.Tensor] = []
-        tokens, (h, w) = frames.tokens4.index_select(0, order), frames.grid4
+        h, w = frames.grid4
         for blocks, norm, embed in ((self.block4, self.norm4, None), (self.block5, self.norm5, self.patch_embed5)):
             if embed is not None:
                 tokens, h, w = embed(appearance[-1])

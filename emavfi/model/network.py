@@ -135,15 +135,18 @@ class EMAVFI(nn.Module):
         grid = self.sampling_grid(img0.shape[-2], img0.shape[-1], img0.device, img0.dtype)
         weight0 = torch.sigmoid(mask_logit)
         warped0, warped1, merged = blend(img0, img1, flow, weight0, grid)
-        feats0, feats1, level_flow = [], [], flow
-        for level, app in enumerate(appearance):
-            if level:
-                level_flow = resize(level_flow, 0.5) * 0.5
+        level_flows = [flow]
+        for _ in appearance[1:]:
+            level_flows.append(resize(level_flows[-1], 0.5) * 0.5)
+
+        def warped(level: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """Appearance level `level` of frames 0 and 1 warped to t (made when the U-Net reaches that level)."""
+            level_flow, app = level_flows[level], appearance[level]
             level_grid = self.sampling_grid(*level_flow.shape[-2:], level_flow.device, level_flow.dtype)
-            feats0.append(backward_warp(app[:b], level_flow[:, 0:2], level_grid))
-            feats1.append(backward_warp(app[b:], level_flow[:, 2:4], level_grid))
-        side = torch.cat([img0, img1, warped0, warped1, mask_logit, flow], 1)
-        res = self.unet(side, feats0, feats1)
+            return (backward_warp(app[:b], level_flow[:, 0:2], level_grid),
+                    backward_warp(app[b:], level_flow[:, 2:4], level_grid))
+
+        res = self.unet(lambda: torch.cat([img0, img1, warped0, warped1, mask_logit, flow], 1), warped)
         return Synthesis(torch.clamp(merged + res, 0, 1), merged, weight0)
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, t: float = 0.5) -> dict[str, object]:

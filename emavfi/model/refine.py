@@ -1,6 +1,8 @@
 """The refinement U-Net: turns the warped frames and warped backbone features into a residual."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -37,14 +39,40 @@ class RefineUNet(nn.Module):
         self.up3 = up(4 * c, c)
         self.conv = nn.Conv2d(c, 3, 3, 1, 1)
 
-    def forward(self, image_side: torch.Tensor, warped0: list[torch.Tensor], warped1: list[torch.Tensor]) -> torch.Tensor:
-        """image_side: [I0, I1, w0, w1, mask logit, flow] (17 ch); warped*: 5 feature levels -> res in (-1, 1)."""
-        s0 = self.down0(torch.cat([image_side, warped0[0], warped1[0]], 1))
-        s1 = self.down1(torch.cat([s0, warped0[1], warped1[1]], 1))
-        s2 = self.down2(torch.cat([s1, warped0[2], warped1[2]], 1))
-        s3 = self.down3(torch.cat([s2, warped0[3], warped1[3]], 1))
-        x = self.up0(torch.cat([s3, warped0[4], warped1[4]], 1))
-        x = self.up1(torch.cat([x, s2], 1))
-        x = self.up2(torch.cat([x, s1], 1))
-        x = self.up3(torch.cat([x, s0], 1))
-        return 2 * torch.sigmoid(self.conv(x)) - 1
+    def forward(self, image_side: Callable[[], torch.Tensor],
+                warped: Callable[[int], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """image_side() -> [I0, I1, w0, w1, mask logit, flow] (17 ch); warped(k) -> level k of both frames' warped
+        features -> res in (-1, 1).
+
+        Inputs are made when their level needs them and each full-resolution tensor is dropped once read, so the
+        peak memory holds one level's inputs at a time (the same arithmetic as making them all first).
+        """
+        skips: list[torch.Tensor] = []
+        held = [_through(self.down0, _joined(image_side(), warped(0)))]  # a holder: popped into each call
+        for level, down in enumerate((self.down1, self.down2, self.down3), 1):
+            skips.append(held.pop())
+            held.append(_through(down, _joined(skips[-1], warped(level))))
+        held.append(_through(self.up0, _joined(held.pop(), warped(4))))
+        for block in (self.up1, self.up2, self.up3):
+            held.append(_through(block, torch.cat([held.pop(), skips.pop()], 1)))
+        return 2 * torch.sigmoid(self.conv(held.pop())) - 1
+
+
+def _joined(x: torch.Tensor, pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x and both warped feature maps along channels (arguments passed as temporaries are freed on return)."""
+    return torch.cat([x, *pair], 1)
+
+
+def _through(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x through the block's layers in order; pass x as a temporary (a call's result): this function then holds the
+    only reference, so each layer's input is freed as soon as its output exists."""
+    for layer in _layers(block):
+        x = layer(x)
+    return x
+
+
+def _layers(block: nn.Module) -> list[nn.Module]:
+    """The conv and PReLU layers of a Down or an up block, in order."""
+    if isinstance(block, Down):
+        return [*block.conv1, *block.conv2]
+    return list(block)

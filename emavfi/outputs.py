@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from .errors import EmaVfiError
 from .files import atomic_write, default_mode, sha256_of, stale_partials, try_lock
+from .sequences import describe_numbers
 
 LOCK_NAME = ".emavfi.lock"
 RECORD_NAME = ".emavfi-run.json"
@@ -144,7 +145,7 @@ class OutputFolder:
     def _adopt(self) -> None:
         """Check the folder against the record; write the record; delete only what a record names (overwrite)."""
         before = self._read_record()
-        ours = self._recorded_files(before) if before else []
+        ours = self._recorded_files(before) if before else {}
         if before is not None:  # facts not known yet (weights not downloaded) are taken as the folder has them
             known = {k: before[k] for k in LATE_KEYS if k in before and self.record.get(k) is None}
             self.record = {**self.record, **known}
@@ -159,9 +160,9 @@ class OutputFolder:
                 raise OutputFolderError(
                     f"{self.folder} holds the output of a different run ({describe_differences(before, self.record)}); "
                     "use the same command to resume it, --overwrite to replace its frames, or another folder")
-            self._delete(ours)
+            self._delete(self._replaceable(before, ours))
         elif self.overwrite:
-            self._delete(ours)
+            self._delete(self._replaceable(before, ours))
         elif ours and not (self.resume or self.shared):
             raise OutputFolderError(f"{self.folder} already holds {len(ours)} frames of this run; add --resume to "
                                     "finish it or --overwrite to replace them")
@@ -202,13 +203,34 @@ class OutputFolder:
             raise OutputFolderError(f"{path} is not an emavfi run record; choose another output folder")
         return record
 
-    def _recorded_files(self, record: dict[str, Any]) -> list[Path]:
-        n = record["naming"]
-        naming = Naming(str(n["prefix"]), int(n["digits"]), str(n["suffix"]), int(n["start"]), int(n["total"]))
-        names = {naming.name(k) for k in range(naming.total)}
-        return [p for p in self.folder.iterdir() if p.name in names]
+    def _recorded_files(self, record: dict[str, Any]) -> dict[int, Path]:
+        """Frame number -> file, for the files there that the record's naming names."""
+        naming = _naming_of(record)
+        numbers = {naming.name(k): k + naming.start for k in range(naming.total)}
+        return {numbers[p.name]: p for p in self.folder.iterdir() if p.name in numbers}
+
+    def _replaceable(self, record: dict[str, Any], ours: dict[int, Path]) -> list[Path]:
+        """The recorded files --overwrite may delete: those whose bytes still match the frame log (a damaged one
+        too). Frames edited since, or never logged, stop it with one line, unless --redo-changed: then they are
+        left in place for the render to replace, and nothing the user made is deleted."""
+        logged = self._logged()
+        matching, edited, unlogged = [], [], []
+        for number, path in sorted(ours.items()):
+            entry = logged.get(path.name)
+            if entry is None:
+                unlogged.append(number)
+            elif (path.stat().st_size == entry[0] and sha256_of(path) == entry[1]) or not self.verify(path):
+                matching.append(path)
+            else:
+                edited.append(number)
+        if (edited or unlogged) and not self.redo_changed:
+            raise OutputFolderError(
+                f"--overwrite replaces only frames emavfi wrote, and {touched(edited, unlogged, _naming_of(record))} "
+                f"in {self.folder}; nothing was replaced: move them aside, or add --redo-changed to render them again")
+        return matching
 
     def _delete(self, paths: Iterable[Path]) -> None:
+        """Delete these frames (ours, unchanged since we wrote them) and the frame log."""
         for path in paths:
             path.unlink(missing_ok=True)
         (self.folder / LOG_NAME).unlink(missing_ok=True)
@@ -227,7 +249,7 @@ class OutputFolder:
             return {index for index in indices if index in self._done}
         logged = self._logged()
         done, changed = set(), []
-        for index in indices:
+        for index in indices:  # changed: frame numbers
             path = self.path(index)
             entry = logged.get(path.name)
             if entry is None or not path.is_file():
@@ -236,12 +258,10 @@ class OutputFolder:
                 if self.verify(path):
                     done.add(index)
             elif self.verify(path):  # a whole image, not ours: someone edited it (a damaged one is re-rendered)
-                changed.append(path.name)
+                changed.append(index + self.naming.start)
         if changed and not self.redo_changed:
-            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-            raise OutputFolderError(
-                f"{len(changed)} frame(s) in {self.folder} were changed after emavfi wrote them ({shown}); they are "
-                "kept: move them aside, or add --redo-changed to render them again")
+            raise OutputFolderError(f"{touched(changed, [], self.naming)} in {self.folder}; they are kept: move them "
+                                    "aside, or add --redo-changed to render them again")
         return done
 
     def _logged(self) -> dict[str, tuple[int, str]]:
@@ -263,6 +283,25 @@ class OutputFolder:
         assert self._log_fd is not None
         os.write(self._log_fd, line)
         self._wrote = True
+
+
+def touched(edited: list[int], unlogged: list[int], naming: Naming) -> str:
+    """E.g. "frames 4, 7-8 of frame_######.png were changed after emavfi wrote them and frame 9 was not written by
+    emavfi": frame numbers compressed into ranges, as the missing-frames message has them."""
+    parts = []
+    for numbers, what in ((edited, "changed after emavfi wrote {}"), (unlogged, "not written by emavfi")):
+        if numbers:
+            one = len(numbers) == 1
+            label = f"frame{'' if one else 's'} {describe_numbers(numbers)}"
+            of = "" if parts else f" of {naming.pattern}"
+            parts.append(f"{label}{of} {'was' if one else 'were'} {what.format('it' if one else 'them')}")
+    return " and ".join(parts)
+
+
+def _naming_of(record: dict[str, Any]) -> Naming:
+    """The naming a run record holds."""
+    n = record["naming"]
+    return Naming(str(n["prefix"]), int(n["digits"]), str(n["suffix"]), int(n["start"]), int(n["total"]))
 
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:

@@ -102,7 +102,7 @@ class OutputOptions:
     on_error: str = "stop"
     gaps: str = "error"  # missing frame numbers in the input: error, interpolate or ignore (emavfi.sequences)
     pattern: str | None = None  # which sequence of a folder holding several, e.g. "plate.####.exr"
-    redo_changed: bool = False  # --resume re-renders frames changed after we wrote them (else it stops)
+    redo_changed: bool = False  # --resume/--overwrite re-render frames changed after we wrote them (else they stop)
     apply_rotation: bool = False  # rotate a video's pixels upright (else its display matrix is carried over)
 
     def __post_init__(self) -> None:
@@ -110,9 +110,9 @@ class OutputOptions:
             _whole(self.start_number, "start number", 0, MAX_START_NUMBER, "the number of the first output frame")
         if self.gaps not in GAPS:
             raise SettingsError(f"gaps must be one of {', '.join(GAPS)}; got {self.gaps!r}")
-        if self.redo_changed and not self.resume:
-            raise SettingsError("--redo-changed goes with --resume (it re-renders the frames changed since we wrote "
-                                "them)")
+        if self.redo_changed and not (self.resume or self.overwrite):
+            raise SettingsError("--redo-changed goes with --resume or --overwrite (it re-renders the frames changed "
+                                "since we wrote them)")
         if self.pattern is not None and (not self.pattern.strip() or "/" in self.pattern or "\\" in self.pattern):
             raise SettingsError(f"--pattern is a file name pattern such as 'plate.####.exr' (no folders); "
                                 f"got {self.pattern!r}")

@@ -77,10 +77,62 @@ def test_resume_never_replaces_a_frame_edited_after_we_wrote_it(tmp_path, tiny_c
     assert run(*base, "--resume") == 2
     message = one_line(capsys)
     assert tiny_cli == []  # stopped before any weights were loaded
-    assert "changed after emavfi wrote them (frame_000004.png)" in message and "--redo-changed" in message
+    assert "frame 4 of frame_######.png was changed after emavfi wrote it in " in message
+    assert message.endswith("they are kept: move them aside, or add --redo-changed to render them again")
     assert edited.read_bytes() == artist and not (out / "frame_000007.png").exists()
     assert run(*base, "--resume", "--redo-changed") == 0
     assert {p.name: p.read_bytes() for p in out.glob("frame_*")} == reference
+
+
+def paint(path: Path) -> bytes:
+    """An artist paints over a frame: a valid image with other pixels; returns its new bytes."""
+    pixels = oiio.ImageBuf(str(path)).get_pixels(oiio.UINT8)
+    pixels[4:12, 4:20] = 255
+    assert oiio.ImageBuf(np.ascontiguousarray(pixels)).write(str(path))
+    return path.read_bytes()
+
+
+def frames_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("frame_*"))}
+
+
+def test_overwrite_never_replaces_a_frame_edited_after_we_wrote_it(tmp_path, tiny_cli, capsys):
+    clip = coffee_clip(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    base = ["interpolate", clip, "-o", out, "-m", "2", "--device", "cpu"]
+    assert run(*base) == 0
+    reference = frames_of(out)
+    artist = {name: paint(out / name) for name in ("frame_000004.png", "frame_000006.png", "frame_000007.png")}
+    before = frames_of(out)
+    capsys.readouterr()
+    tiny_cli.clear()
+    assert run(*base, "--overwrite") == 2
+    message = one_line(capsys)
+    assert tiny_cli == []  # stopped before any weights were loaded
+    assert message.startswith("emavfi: error: --overwrite replaces only frames emavfi wrote, and frames 4, 6-7 of "
+                              "frame_######.png were changed after emavfi wrote them in ")
+    assert message.endswith("nothing was replaced: move them aside, or add --redo-changed to render them again")
+    assert frames_of(out) == before and all(before[name] == data for name, data in artist.items())
+    assert run(*base, "--overwrite", "--redo-changed") == 0
+    assert frames_of(out) == reference  # rendered again, as asked
+    assert run(*base, "--overwrite") == 0 and frames_of(out) == reference  # an unedited folder: replaced as before
+
+
+def test_overwrite_never_replaces_a_file_we_never_wrote(tmp_path, tiny_cli, capsys):
+    clip = coffee_clip(tmp_path / "in", 5)
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    assert run("interpolate", clip, "-o", whole, "-m", "2", "--device", "cpu") == 0
+    base = ["interpolate", clip, "-o", out, "-m", "2", "--device", "cpu"]
+    assert run(*base, "--frames", "1-3") == 0  # one farm task of the shot
+    theirs = (clip / "cup.0002.png").read_bytes()
+    (out / "frame_000008.png").write_bytes(theirs)  # someone's own image under a name of the shot
+    capsys.readouterr()
+    assert run(*base, "--overwrite") == 2
+    message = one_line(capsys)
+    assert "and frame 8 of frame_######.png was not written by emavfi in " in message
+    assert (out / "frame_000008.png").read_bytes() == theirs and len(frames_of(out)) == 4  # nothing deleted
+    assert run(*base, "--overwrite", "--redo-changed") == 0
+    assert frames_of(out) == frames_of(whole)
 
 
 def test_a_run_that_fails_before_its_first_frame_leaves_the_folder_unclaimed(tmp_path, monkeypatch, capsys):

@@ -277,6 +277,38 @@ def load_run_comfy() -> types.ModuleType:
     return module
 
 
+TIMING = "[timing]"
+
+
+def timed_harness(argv: list[str]) -> int:
+    """Run the shared harness unchanged, also logging (monotonic seconds, on stderr) when each progress message
+    arrives on its websocket and when each POST /interrupt returned: its own log lines carry whole seconds and
+    are written when its loop gets round to the messages, too coarse and too late to order them."""
+    harness = load_run_comfy()
+    recv, post_json = harness.MiniWebSocket.recv, harness.Http.post_json
+
+    def timed_recv(self: Any) -> Any:
+        kind, payload = message = recv(self)
+        if kind == "text":
+            event = json.loads(payload)
+            if event.get("type") == "progress":
+                data = event.get("data") or {}
+                print(f"{TIMING} progress prompt={data.get('prompt_id')} node={data.get('node')} "
+                      f"at={time.monotonic():.6f}", file=sys.stderr, flush=True)
+        return message
+
+    def timed_post_json(self: Any, path: str, body: Any, timeout: float = 30.0) -> Any:
+        result = post_json(self, path, body, timeout)
+        if path == "/interrupt":
+            print(f"{TIMING} interrupt prompt={(body or {}).get('prompt_id')} returned at={time.monotonic():.6f}",
+                  file=sys.stderr, flush=True)
+        return result
+
+    harness.MiniWebSocket.recv, harness.Http.post_json = timed_recv, timed_post_json
+    sys.argv = [str(shared_comfy_dir() / "run_comfy.py"), *argv]
+    return harness.main()
+
+
 _JS_TEXTS = "Array.from(document.querySelectorAll('.emavfi-info')).map(e => e.className + ': ' + e.textContent)"
 _JS_APP = "window.comfyAPI.app.app"
 
@@ -350,6 +382,11 @@ def _main(argv: list[str] | None = None) -> int:
     check.add_argument("--workflow", type=Path, required=True)
     check.add_argument("--out-dir", type=Path, required=True)
     check.add_argument("--result", type=Path, required=True)
+    sub.add_parser("timed-harness", help="run ../shared/comfyui/run_comfy.py with arrival times of progress "
+                   "messages and interrupts (the arguments after timed-harness are the harness's)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["timed-harness"]:
+        return timed_harness(argv[1:])
     args = parser.parse_args(argv)
     result = browser_check(args.url, args.workflow, args.out_dir)
     args.result.write_text(json.dumps(result, indent=1))

@@ -22,7 +22,7 @@ from PIL import Image
 import emavfi
 import emavfi.hub
 import emavfi.weights
-from comfy_helpers import REPO, chromium, comfy_python, shared_comfy_dir
+from comfy_helpers import REPO, TIMING, chromium, comfy_python, shared_comfy_dir
 from fakehub import FakeHub
 from helpers import random_state
 
@@ -140,7 +140,7 @@ def e2e(tmp_path_factory):
     env = dict(os.environ, HF_HUB_OFFLINE="0", HF_HOME=str(tmp / "hf_home"), EMAVFI_HOME=str(tmp / "emavfi_home"),
                HF_HUB_DISABLE_TELEMETRY="1")
     env.pop("HF_ENDPOINT", None)
-    cmd = [sys.executable, str(shared_comfy_dir() / "run_comfy.py"), "--python", str(comfy_python()),
+    cmd = [sys.executable, str(REPO / "tests" / "comfy_helpers.py"), "timed-harness", "--python", str(comfy_python()),
            "--node-pack", f"{REPO}={PACK_NAME}", "--base-dir", str(base), "--out-dir", str(tmp / "out"),
            "--summary-json", str(summary_path), "--user-setting", "Comfy.TutorialCompleted=true",
            "--workflow", str(WORKFLOW_API), "--expect", "success",
@@ -217,18 +217,23 @@ def test_example_workflow_interpolates_x4(e2e):
 
 
 def _progress_of(e2e, run: dict, node: str = "5") -> tuple[int, int]:
-    """(progress events of `node` before the interrupt was sent, after it) for one run, from the harness log
-    (its websocket events in arrival order)."""
-    lines = e2e["stderr"].splitlines()
-    start = next(i for i, line in enumerate(lines) if f"queued prompt {run['prompt_id']}" in line)
-    end = next((i for i in range(start + 1, len(lines)) if "queued prompt" in lines[i]), len(lines))
-    before = after = 0
-    interrupted = False
-    for line in lines[start:end]:
-        interrupted = interrupted or "POST /interrupt" in line
-        if f"progress node {node}:" in line:
-            after, before = (after + 1, before) if interrupted else (after, before + 1)
-    return before, after
+    """(progress events of `node` received before the POST /interrupt of this run returned, received after it), by
+    the arrival times the timed harness logs (comfy_helpers.timed_harness); no interrupt: all are before."""
+    prompt = run["prompt_id"]
+    arrivals, interrupted = [], None
+    for line in e2e["stderr"].splitlines():
+        if not line.startswith(TIMING):
+            continue
+        fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+        if fields.get("prompt") != prompt:
+            continue
+        if " interrupt " in line and interrupted is None:
+            interrupted = float(fields["at"])
+        elif " progress " in line and fields.get("node") == node:
+            arrivals.append(float(fields["at"]))
+    assert arrivals or interrupted is not None, f"no timing lines for prompt {prompt}: was the timed harness run?"
+    after = sum(1 for at in arrivals if interrupted is not None and at > interrupted)
+    return len(arrivals) - after, after
 
 
 def test_progress_moves_per_pair_on_the_cpu(e2e):

@@ -9,95 +9,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from .inference_checks import (Timesteps, check_aux, check_frames, check_image, check_indices, check_model,
+                               check_timesteps, is_runtime)
 from .model import EMAVFI, Features
 from .model.network import blend
 from .model.flow import resize
 from .schedule import untrained_t_warning
-
-Timesteps = float | Sequence[float]
-
-
-def _check_image(name: str, img: object) -> None:
-    if not isinstance(img, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [B,3,H,W]; got {type(img).__name__}")
-    if not img.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor with values in 0..1; got {img.dtype} "
-                        "(convert 8-bit images with img.float() / 255)")
-    if img.dim() != 4 or img.shape[1] != 3:
-        raise ValueError(f"{name} must have shape [B,3,H,W]; got {list(img.shape)} "
-                         "(ComfyUI images are [B,H,W,C]: use img.movedim(-1, 1))")
-    if img.shape[0] == 0 or img.shape[2] == 0 or img.shape[3] == 0:
-        raise ValueError(f"{name} is empty: shape {list(img.shape)}")
-    if not torch.isfinite(img).all():
-        raise ValueError(f"{name} contains NaN or Inf values")
-    lo, hi = img.min().item(), img.max().item()
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise ValueError(f"{name} values must be in [0, 1]; got [{lo:.4g}, {hi:.4g}] (for HDR or linear-light "
-                         "frames use emavfi.runner.interpolate_clip, which maps them into range and back)")
-
-
-def _check_aux(name: str, aux: object, like: torch.Tensor) -> None:
-    if not isinstance(aux, torch.Tensor) or aux.dim() != 4 or aux.shape[0] != like.shape[0] \
-            or aux.shape[2:] != like.shape[2:]:
-        raise ValueError(f"{name} must be a tensor [B,K,H,W] matching {list(like.shape)}; "
-                         f"got {list(aux.shape) if isinstance(aux, torch.Tensor) else type(aux).__name__}")
-    if not torch.isfinite(aux).all():
-        raise ValueError(f"{name} contains NaN or Inf values")
-
-
-def _check_frames(img0: torch.Tensor, img1: torch.Tensor, aux0: torch.Tensor | None, aux1: torch.Tensor | None) -> None:
-    _check_image("img0", img0)
-    _check_image("img1", img1)
-    if img0.shape != img1.shape:
-        raise ValueError(f"img0 and img1 must have the same shape; got {list(img0.shape)} and {list(img1.shape)}")
-    if img0.dtype != img1.dtype or img0.device != img1.device:
-        raise TypeError(f"img0 and img1 must share dtype and device; got {img0.dtype}/{img0.device} "
-                        f"and {img1.dtype}/{img1.device}")
-    if (aux0 is None) != (aux1 is None):
-        raise ValueError("pass both aux0 and aux1, or neither")
-    if aux0 is not None:
-        _check_aux("aux0", aux0, img0)
-        _check_aux("aux1", aux1, img0)
-        if aux0.shape != aux1.shape:
-            raise ValueError(f"aux0 and aux1 must have the same shape; got {list(aux0.shape)} and {list(aux1.shape)}")
-
-
-def _check_indices(first: object, second: object, n_frames: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """first/second as 1-D long tensors on `device`, same length >= 1, each an index into n_frames frames."""
-    out = []
-    for name, idx in (("first", first), ("second", second)):
-        idx = torch.as_tensor(idx, device=device)
-        if idx.dim() != 1 or idx.numel() == 0 or idx.is_floating_point() or idx.dtype == torch.bool:
-            raise ValueError(f"{name} must be a non-empty 1-D sequence of frame indices; got {idx.tolist()!r}")
-        if int(idx.min()) < 0 or int(idx.max()) >= n_frames:
-            raise ValueError(f"{name} indices must be in 0..{n_frames - 1}; got {idx.tolist()}")
-        out.append(idx.long())
-    if out[0].numel() != out[1].numel():
-        raise ValueError(f"first and second must have the same length; got {out[0].numel()} and {out[1].numel()}")
-    return tuple(out)
-
-
-def _check_timesteps(timesteps: Timesteps) -> list[float]:
-    single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-    if isinstance(timesteps, (str, bytes)):
-        raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r} "
-                        "(parse strings with emavfi.schedule.parse_timesteps_exact)")
-    if isinstance(timesteps, torch.Tensor):
-        values = [float(v) for v in timesteps.reshape(-1).tolist()]
-    elif single:
-        values = [float(timesteps)]
-    else:
-        try:
-            values = [float(v) for v in timesteps]
-        except (TypeError, ValueError):
-            raise TypeError(f"timesteps must be a float or a sequence of floats; got {timesteps!r}") from None
-    if not values:
-        raise ValueError("timesteps is empty; pass at least one t in [0, 1]")
-    for t in values:
-        if not math.isfinite(t) or not 0.0 <= t <= 1.0:
-            raise ValueError(f"timesteps must be in [0, 1]; got {t}")
-    return values
-
 
 def padding_divisor(scale: float) -> int:
     """Frame sides are padded to a multiple of this: 32 at full resolution, more in HR mode."""
@@ -198,11 +115,10 @@ class UntrainedTimestepWarning(UserWarning):
     """A model trained for t = 0.5 only was asked for another timestep (it works, but looks worse)."""
 
 
-def _check_model(model: object) -> None:
-    """A one-line TypeError for anything but an EMA-VFI network (a common slip: None from a failed load)."""
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise TypeError(f"model must be an EMA-VFI network from emavfi.load_model or emavfi.build_model; "
-                        f"got {type(model).__name__}")
+def _on_runtime(model: Any, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
+                options: PassOptions, aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[T,P,3,H,W] frames (and fused aux) from a runtime model; TTA is one averaged rotated pass either way."""
+    return model.as_backend(options.tta or options.fast_tta, options.scale)(frames, first, second, ts, aux)
 
 
 def _warn_untrained_t(model: EMAVFI, ts: list[float]) -> None:
@@ -240,15 +156,19 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     timesteps_per_call: timesteps pushed through the flow heads and U-Net together (default: all on CUDA,
     one on CPU).
     """
-    if hasattr(model, "as_backend"):  # a runtime model (emavfi.backends): the same checks, its own graphs
-        return model.interpolate(img0, img1, timesteps, tta=tta or fast_tta, scale=scale, aux0=aux0, aux1=aux1)
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-    _check_model(model)
-    ts = _check_timesteps(timesteps)
-    _check_frames(img0, img1, aux0, aux1)
+    check_model(model)
+    ts = check_timesteps(timesteps)
+    check_frames(img0, img1, aux0, aux1)
     _warn_untrained_t(model, ts)
-    prep, crop = _preparation(model, scale, img0.shape[-2:])
     b = img0.shape[0]
+    if is_runtime(model):
+        idx = torch.arange(2 * b)
+        aux_all = None if aux0 is None else torch.cat([aux0, aux1])
+        out = _on_runtime(model, torch.cat([img0, img1]), idx[:b], idx[b:], ts, PassOptions(tta, fast_tta, scale),
+                          aux_all)
+        return _finish(out, single, img0.device, img0.dtype)
+    prep, crop = _preparation(model, scale, img0.shape[-2:])
     frames = prep(torch.cat([img0, img1]))
     idx = torch.arange(2 * b, device=frames.device)
     aux = None if aux0 is None else (prep(aux0), prep(aux1))
@@ -269,14 +189,18 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`. It does not warn
     about untrained timesteps: its caller, the Runner, runs a schedule that already did (Schedule.warning).
     """
-    _check_model(model)
-    ts = _check_timesteps(timesteps)
-    _check_image("frames", frames)
+    check_model(model)
+    ts = check_timesteps(timesteps)
+    check_image("frames", frames)
     if aux is not None:
-        _check_aux("aux", aux, frames)
+        check_aux("aux", aux, frames)
+    if is_runtime(model):
+        first, second = check_indices(first, second, frames.shape[0], torch.device("cpu"))
+        out = _on_runtime(model, frames, first, second, ts, PassOptions(tta, fast_tta, scale), aux)
+        return _finish(out, False, frames.device, frames.dtype)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     padded = prep(frames)
-    first, second = _check_indices(first, second, frames.shape[0], padded.device)
+    first, second = check_indices(first, second, frames.shape[0], padded.device)
     pair_aux = None if aux is None else (prep(aux.index_select(0, first.to(aux.device))),
                                          prep(aux.index_select(0, second.to(aux.device))))
     out = _run(model, padded, first, second, ts, PassOptions(tta, fast_tta, scale), pair_aux, crop,
@@ -355,16 +279,20 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
         raise ValueError("frames must be a tensor [N,3,H,W] with at least two frames "
                          f"(got {list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__})")
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-    _check_model(model)
-    ts = _check_timesteps(timesteps)
-    _check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
+    check_model(model)
+    ts = check_timesteps(timesteps)
+    check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
     _warn_untrained_t(model, ts)
+    pairs = frames.shape[0] - 1
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a positive integer or None (pairs per call); got {chunk!r}")
+    if is_runtime(model):  # its graphs take one pair at a time: chunk changes nothing there
+        idx = torch.arange(pairs + 1)
+        out = _on_runtime(model, frames, idx[:-1], idx[1:], ts, PassOptions(tta, fast_tta, scale), aux)
+        return _finish(out, single, frames.device, frames.dtype)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     device = next(model.parameters()).device
-    pairs = frames.shape[0] - 1
     per_call = chunk if chunk is not None else (pairs if device.type == "cuda" else 1)  # CPU: measured slower
-    if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
-        raise ValueError(f"chunk must be a positive integer or None (pairs per call); got {chunk!r}")
     out = aux_out = None
     options = PassOptions(tta, fast_tta, scale)
     for start in range(0, pairs, per_call):

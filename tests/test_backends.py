@@ -114,6 +114,27 @@ def test_clip_runner_takes_the_runtime_model(network, cache_dir, name):
     assert max((results["torch"][k] - results["runtime"][k]).abs().max().item() for k in results["torch"]) <= TOL
 
 
+@pytest.mark.parametrize("name", CPU_RUNTIMES)
+def test_sequence_and_pairs_functions_take_the_runtime_model(network, cache_dir, name):
+    model = _runtime(network, name, cache_dir)
+    a, b = _photo_pair(64, 96)
+    frames = torch.cat([a, b, a.flip(-1), b.roll(5, -1)])  # a pan, then a cut to a mirrored shot that moves
+    matte = (frames[:, :1] > 0.4).float()
+    for call in (
+        lambda m: emavfi.interpolate_sequence(m, frames, [0.25, 0.5], aux=matte, chunk=2),
+        lambda m: emavfi.interpolate_pairs(m, frames, [0, 2, 1], [1, 3, 3], [0.5], aux=matte, tta=True),
+    ):
+        (expected, fused), (got, got_fused) = call(network), call(model)
+        assert got.shape == expected.shape and got_fused.shape == fused.shape
+        assert (got - expected).abs().max().item() <= TOL and (got_fused - fused).abs().max().item() <= TOL
+    single = emavfi.interpolate_sequence(model, frames, 0.5)
+    assert single.shape == (3, 3, 64, 96)
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        emavfi.interpolate_sequence(model, frames, 0.5, chunk=0)
+    with pytest.raises(ValueError, match="first indices must be in 0..3"):
+        emavfi.interpolate_pairs(model, frames, [0, 4], [1, 2], [0.5])
+
+
 def test_auto_picks_an_installed_cpu_runtime():
     expected = next((n for n in ("openvino", "onnxruntime") if not backends.missing_packages(n)), "torch")
     assert backends.resolve("auto", "cpu") == expected

@@ -110,24 +110,6 @@ class RuntimeModel:
         padding_divisor(scale)  # checks scale
         return RuntimeBackend(self, bool(tta), float(scale))
 
-    def interpolate(self, img0: torch.Tensor, img1: torch.Tensor, timesteps=0.5, *, tta: bool = False,
-                    scale: float = 1.0, aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None):
-        """emavfi.interpolate for this model (same checks, shapes and return values)."""
-        from ..inference import _check_frames, _check_timesteps, _warn_untrained_t
-
-        single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-        ts = _check_timesteps(timesteps)
-        _check_frames(img0, img1, aux0, aux1)
-        _warn_untrained_t(self, ts)
-        b = img0.shape[0]
-        idx = torch.arange(2 * b)
-        aux = None if aux0 is None else torch.cat([aux0, aux1])
-        rgb, fused = self.as_backend(tta, scale)(torch.cat([img0, img1]), idx[:b], idx[b:], ts, aux)
-        rgb, fused = (None if x is None else x.to(device=img0.device, dtype=img0.dtype) for x in (rgb, fused))
-        if single:
-            rgb, fused = rgb[0], None if fused is None else fused[0]
-        return rgb if fused is None else (rgb, fused)
-
 
 class RuntimeBackend:
     """runner.Backend over a RuntimeModel: pads each pair, runs extract once and synth per t, crops."""

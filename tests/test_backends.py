@@ -135,6 +135,34 @@ def test_sequence_and_pairs_functions_take_the_runtime_model(network, cache_dir,
         emavfi.interpolate_pairs(model, frames, [0, 4], [1, 2], [0.5])
 
 
+@pytest.mark.skipif(bool(backends.missing_packages("openvino")), reason="openvino not installed (requirements-runtimes.txt)")
+def test_openvino_lanes_run_pairs_and_timesteps_at_once(network, cache_dir):
+    """With two threads, OpenVINO's throughput streams take independent runs at once: same frames as torch."""
+    from fractions import Fraction
+
+    model = _runtime(network, "openvino", cache_dir)
+    a, b = _photo_pair(64, 96)
+    frames = torch.cat([a, b, a.roll(6, -1), b.roll(11, -1)])
+    matte = (frames[:, :1] > 0.45).float()
+    torch.set_num_threads(2)  # the module's one_thread fixture gives the thread back after the test
+    lanes = model.lanes(64, 96, 1.0)
+    assert len(lanes) >= 2 and all(set(lane) == {"extract", "synth"} for lane in lanes)
+    backend = model.as_backend(tta=True)
+    assert backend.pairs_in_flight(45, 77) == len(lanes)  # pads to 64x96
+    work = {0: (Fraction(1, 2),), 1: (Fraction(1, 3), Fraction(2, 3)), 2: (Fraction(1, 2),)}
+    results = {}
+    for key, m in (("torch", network), ("runtime", model)):
+        runner, out = Runner(m, device="cpu", tta=True), {}
+        runner.run(torch.cat([frames, matte], 1), work, bisection_depth=None,
+                   emit=lambda i, t, f, out=out: out.__setitem__((i, t), f))
+        results[key] = (out, runner.chunk)
+    (expected, torch_chunk), (got, runtime_chunk) = results["torch"], results["runtime"]
+    assert torch_chunk == 1 and runtime_chunk == len(lanes)  # the torch path keeps one pair per call on CPU
+    assert got.keys() == expected.keys() and len(got) == 4 and got[(1, Fraction(1, 3))].shape == (4, 64, 96)
+    assert max((got[k] - expected[k]).abs().max().item() for k in got) <= TOL
+    assert Runner(model, device="cpu", chunk=1).resolve_chunk(64, 96) == 1  # a chunk the user gives is kept
+
+
 def test_auto_picks_an_installed_cpu_runtime():
     expected = next((n for n in ("openvino", "onnxruntime") if not backends.missing_packages(n)), "torch")
     assert backends.resolve("auto", "cpu") == expected

@@ -9,8 +9,9 @@ Every (backend, size) runs in a fresh worker process (this file with `--worker`)
 the torch path is `emavfi.interpolate` (one backbone pass per pair, then heads + refine per timestep, as the
 official `multi_inference`); the runtimes are `emavfi.load_model(..., backend=...)` through the same call.
 compile = first use with an empty cache (export + conversion + load); cached = a new model loading the cached
-graphs. x2 = t 0.5 per call; x8 = the 7 timesteps 1/8..7/8 in one call (one backbone pass). Outputs are
-compared with the torch worker's (max abs difference). Weights: the variant's shapes, official-style init.
+graphs. x2 = t 0.5 per call; x8 = the 7 timesteps 1/8..7/8 in one call (one backbone pass); clip x2 = a
+5-frame clip through the clip runner with its automatic chunk. Outputs are compared with the torch worker's
+(max abs difference). Weights: the variant's shapes, official-style init.
 """
 from __future__ import annotations
 
@@ -93,7 +94,31 @@ def _timed(model, img0, img1, repeats: int, np, emavfi) -> dict:
         frames = 1 if mode == "x2" else len(X8)
         out[f"{mode}_ms"] = 1000 * statistics.median(times) / frames
         np.save(os.environ["BENCH_OUT"] + f".{mode}.npy", result.numpy())
+    out.update(_timed_clip(model, img0, img1, repeats, np))
     return out
+
+
+def _timed_clip(model, img0, img1, repeats: int, np) -> dict:
+    """x2 over a 5-frame pan (4 pairs) through the clip runner, as the CLI and the nodes run it: its
+    automatic chunk (one pair per call on the CPU for torch; a runtime's lanes take several at once)."""
+    from fractions import Fraction
+
+    import torch
+
+    from emavfi.runner import Runner
+
+    clip = torch.cat([img0, img1, img0.roll(8, -1), img1.roll(8, -1), img0.roll(16, -1)]).float().cpu()
+    work = {i: (Fraction(1, 2),) for i in range(4)}
+    times, made, chunk = [], {}, 0
+    for k in range(repeats + 1):  # the first run warms up
+        runner = Runner(model)
+        started = time.perf_counter()
+        runner.run(clip, work, bisection_depth=None, emit=lambda i, t, f: made.__setitem__(i, f))
+        if k:
+            times.append(time.perf_counter() - started)
+        chunk = runner.chunk
+    np.save(os.environ["BENCH_OUT"] + ".clip.npy", torch.stack([made[i] for i in range(4)]).numpy())
+    return {"clip_ms": 1000 * statistics.median(times) / 4, "clip_chunk": chunk}
 
 
 def run_worker(backend: str, size: str, args: argparse.Namespace, outdir: Path) -> dict:
@@ -109,19 +134,21 @@ def run_worker(backend: str, size: str, args: argparse.Namespace, outdir: Path) 
 def table(rows: list[dict], outdir: Path) -> list[str]:
     import numpy as np
 
-    torch_ms = {(r["size"], m): r.get(f"{m}_ms") for r in rows if r["backend"] == "torch" for m in ("x2", "x8")}
-    lines = ["| size | backend | x2 ms/frame | vs torch | x8 ms/frame | vs torch | compile s | cached load s | "
-             "peak RSS MiB | max abs diff to torch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    modes = ("x2", "x8", "clip")
+    torch_ms = {(r["size"], m): r.get(f"{m}_ms") for r in rows if r["backend"] == "torch" for m in modes}
+    lines = ["| size | backend | x2 ms/frame | vs torch | x8 ms/frame | vs torch | clip x2 ms/frame (pairs per call) | "
+             "vs torch | compile s | cached load s | peak RSS MiB | max abs diff to torch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['backend']} | error: {r['error'][:80]} |||||||||")
+            lines.append(f"| {r['size']} | {r['backend']} | error: {r['error'][:80]} |||||||||||")
             continue
         diff = max(float(np.abs(np.load(outdir / f"{r['backend']}-{r['size']}.{m}.npy")
-                                - np.load(outdir / f"torch-{r['size']}.{m}.npy")).max()) for m in ("x2", "x8"))
-        speed = [f"{torch_ms[(r['size'], m)] / r[f'{m}_ms']:.2f}x" for m in ("x2", "x8")]
+                                - np.load(outdir / f"torch-{r['size']}.{m}.npy")).max()) for m in modes)
+        speed = [f"{torch_ms[(r['size'], m)] / r[f'{m}_ms']:.2f}x" for m in modes]
         lines.append(f"| {r['size']} | {r['backend']} | {r['x2_ms']:,.0f} | {speed[0]} | {r['x8_ms']:,.0f} | "
-                     f"{speed[1]} | {r.get('compile_s', 0):.1f} | {r.get('cached_s', 0):.2f} | "
-                     f"{r['peak_rss_mib']:,.0f} | {diff:.1e} |")
+                     f"{speed[1]} | {r['clip_ms']:,.0f} ({r['clip_chunk']}) | {speed[2]} | "
+                     f"{r.get('compile_s', 0):.1f} | {r.get('cached_s', 0):.2f} | {r['peak_rss_mib']:,.0f} | {diff:.1e} |")
     return lines
 
 

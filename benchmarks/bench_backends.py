@@ -29,7 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BEGIN, END = "<!-- bench_backends: begin -->", "<!-- bench_backends: end -->"
-X8 = [k / 8 for k in range(1, 8)]
+TIMESTEPS = {"x2": [0.5], "x4": [0.25, 0.5, 0.75], "x8": [k / 8 for k in range(1, 8)]}  # one call each
+MODES = (*TIMESTEPS, "clip")
 
 
 def photo_pair(h: int, w: int):
@@ -58,7 +59,7 @@ def worker(args: argparse.Namespace) -> dict:
     img0, img1 = (x.to(args.device) for x in photo_pair(h, w))
     row: dict = {"backend": args.backend, "size": args.size}
     if args.backend == "torch":
-        row.update(_timed(emavfi.load_model(state, args.variant, **place), img0, img1, args.repeats, np, emavfi))
+        row.update(_timed(emavfi.load_model(state, args.variant, **place), img0, img1, args, np, emavfi))
     else:
         with tempfile.TemporaryDirectory() as cache:
             started = time.perf_counter()
@@ -70,7 +71,7 @@ def worker(args: argparse.Namespace) -> dict:
             model = emavfi.load_model(state, args.variant, backend=args.backend, cache_dir=cache, **place)
             model.sessions(*model_padded(h, w), 1.0)
             row["cached_s"] = time.perf_counter() - started
-            row.update(_timed(model, img0, img1, args.repeats, np, emavfi))
+            row.update(_timed(model, img0, img1, args, np, emavfi))
     row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
@@ -82,19 +83,21 @@ def model_padded(h: int, w: int) -> tuple[int, int]:
     return h + top + bottom, w + left + right
 
 
-def _timed(model, img0, img1, repeats: int, np, emavfi) -> dict:
+def _timed(model, img0, img1, args: argparse.Namespace, np, emavfi) -> dict:
     out = {}
-    for mode, ts in (("x2", 0.5), ("x8", X8)):
+    for mode in args.modes.split(","):
+        if mode == "clip":
+            out.update(_timed_clip(model, img0, img1, args.repeats, np))
+            continue
+        ts = TIMESTEPS[mode]
         emavfi.interpolate(model, img0, img1, ts)  # warm-up
         times = []
-        for _ in range(repeats):
+        for _ in range(args.repeats):
             started = time.perf_counter()
             result = emavfi.interpolate(model, img0, img1, ts).float().cpu()  # the copy waits for the GPU
             times.append(time.perf_counter() - started)
-        frames = 1 if mode == "x2" else len(X8)
-        out[f"{mode}_ms"] = 1000 * statistics.median(times) / frames
+        out[f"{mode}_ms"] = 1000 * statistics.median(times) / len(ts)
         np.save(os.environ["BENCH_OUT"] + f".{mode}.npy", result.numpy())
-    out.update(_timed_clip(model, img0, img1, repeats, np))
     return out
 
 
@@ -124,6 +127,7 @@ def _timed_clip(model, img0, img1, repeats: int, np) -> dict:
 def run_worker(backend: str, size: str, args: argparse.Namespace, outdir: Path) -> dict:
     env = {**os.environ, "BENCH_OUT": str(outdir / f"{backend}-{size}")}
     cmd = [sys.executable, __file__, "--worker", "--backend", backend, "--size", size, "--variant", args.variant,
+           "--modes", args.modes,
            "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -131,24 +135,27 @@ def run_worker(backend: str, size: str, args: argparse.Namespace, outdir: Path) 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict], outdir: Path) -> list[str]:
+def table(rows: list[dict], outdir: Path, modes: list[str]) -> list[str]:
     import numpy as np
 
-    modes = ("x2", "x8", "clip")
     torch_ms = {(r["size"], m): r.get(f"{m}_ms") for r in rows if r["backend"] == "torch" for m in modes}
-    lines = ["| size | backend | x2 ms/frame | vs torch | x8 ms/frame | vs torch | clip x2 ms/frame (pairs per call) | "
-             "vs torch | compile s | cached load s | peak RSS MiB | max abs diff to torch |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"x2": "x2 ms/frame", "x4": "x4 (3 t per call) ms/frame", "x8": "x8 ms/frame",
+             "clip": "clip x2 ms/frame (pairs per call)"}
+    head = "".join(f" {names[m]} | vs torch |" for m in modes)
+    lines = [f"| size | backend |{head} compile s | cached load s | peak RSS MiB | max abs diff to torch |",
+             "|---|---|" + "---|---|" * len(modes) + "---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['backend']} | error: {r['error'][:80]} |||||||||||")
+            lines.append(f"| {r['size']} | {r['backend']} | error: {r['error'][:80]} |" + "|" * (2 * len(modes) + 3))
             continue
         diff = max(float(np.abs(np.load(outdir / f"{r['backend']}-{r['size']}.{m}.npy")
                                 - np.load(outdir / f"torch-{r['size']}.{m}.npy")).max()) for m in modes)
-        speed = [f"{torch_ms[(r['size'], m)] / r[f'{m}_ms']:.2f}x" for m in modes]
-        lines.append(f"| {r['size']} | {r['backend']} | {r['x2_ms']:,.0f} | {speed[0]} | {r['x8_ms']:,.0f} | "
-                     f"{speed[1]} | {r['clip_ms']:,.0f} ({r['clip_chunk']}) | {speed[2]} | "
-                     f"{r.get('compile_s', 0):.1f} | {r.get('cached_s', 0):.2f} | {r['peak_rss_mib']:,.0f} | {diff:.1e} |")
+        cells = ""
+        for m in modes:
+            chunk = f" ({r['clip_chunk']})" if m == "clip" else ""
+            cells += f" {r[f'{m}_ms']:,.0f}{chunk} | {torch_ms[(r['size'], m)] / r[f'{m}_ms']:.2f}x |"
+        lines.append(f"| {r['size']} | {r['backend']} |{cells} {r.get('compile_s', 0):.1f} | "
+                     f"{r.get('cached_s', 0):.2f} | {r['peak_rss_mib']:,.0f} | {diff:.1e} |")
     return lines
 
 
@@ -163,6 +170,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (fp16: torch vs tensorrt)")
+    parser.add_argument("--modes", default="x2,x8,clip", help=f"columns, from {','.join(MODES)}")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
@@ -171,6 +179,9 @@ def main() -> None:
         return
     if args.quick:
         args.sizes, args.repeats = "64x96", 1
+    modes = args.modes.split(",")
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes takes a comma-separated list of {', '.join(MODES)}")
     load_before = os.getloadavg()
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,14 +190,15 @@ def main() -> None:
             for backend in args.backends.split(","):
                 rows.append(run_worker(backend, size, args, Path(tmp)))
                 print(json.dumps({k: v for k, v in rows[-1].items()}), file=sys.stderr, flush=True)
-        lines = table(rows, Path(tmp))
+        lines = table(rows, Path(tmp), modes)
     import importlib.metadata
 
     import torch
 
     versions = ", ".join(f"{name} {importlib.metadata.version(name)}"
                          for name in ("openvino", "onnxruntime", "tensorrt") if name in args.backends)
-    header = [f"Generated by `benchmarks/bench_backends.py --sizes {args.sizes} --repeats {args.repeats}` on "
+    header = [f"Generated by `benchmarks/bench_backends.py --sizes {args.sizes} --modes {args.modes} "
+              f"--repeats {args.repeats} --threads {args.threads}` on "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.variant} (random weights, official "
               f"init), {'fp16 on ' + torch.cuda.get_device_name() if args.device == 'cuda' else 'fp32'}, "
               f"{args.threads} threads, torch {torch.__version__}, {versions}; "

@@ -161,6 +161,9 @@ def test_openvino_lanes_run_pairs_and_timesteps_at_once(network, cache_dir):
     assert got.keys() == expected.keys() and len(got) == 4 and got[(1, Fraction(1, 3))].shape == (4, 64, 96)
     assert max((got[k] - expected[k]).abs().max().item() for k in got) <= TOL
     assert Runner(model, device="cpu", chunk=1).resolve_chunk(64, 96) == 1  # a chunk the user gives is kept
+    compiled = set(model.timings)
+    assert model.lanes(1088, 1920, 1.0) == [] and model.as_backend().pairs_in_flight(1080, 1920) == 1
+    assert set(model.timings) == compiled  # large frames: one run at a time, decided before compiling anything
 
 
 def test_auto_picks_an_installed_cpu_runtime():

@@ -27,6 +27,10 @@ from .runtimes import ADAPTERS, Session
 
 PARTS = ("extract", "synth")
 MAX_LOADED_SIZES = 4  # compiled sizes kept loaded per model (each holds the runtime's memory)
+# Lanes (several runs at once, one thread each) measured faster up to 480x640 and slower at 1088x1920, where
+# memory bandwidth bounds each stream and their buffers doubled the peak (benchmarks/RESULTS.md): larger
+# padded frames keep one run at a time on all threads.
+LANES_MAX_PIXELS = 480 * 640
 
 
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -89,8 +93,10 @@ class RuntimeModel:
 
     def lanes(self, height: int, width: int, scale: float) -> list[dict[str, Session]]:
         """The graphs of a padded size once per lane, for independent runs at once, one thread each: [] where
-        the runtime has no lanes (ONNX Runtime, TensorRT) or the process has one thread."""
+        the runtime has no lanes (ONNX Runtime, TensorRT), the process has one thread or frames are large."""
         size = (height, width, float(scale))
+        if height * width > LANES_MAX_PIXELS:
+            return []
         if size not in self._lanes:
             load_lanes = getattr(self.adapter, "load_lanes", None)
             self.sessions(height, width, scale)  # built or loaded, verified, and kept as the size's entry

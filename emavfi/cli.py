@@ -90,9 +90,10 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                      help="auto = fp16 on CUDA, fp32 elsewhere")
     run.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (default), openvino, onnxruntime "
-                     "(CPU), tensorrt (NVIDIA GPU) or auto (fastest installed); needs -r requirements-runtimes.txt")
-    run.add_argument("--chunk", type=int, default=0, help="frame pairs per device batch (default: 1 on CPU, "
-                     "from free memory on a GPU)")
+                     "(CPU), tensorrt (NVIDIA GPU) or auto (openvino on CPU, tensorrt on CUDA, where installed); "
+                     "needs -r requirements-runtimes.txt")
+    run.add_argument("--chunk", type=int, default=0, help="frame pairs per device batch (default: 1 on CPU, 2 "
+                     "with --backend openvino up to 480x640, from free memory on a GPU)")
     existing = run.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="keep verified frames of an earlier run of this "
                           "command and make only the missing ones")

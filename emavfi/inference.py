@@ -9,11 +9,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from .inference_checks import (Timesteps, check_aux, check_frames, check_image, check_indices, check_model,
+                               check_timesteps, is_runtime)
 from .model import EMAVFI, Features
 from .model.network import blend
 from .model.flow import resize
 from .schedule import untrained_t_warning
-from .tensor_checks import Timesteps, check_aux, check_frames, check_image, check_indices, check_timesteps
 
 
 def padding_divisor(scale: float) -> int:
@@ -124,11 +125,10 @@ class UntrainedTimestepWarning(UserWarning):
     """A model trained for t = 0.5 only was asked for another timestep (it works, but looks worse)."""
 
 
-def _check_model(model: object) -> None:
-    """A one-line TypeError for anything but an EMA-VFI network (a common slip: None from a failed load)."""
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise TypeError(f"model must be an EMA-VFI network from emavfi.load_model or emavfi.build_model; "
-                        f"got {type(model).__name__}")
+def _on_runtime(model: Any, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
+                options: PassOptions, aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[T,P,3,H,W] frames (and fused aux) from a runtime model; TTA is one averaged rotated pass either way."""
+    return model.as_backend(options.tta or options.fast_tta, options.scale)(frames, first, second, ts, aux)
 
 
 def _warn_untrained_t(model: EMAVFI, ts: list[float]) -> None:
@@ -166,15 +166,19 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     timesteps_per_call: timesteps pushed through the flow heads and U-Net together (default: all on CUDA,
     one on CPU).
     """
-    if hasattr(model, "as_backend"):  # a runtime model (emavfi.backends): the same checks, its own graphs
-        return model.interpolate(img0, img1, timesteps, tta=tta or fast_tta, scale=scale, aux0=aux0, aux1=aux1)
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-    _check_model(model)
+    check_model(model)
     ts = check_timesteps(timesteps)
     check_frames(img0, img1, aux0, aux1)
     _warn_untrained_t(model, ts)
-    prep, crop = _preparation(model, scale, img0.shape[-2:])
     b = img0.shape[0]
+    if is_runtime(model):
+        idx = torch.arange(2 * b)
+        aux_all = None if aux0 is None else torch.cat([aux0, aux1])
+        out = _on_runtime(model, torch.cat([img0, img1]), idx[:b], idx[b:], ts, PassOptions(tta, fast_tta, scale),
+                          aux_all)
+        return _finish(out, single, img0.device, img0.dtype)
+    prep, crop = _preparation(model, scale, img0.shape[-2:])
     frames = prep(torch.cat([img0, img1]))
     idx = torch.arange(2 * b, device=frames.device)
     aux = None if aux0 is None else (prep(aux0), prep(aux1))
@@ -195,11 +199,15 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`. It does not warn
     about untrained timesteps: its caller, the Runner, runs a schedule that already did (Schedule.warning).
     """
-    _check_model(model)
+    check_model(model)
     ts = check_timesteps(timesteps)
     check_image("frames", frames)
     if aux is not None:
         check_aux("aux", aux, frames)
+    if is_runtime(model):
+        first, second = check_indices(first, second, frames.shape[0], torch.device("cpu"))
+        out = _on_runtime(model, frames, first, second, ts, PassOptions(tta, fast_tta, scale), aux)
+        return _finish(out, False, frames.device, frames.dtype)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     padded = prep(frames)
     first, second = check_indices(first, second, frames.shape[0], padded.device)
@@ -292,16 +300,20 @@ def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timeste
         raise ValueError("frames must be a tensor [N,3,H,W] with at least two frames "
                          f"(got {list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__})")
     single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-    _check_model(model)
+    check_model(model)
     ts = check_timesteps(timesteps)
     check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
     _warn_untrained_t(model, ts)
+    pairs = frames.shape[0] - 1
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a positive integer or None (pairs per call); got {chunk!r}")
+    if is_runtime(model):  # its graphs take one pair at a time: chunk changes nothing there
+        idx = torch.arange(pairs + 1)
+        out = _on_runtime(model, frames, idx[:-1], idx[1:], ts, PassOptions(tta, fast_tta, scale), aux)
+        return _finish(out, single, frames.device, frames.dtype)
     prep, crop = _preparation(model, scale, frames.shape[-2:])
     device = next(model.parameters()).device
-    pairs = frames.shape[0] - 1
     per_call = chunk if chunk is not None else (pairs if device.type == "cuda" else 1)  # CPU: measured slower
-    if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
-        raise ValueError(f"chunk must be a positive integer or None (pairs per call); got {chunk!r}")
     out = aux_out = None
     options = PassOptions(tta, fast_tta, scale)
     for start in range(0, pairs, per_call):

@@ -129,7 +129,8 @@ class Runner:
         precision frames go; default: the model's (`device`/`dtype`, else its parameters', else CPU float32).
     tta / scale: test-time augmentation and HR mode (scale 0.5 for 2K, 0.25 for 4K) of the model backend.
     chunk: pairs per device batch; 0 = automatic: 1 on CPU (batching pairs there measured slower and
-        doubles the peak memory), else from free device memory. After an out-of-memory error it is halved.
+        doubles the peak memory) unless the backend runs several pairs at once (`pairs_in_flight`: OpenVINO's
+        lanes), else from free device memory. After an out-of-memory error it is halved.
     hdr: "auto" or True: pairs whose RGB exceeds 1 are compressed into [0, 1] (hdr_encode) for the network
         and expanded back; negative values are split off, warped and fused like alpha, and added back
         (pairs within [0, 1] get exactly the plain result). False: RGB is clamped to [0, 1].
@@ -149,7 +150,8 @@ class Runner:
         self.device = torch.device(device) if device is not None else own_device
         self.dtype = dtype if dtype is not None else own_dtype
         self.backend: Backend = backend if backend is not None else backend_for(model, tta, scale)
-        self._chunk = chunk or (1 if self.device.type == "cpu" else 0)
+        self._in_flight = getattr(self.backend, "pairs_in_flight", None)  # a runtime with lanes: pairs at once
+        self._chunk = chunk or (1 if self.device.type == "cpu" and not callable(self._in_flight) else 0)
         self._rows_per_call: int | None = None  # set after one pair's timesteps did not fit in one call
         self._rows_tried = 0
 
@@ -166,6 +168,8 @@ class Runner:
             pair_bytes = estimate_pair_bytes(config, height, width, rows_per_pair, self.dtype, tta=self.tta,
                                             scale=self.scale)
             self._chunk = auto_chunk_size(free_memory_bytes(self.device), pair_bytes)
+            if self.device.type == "cpu" and callable(self._in_flight):
+                self._chunk = min(self._chunk, self._in_flight(height, width))
         return self._chunk
 
     def run(self, frames: torch.Tensor, work: Mapping[int, Sequence[Fraction]], *, bisection_depth: int | None,

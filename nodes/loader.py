@@ -183,9 +183,9 @@ class LoadModelNode(NodeBase):
               "owner/name or owner/name@revision (file model.safetensors). Used with weights = (download).",
               {"default": "", "placeholder": "owner/name[@revision]"}, optional=True),
         Input("backend", "COMBO", "What runs the network. torch (default): PyTorch. openvino / onnxruntime: "
-              "compiled for the CPU (openvino is the fastest there), tensorrt: compiled for NVIDIA GPUs; each "
+              "compiled for the CPU (openvino is faster than torch there; onnxruntime is not), tensorrt: compiled for NVIDIA GPUs; each "
               "compiles once per frame size (cached in models/frame_interpolation/emavfi/.compiled) and needs "
-              "requirements-runtimes.txt. auto: the fastest installed for the device.",
+              "requirements-runtimes.txt. auto: openvino on the CPU, tensorrt on CUDA, where installed; else torch.",
               {"default": "torch"}, choices=backends.BACKENDS, optional=True),
     )
     OUTPUTS = (Output(MODEL_TYPE, "model", "The loaded EMA-VFI model, for EMA-VFI Interpolate / Retime."),)

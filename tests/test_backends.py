@@ -114,8 +114,60 @@ def test_clip_runner_takes_the_runtime_model(network, cache_dir, name):
     assert max((results["torch"][k] - results["runtime"][k]).abs().max().item() for k in results["torch"]) <= TOL
 
 
+@pytest.mark.parametrize("name", CPU_RUNTIMES)
+def test_sequence_and_pairs_functions_take_the_runtime_model(network, cache_dir, name):
+    model = _runtime(network, name, cache_dir)
+    a, b = _photo_pair(64, 96)
+    frames = torch.cat([a, b, a.flip(-1), b.roll(5, -1)])  # a pan, then a cut to a mirrored shot that moves
+    matte = (frames[:, :1] > 0.4).float()
+    for call in (
+        lambda m: emavfi.interpolate_sequence(m, frames, [0.25, 0.5], aux=matte, chunk=2),
+        lambda m: emavfi.interpolate_pairs(m, frames, [0, 2, 1], [1, 3, 3], [0.5], aux=matte, tta=True),
+    ):
+        (expected, fused), (got, got_fused) = call(network), call(model)
+        assert got.shape == expected.shape and got_fused.shape == fused.shape
+        assert (got - expected).abs().max().item() <= TOL and (got_fused - fused).abs().max().item() <= TOL
+    single = emavfi.interpolate_sequence(model, frames, 0.5)
+    assert single.shape == (3, 3, 64, 96)
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        emavfi.interpolate_sequence(model, frames, 0.5, chunk=0)
+    with pytest.raises(ValueError, match="first indices must be in 0..3"):
+        emavfi.interpolate_pairs(model, frames, [0, 4], [1, 2], [0.5])
+
+
+@pytest.mark.skipif(bool(backends.missing_packages("openvino")), reason="openvino not installed (requirements-runtimes.txt)")
+def test_openvino_lanes_run_pairs_and_timesteps_at_once(network, cache_dir):
+    """With two threads, OpenVINO's throughput streams take independent runs at once: same frames as torch."""
+    from fractions import Fraction
+
+    model = _runtime(network, "openvino", cache_dir)
+    a, b = _photo_pair(64, 96)
+    frames = torch.cat([a, b, a.roll(6, -1), b.roll(11, -1)])
+    matte = (frames[:, :1] > 0.45).float()
+    torch.set_num_threads(2)  # the module's one_thread fixture gives the thread back after the test
+    lanes = model.lanes(64, 96, 1.0)
+    assert len(lanes) >= 2 and all(set(lane) == {"extract", "synth"} for lane in lanes)
+    backend = model.as_backend(tta=True)
+    assert backend.pairs_in_flight(45, 77) == len(lanes)  # pads to 64x96
+    work = {0: (Fraction(1, 2),), 1: (Fraction(1, 3), Fraction(2, 3)), 2: (Fraction(1, 2),)}
+    results = {}
+    for key, m in (("torch", network), ("runtime", model)):
+        runner, out = Runner(m, device="cpu", tta=True), {}
+        runner.run(torch.cat([frames, matte], 1), work, bisection_depth=None,
+                   emit=lambda i, t, f, out=out: out.__setitem__((i, t), f))
+        results[key] = (out, runner.chunk)
+    (expected, torch_chunk), (got, runtime_chunk) = results["torch"], results["runtime"]
+    assert torch_chunk == 1 and runtime_chunk == len(lanes)  # the torch path keeps one pair per call on CPU
+    assert got.keys() == expected.keys() and len(got) == 4 and got[(1, Fraction(1, 3))].shape == (4, 64, 96)
+    assert max((got[k] - expected[k]).abs().max().item() for k in got) <= TOL
+    assert Runner(model, device="cpu", chunk=1).resolve_chunk(64, 96) == 1  # a chunk the user gives is kept
+    compiled = set(model.timings)
+    assert model.lanes(1088, 1920, 1.0) == [] and model.as_backend().pairs_in_flight(1080, 1920) == 1
+    assert set(model.timings) == compiled  # large frames: one run at a time, decided before compiling anything
+
+
 def test_auto_picks_an_installed_cpu_runtime():
-    expected = next((n for n in ("openvino", "onnxruntime") if not backends.missing_packages(n)), "torch")
+    expected = "torch" if backends.missing_packages("openvino") else "openvino"  # ONNX Runtime: slower than torch
     assert backends.resolve("auto", "cpu") == expected
     assert backends.resolve("auto", "mps") == "torch"
     assert backends.resolve("onnxruntime", "cpu") == "onnxruntime"

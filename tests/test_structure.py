@@ -17,7 +17,7 @@ FLOORS = {
     0: "emavfi emavfi.errors emavfi.config emavfi.files emavfi.plans emavfi.schedule emavfi.ranges emavfi.hdr "
        "emavfi.memory emavfi.sequences",
     1: "emavfi.model emavfi.model.* emavfi.optimize emavfi.loss emavfi.devices emavfi.weights emavfi.hub_errors "
-       "emavfi.hub emavfi.local_weights emavfi.inference emavfi.tensor_checks emavfi.backends emavfi.backends.* emavfi.export.graphs "
+       "emavfi.hub emavfi.local_weights emavfi.inference emavfi.inference_checks emavfi.backends emavfi.backends.* emavfi.export.graphs "
        "emavfi.export.writers",
     2: "emavfi.settings",
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "

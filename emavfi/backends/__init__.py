@@ -14,8 +14,9 @@ CPU_RUNTIMES = ("openvino", "onnxruntime")  # these run on the CPU, in fp32, wha
 REQUIREMENTS = "requirements-runtimes.txt"
 # Python packages each runtime backend needs (all of them export through ONNX first)
 PACKAGES = {"openvino": ("onnx", "openvino"), "onnxruntime": ("onnx", "onnxruntime"), "tensorrt": ("onnx", "tensorrt")}
-# auto: the fastest runtime that is installed, per device type (measured: benchmarks/RESULTS.md)
-PREFERENCE = {"cpu": CPU_RUNTIMES, "cuda": ("tensorrt",), "mps": ()}
+# auto: the runtimes measured faster than the torch path, per device type, in order (benchmarks/RESULTS.md:
+# ONNX Runtime was slower than torch on the CPU at every size measured, so auto never picks it)
+PREFERENCE = {"cpu": ("openvino",), "cuda": ("tensorrt",), "mps": ()}
 
 
 def missing_packages(backend: str) -> list[str]:

@@ -6,10 +6,12 @@ refinement for one timestep, run once per t), so x4/x8 keep one backbone pass pe
 from __future__ import annotations
 
 import hashlib
+import queue
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -25,6 +27,10 @@ from .runtimes import ADAPTERS, Session
 
 PARTS = ("extract", "synth")
 MAX_LOADED_SIZES = 4  # compiled sizes kept loaded per model (each holds the runtime's memory)
+# Lanes (several runs at once, one thread each) measured faster up to 480x640 and slower at 1088x1920, where
+# memory bandwidth bounds each stream and their buffers doubled the peak (benchmarks/RESULTS.md): larger
+# padded frames keep one run at a time on all threads.
+LANES_MAX_PIXELS = 480 * 640
 
 
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -52,6 +58,7 @@ class RuntimeModel:
         self.adapter = ADAPTERS[backend]
         self.device, self.dtype, self.precision, self.cache = device, torch.float32, precision, cache
         self._loaded: OrderedDict[tuple, dict[str, Session]] = OrderedDict()
+        self._lanes: dict[tuple, list[dict[str, Session]]] = {}  # per loaded size: the graphs once per lane
         self.timings: dict[tuple, dict[str, float | bool]] = {}  # per size: seconds to get ready, built or loaded
 
     def __repr__(self) -> str:
@@ -81,8 +88,26 @@ class RuntimeModel:
         self.timings[size] = {"seconds": time.perf_counter() - started, "built": built}
         self._loaded[size] = loaded
         while len(self._loaded) > MAX_LOADED_SIZES:
-            self._loaded.popitem(last=False)
+            self._lanes.pop(self._loaded.popitem(last=False)[0], None)
         return loaded
+
+    def lanes(self, height: int, width: int, scale: float) -> list[dict[str, Session]]:
+        """The graphs of a padded size once per lane, for independent runs at once, one thread each: [] where
+        the runtime has no lanes (ONNX Runtime, TensorRT), the process has one thread or frames are large."""
+        size = (height, width, float(scale))
+        if height * width > LANES_MAX_PIXELS:
+            return []
+        if size not in self._lanes:
+            load_lanes = getattr(self.adapter, "load_lanes", None)
+            self.sessions(height, width, scale)  # built or loaded, verified, and kept as the size's entry
+            found: list[dict[str, Session]] = []
+            if callable(load_lanes) and torch.get_num_threads() > 1:
+                folder = self.cache.folder(self.key(height, width, scale))
+                per_part = {part: load_lanes(folder, part, self.device, self.precision) for part in PARTS}
+                count = min(len(runs) for runs in per_part.values())
+                found = [{part: per_part[part][i] for part in PARTS} for i in range(count)] if count > 1 else []
+            self._lanes[size] = found
+        return self._lanes[size]
 
     def _load(self, folder: Path) -> dict[str, Session]:
         return {part: self.adapter.load(folder, part, self.device, self.precision) for part in PARTS}
@@ -110,35 +135,27 @@ class RuntimeModel:
         padding_divisor(scale)  # checks scale
         return RuntimeBackend(self, bool(tta), float(scale))
 
-    def interpolate(self, img0: torch.Tensor, img1: torch.Tensor, timesteps=0.5, *, tta: bool = False,
-                    scale: float = 1.0, aux0: torch.Tensor | None = None, aux1: torch.Tensor | None = None):
-        """emavfi.interpolate for this model (same checks, shapes and return values)."""
-        from ..inference import _warn_untrained_t
-        from ..tensor_checks import check_frames, check_timesteps
-
-        single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-        ts = check_timesteps(timesteps)
-        check_frames(img0, img1, aux0, aux1)
-        _warn_untrained_t(self, ts)
-        b = img0.shape[0]
-        idx = torch.arange(2 * b)
-        aux = None if aux0 is None else torch.cat([aux0, aux1])
-        rgb, fused = self.as_backend(tta, scale)(torch.cat([img0, img1]), idx[:b], idx[b:], ts, aux)
-        rgb, fused = (None if x is None else x.to(device=img0.device, dtype=img0.dtype) for x in (rgb, fused))
-        if single:
-            rgb, fused = rgb[0], None if fused is None else fused[0]
-        return rgb if fused is None else (rgb, fused)
-
 
 class RuntimeBackend:
-    """runner.Backend over a RuntimeModel: pads each pair, runs extract once and synth per t, crops."""
+    """runner.Backend over a RuntimeModel: pads each pair, runs extract once per pair and synth per t, crops.
+
+    Independent runs (the pairs of a call, their timesteps, the rotated TTA pass) go to the runtime's lanes
+    at once where it has them; a single run takes the graphs that use every thread.
+    """
 
     def __init__(self, model: RuntimeModel, tta: bool, scale: float):
         self.model, self.tta, self.scale = model, tta, scale
 
+    def pairs_in_flight(self, height: int, width: int) -> int:
+        """Pairs worth sending in one call for frames of this size (runner.Runner's automatic CPU chunk)."""
+        left, right, top, bottom = pad_amounts(height, width, padding_divisor(self.scale))
+        return max(1, len(self.model.lanes(height + top + bottom, width + left + right, self.scale)))
+
     def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, timesteps: Sequence[float],
                  aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """See runner.Backend: frames [F,3,H,W] -> (rgb [T,P,3,H,W], aux [T,P,K,H,W] or None)."""
+        from ..export.graphs import feature_names
+
         height, width = frames.shape[-2:]
         left, right, top, bottom = pad_amounts(height, width, padding_divisor(self.scale))
         work = self.model.device if self.model.device.type == "cuda" else torch.device("cpu")
@@ -148,46 +165,67 @@ class RuntimeBackend:
             return F.pad(x, (left, right, top, bottom), mode="replicate") if left + right + top + bottom else x
 
         padded, extra = prep(frames), None if aux is None else prep(aux)
-        parts = self.model.sessions(padded.shape[-2], padded.shape[-1], self.scale)
-        first, second = first.tolist(), second.tolist()
-        rgb = torch.empty((len(timesteps), len(first), 3, height, width), dtype=frames.dtype, device=frames.device)
-        fused = None if aux is None else torch.empty((len(timesteps), len(first), aux.shape[1], height, width),
+        size = (padded.shape[-2], padded.shape[-1], self.scale)
+        parts, names = self.model.sessions(*size), feature_names(self.scale)
+        views = [_same, _rot180] if self.tta else [_same]
+        pairs = list(zip(first.tolist(), second.tolist()))
+
+        def extract(graphs: dict[str, Session], job: tuple[int, int]) -> dict[str, torch.Tensor]:
+            view, (i, j) = views[job[0]], pairs[job[1]]
+            return dict(zip(names, graphs["extract"]({"img0": view(padded[i:i + 1]), "img1": view(padded[j:j + 1])})))
+
+        def synth(graphs: dict[str, Session], job: tuple[int, int, int]) -> tuple:
+            v, p, k = job
+            view, (i, j) = views[v], pairs[p]
+            img0, img1 = view(padded[i:i + 1]), view(padded[j:j + 1])
+            step = torch.tensor([float(timesteps[k])], dtype=torch.float32, device=img0.device)
+            frame, flow, weight0 = graphs["synth"]({"img0": img0, "img1": img1, "timestep": step, **feats[(v, p)]})
+            fused = None if extra is None else blend(view(extra[i:i + 1]), view(extra[j:j + 1]), flow.to(img0.device),
+                                                     weight0.to(img0.device))[2]
+            return view(frame.to(img0.device)), None if fused is None else view(fused)
+
+        jobs = [(v, p) for v in range(len(views)) for p in range(len(pairs))]
+        feats = dict(zip(jobs, self._map(parts, size, extract, jobs)))
+        jobs3 = [(v, p, k) for v in range(len(views)) for p in range(len(pairs)) for k in range(len(timesteps))]
+        made = dict(zip(jobs3, self._map(parts, size, synth, jobs3)))
+        del feats
+        rgb = torch.empty((len(timesteps), len(pairs), 3, height, width), dtype=frames.dtype, device=frames.device)
+        fused = None if aux is None else torch.empty((len(timesteps), len(pairs), aux.shape[1], height, width),
                                                      dtype=frames.dtype, device=frames.device)
-        for p, (i, j) in enumerate(zip(first, second)):
-            pair = (padded[i:i + 1], padded[j:j + 1])
-            pair_aux = None if extra is None else (extra[i:i + 1], extra[j:j + 1])
-            results = self._pair(parts, pair, pair_aux, timesteps)
-            for k, (frame, fused_aux) in enumerate(results):
-                rgb[k, p] = frame[0, :, top:top + height, left:left + width]
-                if fused is not None:
-                    fused[k, p] = fused_aux[0, :, top:top + height, left:left + width]
+        for (p, k) in ((p, k) for p in range(len(pairs)) for k in range(len(timesteps))):
+            runs = [made[(v, p, k)] for v in range(len(views))]
+            rgb[k, p] = (sum(r[0] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
+            if fused is not None:
+                fused[k, p] = (sum(r[1] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
         return rgb, fused
 
-    def _pair(self, parts: dict[str, Session], pair: tuple[torch.Tensor, torch.Tensor],
-              aux: tuple[torch.Tensor, torch.Tensor] | None, timesteps: Sequence[float]) -> list[tuple]:
-        """[(frame, fused aux or None) per t] for one padded pair, averaged with the rotated pass under TTA."""
-        runs = [self._pass(parts, pair, aux, timesteps)]
-        if self.tta:
-            flip = lambda x: x.flip(-2, -1)  # noqa: E731 - 180-degree rotation, its own inverse
-            rotated = self._pass(parts, (flip(pair[0]), flip(pair[1])),
-                                 None if aux is None else (flip(aux[0]), flip(aux[1])), timesteps)
-            runs[0] = [((f + flip(rf)) / 2, None if a is None else (a + flip(ra)) / 2)
-                       for (f, a), (rf, ra) in zip(runs[0], rotated)]
-        return runs[0]
+    def _map(self, parts: dict[str, Session], size: tuple, fn: Callable, jobs: list) -> list:
+        """[fn(graphs, job) for job in jobs]: on the lanes at once when there are several jobs and lanes."""
+        lanes = self.model.lanes(*size) if len(jobs) > 1 else []
+        if len(lanes) < 2:
+            return [fn(parts, job) for job in jobs]
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for lane in lanes:
+            free.put(lane)
 
-    def _pass(self, parts: dict[str, Session], pair: tuple[torch.Tensor, torch.Tensor],
-              aux: tuple[torch.Tensor, torch.Tensor] | None, timesteps: Sequence[float]) -> list[tuple]:
-        from ..export.graphs import feature_names
+        def run(job):
+            lane = free.get()
+            try:
+                return fn(lane, job)
+            finally:
+                free.put(lane)
 
-        img0, img1 = pair
-        feats = dict(zip(feature_names(self.scale), parts["extract"]({"img0": img0, "img1": img1})))
-        out = []
-        for t in timesteps:
-            step = torch.tensor([float(t)], dtype=torch.float32, device=img0.device)
-            frame, flow, weight0 = parts["synth"]({"img0": img0, "img1": img1, "timestep": step, **feats})
-            fused = None if aux is None else blend(aux[0], aux[1], flow.to(img0.device), weight0.to(img0.device))[2]
-            out.append((frame.to(img0.device), fused))
-        return out
+        with ThreadPoolExecutor(len(lanes), thread_name_prefix="emavfi-lane") as pool:
+            return list(pool.map(run, jobs))
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _rot180(x: torch.Tensor) -> torch.Tensor:
+    """The 180-degree rotation of x [..., H, W]: its own inverse (test-time augmentation)."""
+    return x.flip(-2, -1)
 
 
 def load_runtime(network: EMAVFI, variant: str, state: Mapping[str, torch.Tensor], backend: str,

@@ -2,7 +2,8 @@
 
 Each adapter: `files` (what one compiled graph part leaves in the cache), `version()`, `target(device)`,
 `build(onnx_path, out_dir, part, precision)` and `load(folder, part, device, precision)` -> a function
-mapping {input name: tensor} to the list of output tensors.
+mapping {input name: tensor} to the list of output tensors. An adapter may also have `load_lanes(...)` ->
+several such functions that can run at once, one per thread (OpenVINO's streams).
 """
 from __future__ import annotations
 
@@ -44,13 +45,31 @@ class OpenVinoRuntime:
     def load(folder: Path, part: str, device: torch.device, precision: str) -> Session:
         import openvino as ov
 
+        compiled = ov.Core().compile_model(str(folder / f"{part}.xml"), "CPU", OpenVinoRuntime._config(precision))
+        return OpenVinoRuntime._session(compiled.create_infer_request())
+
+    @staticmethod
+    def load_lanes(folder: Path, part: str, device: torch.device, precision: str) -> list[Session]:
+        """Sessions of one model compiled with OpenVINO's throughput hint: one per stream, each run by its own
+        thread, so independent pairs and timesteps share the cores better than one call at a time can."""
+        import openvino as ov
+
+        config = {**OpenVinoRuntime._config(precision), "PERFORMANCE_HINT": "THROUGHPUT"}
+        compiled = ov.Core().compile_model(str(folder / f"{part}.xml"), "CPU", config)
+        lanes = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        return [OpenVinoRuntime._session(compiled.create_infer_request()) for _ in range(lanes)]
+
+    @staticmethod
+    def _config(precision: str) -> dict:
         # without the hint, recent CPUs would run in bf16 and leave parity with the torch path; torch's thread
         # count (what the process was given: Ray's cpus_per_worker, a render node's limit) makes runs repeatable
-        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        config: dict = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
         if precision == "fp32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        request = ov.Core().compile_model(str(folder / f"{part}.xml"), "CPU", config).create_infer_request()
+        return config
 
+    @staticmethod
+    def _session(request) -> Session:
         def run(inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
             results = request.infer({name: t.numpy() for name, t in inputs.items()})  # outputs are copies
             return [torch.from_numpy(results[out]) for out in request.model_outputs]

@@ -1,7 +1,4 @@
-"""Checks of what the library's inference functions are given: frames, extra channels, pair indices, timesteps.
-
-Each refusal is one line naming the bad value and the fix (emavfi.inference and the runtime backends use them).
-"""
+"""Argument checks of the library's interpolate functions: one-line errors before any work."""
 from __future__ import annotations
 
 import math
@@ -13,7 +10,7 @@ Timesteps = float | Sequence[float]
 
 
 def check_image(name: str, img: object) -> None:
-    """A float tensor [B,3,H,W], not empty, finite, in 0..1."""
+    """img is a finite float tensor [B,3,H,W] with values in 0..1."""
     if not isinstance(img, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor [B,3,H,W]; got {type(img).__name__}")
     if not img.is_floating_point():
@@ -33,7 +30,7 @@ def check_image(name: str, img: object) -> None:
 
 
 def check_aux(name: str, aux: object, like: torch.Tensor) -> None:
-    """Extra channels [B,K,H,W] matching `like`, finite."""
+    """aux is a float tensor [B,K,H,W] matching `like` in batch and size."""
     if not isinstance(aux, torch.Tensor) or aux.dim() != 4 or aux.shape[0] != like.shape[0] \
             or aux.shape[2:] != like.shape[2:]:
         raise ValueError(f"{name} must be a tensor [B,K,H,W] matching {list(like.shape)}; "
@@ -43,7 +40,7 @@ def check_aux(name: str, aux: object, like: torch.Tensor) -> None:
 
 
 def check_frames(img0: torch.Tensor, img1: torch.Tensor, aux0: torch.Tensor | None, aux1: torch.Tensor | None) -> None:
-    """Two frame batches (and their extra channels) of one shape, dtype and device."""
+    """Two frame batches of one shape, and their extra channels given together or not at all."""
     check_image("img0", img0)
     check_image("img1", img1)
     if img0.shape != img1.shape:
@@ -96,3 +93,16 @@ def check_timesteps(timesteps: Timesteps) -> list[float]:
         if not math.isfinite(t) or not 0.0 <= t <= 1.0:
             raise ValueError(f"timesteps must be in [0, 1]; got {t}")
     return values
+
+
+
+def check_model(model: object) -> None:
+    """A one-line TypeError for anything but an EMA-VFI network (a common slip: None from a failed load)."""
+    if not (isinstance(model, torch.nn.Module) or is_runtime(model)) or not hasattr(model, "config"):
+        raise TypeError(f"model must be an EMA-VFI network from emavfi.load_model or emavfi.build_model; "
+                        f"got {type(model).__name__}")
+
+
+def is_runtime(model: object) -> bool:
+    """A model compiled for a runtime (emavfi.backends.RuntimeModel): it runs its own graphs behind as_backend."""
+    return not isinstance(model, torch.nn.Module) and callable(getattr(model, "as_backend", None))

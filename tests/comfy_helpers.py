@@ -287,21 +287,23 @@ def timed_harness(argv: list[str]) -> int:
     harness = load_run_comfy()
     recv, post_json = harness.MiniWebSocket.recv, harness.Http.post_json
 
+    def note(text: str) -> None:  # one write (print's end is a second one), on a line of its own: threads interleave
+        sys.stderr.write(f"\n{TIMING} {text} at={time.monotonic():.6f}\n")
+        sys.stderr.flush()
+
     def timed_recv(self: Any) -> Any:
         kind, payload = message = recv(self)
         if kind == "text":
             event = json.loads(payload)
             if event.get("type") == "progress":
                 data = event.get("data") or {}
-                print(f"{TIMING} progress prompt={data.get('prompt_id')} node={data.get('node')} "
-                      f"at={time.monotonic():.6f}", file=sys.stderr, flush=True)
+                note(f"progress prompt={data.get('prompt_id')} node={data.get('node')}")
         return message
 
     def timed_post_json(self: Any, path: str, body: Any, timeout: float = 30.0) -> Any:
         result = post_json(self, path, body, timeout)
         if path == "/interrupt":
-            print(f"{TIMING} interrupt prompt={(body or {}).get('prompt_id')} returned at={time.monotonic():.6f}",
-                  file=sys.stderr, flush=True)
+            note(f"interrupt prompt={(body or {}).get('prompt_id')} returned")
         return result
 
     harness.MiniWebSocket.recv, harness.Http.post_json = timed_recv, timed_post_json

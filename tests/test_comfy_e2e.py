@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -221,16 +222,15 @@ def _progress_of(e2e, run: dict, node: str = "5") -> tuple[int, int]:
     the arrival times the timed harness logs (comfy_helpers.timed_harness); no interrupt: all are before."""
     prompt = run["prompt_id"]
     arrivals, interrupted = [], None
-    for line in e2e["stderr"].splitlines():
-        if not line.startswith(TIMING):
+    timing = re.compile(re.escape(TIMING) + r" (progress|interrupt) prompt=(\S+) (?:node=(\S+) |returned )"
+                        r"at=(\d+\.\d{6})")
+    for kind, for_prompt, for_node, at in timing.findall(e2e["stderr"]):
+        if for_prompt != prompt:
             continue
-        fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
-        if fields.get("prompt") != prompt:
-            continue
-        if " interrupt " in line and interrupted is None:
-            interrupted = float(fields["at"])
-        elif " progress " in line and fields.get("node") == node:
-            arrivals.append(float(fields["at"]))
+        if kind == "interrupt" and interrupted is None:
+            interrupted = float(at)
+        elif kind == "progress" and for_node == node:
+            arrivals.append(float(at))
     assert arrivals or interrupted is not None, f"no timing lines for prompt {prompt}: was the timed harness run?"
     after = sum(1 for at in arrivals if interrupted is not None and at > interrupted)
     return len(arrivals) - after, after

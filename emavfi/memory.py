@@ -14,8 +14,9 @@ MAX_AUTO_CHUNK = 16
 # Peak memory of one frame pair, from benchmarks/bench_memory.py (CPU, float32, torch 2.13; benchmarks/RESULTS.md),
 # in values per 32-padded pixel per unit of base width F. The full-resolution stages (appearance features, warps,
 # U-Net) take the same at every flow scale; only the flow stage (motion features and flow heads) shrinks with
-# the scale's square, and it is small: --scale lowers the peak by a few percent at most.
-_FULL_RES_PER_PX_F = 17
+# the scale's square, and it is small: --scale lowers the peak by a few percent at most. Measured pair peaks
+# (ours_small_t, scale 1): 206 MiB at 256x448, 2,240 MiB at 1080p, 7,818 MiB at 2160p; this gives 212, 2,200, 8,511.
+_FULL_RES_PER_PX_F = 15
 _FLOW_PER_PX_F = 1
 _TTA_PER_PX_F = 4  # the passes run one after the other: TTA adds the rotated frames and the averaging only
 _ELEMENTS_PER_PX_PER_T = 8  # each further timestep row: its output and flow

@@ -148,6 +148,8 @@ def memory_refusal(config: Any, height: int, width: int, rows: int, dtype: Any, 
     head = f"{what} needs ~{_gib(need())} on {device_type}, {_gib(free)} is available"
     if fitting:
         return f"{head}: try {' or '.join(fitting)}"
+    if len(least) > 1 and need(False, min(SCALES), 1) <= free:
+        return f"{head}: try {' and '.join(least)} (~{_gib(need(False, min(SCALES), 1))})"
     still = f"; even with {' and '.join(least)} it needs ~{_gib(need(False, min(SCALES), 1))}" if least else ""
     return f"{head}{still}: use a device with more memory, or a smaller input"
 

@@ -162,6 +162,9 @@ def test_the_memory_estimate_falls_with_scale_and_a_4k_line_names_what_fits():
         f"is available: try no --tta (~{needs[0] / (1 << 30):.1f} GiB)")
     assert preflight.memory_refusal(get_config("ours_small_t"), 2160, 3840, 1, torch.float32, RunOptions(),
                                     needs[0], "cpu") is None
+    both = preflight.memory_refusal(get_config("ours_small_t"), 2160, 3840, 1, torch.float32, RunOptions(tta=True),
+                                    needs[2], "cpu")  # neither fix alone is enough, the two together are
+    assert both.endswith(f"is available: try no --tta and --scale 0.25 (~{needs[2] / (1 << 30):.1f} GiB)")
 
 
 def test_m_on_a_variable_rate_video_warns(tmp_path, tiny_cli, capsys):

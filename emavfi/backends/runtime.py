@@ -200,10 +200,14 @@ class RuntimeBackend:
         return rgb, fused
 
     def _map(self, parts: dict[str, Session], size: tuple, fn: Callable, jobs: list) -> list:
-        """[fn(graphs, job) for job in jobs]: on the lanes at once when there are several jobs and lanes."""
+        """[fn(graphs, job) for job in jobs]: on the lanes at once when there are several jobs and lanes; the jobs
+        left over after whole rounds of lanes run one by one on all threads (a lone job would idle a core)."""
         lanes = self.model.lanes(*size) if len(jobs) > 1 else []
-        if len(lanes) < 2:
+        rounds = len(jobs) - len(jobs) % len(lanes) if len(lanes) > 1 else 0
+        if not rounds:
             return [fn(parts, job) for job in jobs]
+        rest = [fn(parts, job) for job in jobs[rounds:]]
+        jobs = jobs[:rounds]
         free: queue.SimpleQueue = queue.SimpleQueue()
         for lane in lanes:
             free.put(lane)
@@ -216,7 +220,7 @@ class RuntimeBackend:
                 free.put(lane)
 
         with ThreadPoolExecutor(len(lanes), thread_name_prefix="emavfi-lane") as pool:
-            return list(pool.map(run, jobs))
+            return list(pool.map(run, jobs)) + rest
 
 
 def _same(x: torch.Tensor) -> torch.Tensor:

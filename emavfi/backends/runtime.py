@@ -184,19 +184,21 @@ class RuntimeBackend:
                                                      weight0.to(img0.device))[2]
             return view(frame.to(img0.device)), None if fused is None else view(fused)
 
-        jobs = [(v, p) for v in range(len(views)) for p in range(len(pairs))]
-        feats = dict(zip(jobs, self._map(parts, size, extract, jobs)))
-        jobs3 = [(v, p, k) for v in range(len(views)) for p in range(len(pairs)) for k in range(len(timesteps))]
-        made = dict(zip(jobs3, self._map(parts, size, synth, jobs3)))
-        del feats
         rgb = torch.empty((len(timesteps), len(pairs), 3, height, width), dtype=frames.dtype, device=frames.device)
         fused = None if aux is None else torch.empty((len(timesteps), len(pairs), aux.shape[1], height, width),
                                                      dtype=frames.dtype, device=frames.device)
-        for (p, k) in ((p, k) for p in range(len(pairs)) for k in range(len(timesteps))):
-            runs = [made[(v, p, k)] for v in range(len(views))]
-            rgb[k, p] = (sum(r[0] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
-            if fused is not None:
-                fused[k, p] = (sum(r[1] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
+        group = max(1, len(self.model.lanes(*size)))  # pairs held at once: one per lane, else one
+        for start in range(0, len(pairs), group):
+            members = range(start, min(start + group, len(pairs)))
+            jobs = [(v, p) for v in range(len(views)) for p in members]
+            feats = dict(zip(jobs, self._map(parts, size, extract, jobs)))
+            jobs3 = [(v, p, k) for v in range(len(views)) for p in members for k in range(len(timesteps))]
+            made = dict(zip(jobs3, self._map(parts, size, synth, jobs3)))
+            for (p, k) in ((p, k) for p in members for k in range(len(timesteps))):
+                runs = [made[(v, p, k)] for v in range(len(views))]
+                rgb[k, p] = (sum(r[0] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
+                if fused is not None:
+                    fused[k, p] = (sum(r[1] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
         return rgb, fused
 
     def _map(self, parts: dict[str, Session], size: tuple, fn: Callable, jobs: list) -> list:

@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 
 from . import cuts as cut_rules
+from .protect import RegionPolicy, hold
 from .schedule import OutputFrame, Schedule, apply_cuts, check_plan, pair_timesteps
 
 ProgressFn = Callable[[int, int], None]
@@ -84,17 +85,19 @@ class Report:
     cuts: list[int] = field(default_factory=list)  # pair indices i: a cut between source frames i and i+1
     damaged: dict[int, str] = field(default_factory=dict)  # unreadable source frames (--on-error skip)
     missing: int = 0  # requested outputs not written because they need a damaged source frame
+    protected: str = ""  # what held regions did (emavfi.protect), for a run summary
 
 
 # ----------------------------------------------------------------------------------------------- the loop
 
 def run(schedule: Schedule, frames: Frames, runner: BatchRunner, sink: Sink, cut_policy: CutPolicy, *,
         todo: Iterable[int] | None = None, progress: ProgressFn | None = None,
-        cancel: CancelFn | None = None) -> Report:
+        cancel: CancelFn | None = None, protect: RegionPolicy | None = None) -> Report:
     """Make the outputs `todo` (global indices; default all) of `schedule` and write each to `sink` once.
 
     progress(done, len(todo)) after every written frame; cancel() before every copy and every device call
-    (it cancels by raising). Outputs needing a damaged source frame are left out (Report.missing).
+    (it cancels by raising). Outputs needing a damaged source frame are left out (Report.missing). protect:
+    held regions (emavfi.protect): in-between frames show the nearest source frame where its masks are set.
     """
     plan, n = schedule.plan, frames.count
     wanted = set(range(len(plan)) if todo is None else todo)
@@ -111,10 +114,11 @@ def run(schedule: Schedule, frames: Frames, runner: BatchRunner, sink: Sink, cut
     for pairs, members in _batches(plan, n, wanted, runner):
         window = frames.get(pairs.start, min(pairs.stop, n - 1))
         found = cut_policy.cuts(frames, pairs.start, pairs.stop)
+        held = None if protect is None else protect.masks(frames, pairs.start, min(pairs.stop, n - 1))
         report.cuts.extend(found)
         outputs = [(k, frame) for k, frame in zip(members, apply_cuts([plan[k] for k in members], found))
                    if not _needs_damaged(frame, frames.damaged, report)]
-        _make_batch(runner, schedule.bisection_depth, window, pairs.start, outputs, wanted, write, cancel)
+        _make_batch(runner, schedule.bisection_depth, window, pairs.start, outputs, wanted, write, cancel, held)
     report.missing = len(wanted) - report.written
     return report
 
@@ -149,8 +153,10 @@ def _needs_damaged(frame: OutputFrame, damaged: Mapping[int, str], report: Repor
 
 def _make_batch(runner: BatchRunner, depth: int | None, window: torch.Tensor, lo: int,
                 outputs: list[tuple[int, OutputFrame]], wanted: set[int],
-                write: Callable[[int, torch.Tensor | None, int | None], None], cancel: CancelFn | None) -> None:
-    """Copies are written from the window; the rest go through the runner as one batch of pairs."""
+                write: Callable[[int, torch.Tensor | None, int | None], None], cancel: CancelFn | None,
+                held: torch.Tensor | None = None) -> None:
+    """Copies are written from the window; the rest go through the runner as one batch of pairs (held: the
+    window's protect masks, applied to each in-between frame as it is emitted)."""
     index_of: dict[tuple[int, Fraction], list[int]] = {}
     work: dict[int, set[Fraction]] = {}
     for k, frame in outputs:
@@ -164,6 +170,8 @@ def _make_batch(runner: BatchRunner, depth: int | None, window: torch.Tensor, lo
         work.setdefault(frame.source - lo, set()).add(frame.t)
 
     def emit(pair: int, t: Fraction, image: torch.Tensor) -> None:
+        if held is not None:
+            image = hold(image, window, held, pair, t)
         for k in index_of.get((pair, t), []):
             if k in wanted:
                 write(k, image, None)
@@ -248,8 +256,10 @@ class Clip:
 
 def run_clip(schedule: Schedule | Sequence[OutputFrame], frames: torch.Tensor, runner: BatchRunner, *,
              cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
-             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Clip:
-    """`run` on a clip in memory, frames [N,C,H,W], into out [M,C,H,W] (see runner.interpolate_clip)."""
+             progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+             protect: RegionPolicy | None = None) -> Clip:
+    """`run` on a clip in memory, frames [N,C,H,W], into out [M,C,H,W] (see runner.interpolate_clip; protect:
+    held regions, e.g. protect.held_regions(N, mask, overlays=True))."""
     n = frames.shape[0]
     if not isinstance(schedule, Schedule):
         schedule = Schedule(list(schedule), None, None, None)  # a bare plan: every t directly
@@ -265,7 +275,7 @@ def run_clip(schedule: Schedule | Sequence[OutputFrame], frames: torch.Tensor, r
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"out must be a float tensor of shape {list(shape)}; got {got}")
     report = run(schedule, TensorFrames(frames), runner, TensorSink(out), GivenCuts(given) if given else finder,
-                 progress=progress, cancel=cancel)
+                 progress=progress, cancel=cancel, protect=protect)
     return Clip(out, sorted(report.cuts))
 
 

@@ -362,17 +362,17 @@ class _Emitter:
 def render_clip(model: Model, frames: torch.Tensor, schedule: Schedule | Sequence[OutputFrame], *,
                 cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
                 progress: engine.ProgressFn | None = None, cancel: engine.CancelFn | None = None,
-                **options: Any) -> engine.Clip:
+                protect: Any = None, **options: Any) -> engine.Clip:
     """`interpolate_clip`, also returning the scene cuts it made the clip with (engine.Clip)."""
     check_frames(frames)
     return engine.run_clip(schedule, frames, Runner(model, **options), cuts=cuts, cut_threshold=cut_threshold,
-                           out=out, progress=progress, cancel=cancel)
+                           out=out, progress=progress, cancel=cancel, protect=protect)
 
 
 def interpolate_clip(model: Model, frames: torch.Tensor, schedule: Schedule | Sequence[OutputFrame], *,
                      cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
                      progress: engine.ProgressFn | None = None, cancel: engine.CancelFn | None = None,
-                     **options: Any) -> torch.Tensor:
+                     protect: Any = None, **options: Any) -> torch.Tensor:
     """Make every frame of `schedule` from frames [N,C,H,W] (float, CPU; C = 3 RGB, more = alpha/mattes).
 
     schedule: a `schedule.Schedule` from make_schedule (its plan, made directly or by bisection to its depth),
@@ -380,8 +380,8 @@ def interpolate_clip(model: Model, frames: torch.Tensor, schedule: Schedule | Se
     (written into `out` when given). Copies (t = 0) are bit-exact. Scene cuts: `cuts` (pair indices), or
     `cut_threshold` > 0 to detect them as the command line does (emavfi.cuts); a cut pair is not interpolated:
     its frames repeat the nearer source frame. progress(done, total) counts output frames, once per frame;
-    cancel() cancels by raising (see Runner.run). options: Runner settings (device, dtype, tta, scale, chunk,
-    hdr, backend).
+    cancel() cancels by raising (see Runner.run). protect: held regions (emavfi.protect.held_regions: a mask,
+    detected overlays). options: Runner settings (device, dtype, tta, scale, chunk, hdr, backend).
     """
     return render_clip(model, frames, schedule, cuts=cuts, cut_threshold=cut_threshold, out=out,
-                       progress=progress, cancel=cancel, **options).frames
+                       progress=progress, cancel=cancel, protect=protect, **options).frames

@@ -25,7 +25,8 @@ from .outputs import OutputFolderError, check_new_file, record_file
 from .progress import ProgressLine, clock, download_progress
 from .schedule import Request, parse_fps, parse_timesteps_exact
 from .sequences import GAPS
-from .settings import ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings, SettingsError
+from .settings import DEFAULT_PROTECT_FEATHER, ON_ERROR, PRECISIONS, OutputOptions, ProtectOptions, RunOptions, \
+    Settings, SettingsError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -113,10 +114,23 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "display rotation (default: keep them as stored and carry the rotation to the output)")
     run.add_argument("--on-error", choices=ON_ERROR, default="stop", help="a damaged input frame stops the run "
                      "(default) or skips the output frames that need it")
+    _protect_arguments(run)
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the shot over a Ray cluster: "
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
     run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
     return run
+
+
+def _protect_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--protect", type=Path, metavar="MASK", help="hold where this mask is white: in-between frames "
+                     "show the nearest source frame there; one image for the shot, or a folder or video with one "
+                     "mask per input frame (matched by frame number)")
+    run.add_argument("--protect-feather", type=int, default=DEFAULT_PROTECT_FEATHER, metavar="PX",
+                     help=f"px over which a held region's edge blends in (default {DEFAULT_PROTECT_FEATHER})")
+    run.add_argument("--protect-overlays", action="store_true", help="find burned-in overlays (timecode, "
+                     "subtitles, logos, HUDs: pixels that stay put while the picture moves) and hold them")
+    run.add_argument("--protect-overlays-out", type=Path, metavar="DIR", help="write the detected overlay masks "
+                     "there (overlays.<frame>.png) to check them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,9 +184,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
                            apply_rotation=getattr(args, "apply_rotation", False),
                            codec=getattr(args, "codec", None), colorspace=getattr(args, "colorspace", None),
                            ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"))
+    protect = ProtectOptions(mask=args.protect, feather=args.protect_feather, overlays=args.protect_overlays,
+                             overlays_out=args.protect_overlays_out) if interpolate else ProtectOptions()
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
                     offline=getattr(args, "offline", False), device=getattr(args, "device", "auto"),
-                    precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "torch"))
+                    precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "torch"),
+                    protect=protect)
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -200,7 +217,8 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     with contextlib.nullcontext() if job.video_out else render.open_output(prepared) as folder:
         part = '' if len(prepared.requested) == prepared.total else f' ({len(prepared.requested)} in this task)'
         sys.stderr.write(f"{prepared.source.describe()} -> {prepared.total} frames{part}\n")
-        for note in preflight.notes(prepared):
+        for note in preflight.notes(prepared) + ([prepared.masks.note] if prepared.masks and prepared.masks.note
+                                                 else []):
             render.stderr_note(note)
         preflight.check_memory(prepared)
         model = render.load_model_for(job, progress=download_progress())
@@ -219,6 +237,8 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     rotation = preflight.outcome(prepared.source, job.settings, job.video_out)
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(time.monotonic() - progress.started)}"
                      f"{kept}{_cuts_suffix(report.cuts)}{rotation}\n")
+    if report.protected:
+        sys.stderr.write(f"{report.protected}\n")
     return 0
 
 

@@ -77,6 +77,7 @@ class Prepared:
     requested: list[int]  # global output indices this process renders
     sink: FolderSink | None = None  # the folder of frames it writes (built once); None: a video output
     start_number: int = 0  # file number of output index 0 (--start-number, else the input's first frame number)
+    masks: Any = None  # --protect: emavfi.mask_files.MaskFiles, checked before the model loads
 
     @property
     def total(self) -> int:
@@ -129,6 +130,10 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
                                                        start_number=start_number, format=out.format,
                                                        bit_depth=out.bit_depth, out_fps=schedule.out_fps)
     prepared = Prepared(job, source, n, schedule, requested, sink, start_number)  # type: ignore[arg-type]
+    if job.settings.protect.mask is not None:
+        from .mask_files import open_masks
+
+        prepared.masks = open_masks(job.settings.protect.mask, files, files.count())
     preflight.check_prepared(prepared)
     return prepared
 
@@ -200,14 +205,20 @@ def _run(prepared: Prepared, model: Model, sink: Sink, todo: Sequence[int], prog
     """emavfi.engine.run over the job's source window, runner and cut policy."""
     from . import dedupe
     from .engine import CutFinder, run
+    from .mask_files import describe_overlays, protection_for
     from .runner import Runner
     from .source_window import FrameBuffer
 
     s = prepared.job.settings
     frames = FrameBuffer(prepared.source, prepared.n_source, skip_damaged=s.output.on_error == "skip")
     runner = Runner(model, tta=s.run.tta, scale=s.run.scale, chunk=s.run.chunk)
-    return run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
-               CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, progress=progress, cancel=cancel)
+    protect, overlays = protection_for(prepared)
+    report = run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
+                 CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, progress=progress, cancel=cancel,
+                 protect=protect)
+    if overlays is not None:
+        report.protected = describe_overlays(overlays.found, len(overlays.decided))
+    return report
 
 
 class _Logged:

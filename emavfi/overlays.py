@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cuts
+from .dedupe import NOISE_FLOOR  # half an 8-bit code value: the quietest footage's noise
 
 RUN = 24
 """A pixel must stay put for RUN + 1 consecutive frames (a second at 24 fps) that include the frame."""
@@ -35,9 +36,8 @@ STRUCTURE_SIGMAS = 5.0  # an edge: a central-difference gradient above this x th
 MOVING_FRACTION = 0.4  # of frame j's edges that must change during the run
 CORNER, CORNER_SIGMAS = 5, 6.0  # a seed has texture in every direction: structure-tensor window px, its strength
 SHIFT_PEAK = 0.5  # a camera shift's correlation peak, of the highest one (an overlay's own is at no shift)
-GROW = 6  # analysis px the regions grow into steady pixels around them
+GROW = 4  # analysis px the regions grow into steady pixels around them
 MIN_AREA = 1.5e-4  # of the analysis picture's pixels, at least 12: smaller specks are dropped
-NOISE_FLOOR = 0.5 / 255  # half an 8-bit code value
 NOISE_BLOCK = 8
 
 
@@ -146,14 +146,19 @@ def decide_frame(y: torch.Tensor, noise: torch.Tensor, centre: int) -> torch.Ten
         shift = global_shift(base, y[far])
         if shift is not None:
             seeds &= (torch.roll(y[far], shift, (0, 1)) - base).abs() > tol
-    return _shape(seeds, steady)
+    return _shape(seeds, steady & edge, steady)
 
 
-def _shape(seeds: torch.Tensor, steady: torch.Tensor) -> torch.Tensor:
-    """The overlay regions from its seeds: grown GROW px into steady pixels, enclosed holes filled, specks dropped."""
+def _shape(seeds: torch.Tensor, rims: torch.Tensor, steady: torch.Tensor) -> torch.Tensor:
+    """The overlay regions: the seeds with the steady edges (rims) connected to them, GROW px more of steady
+    pixels around, enclosed holes filled (changing digits, a moving bar), specks dropped."""
     if not seeds.any():
         return seeds
-    region = seeds
+    connected = seeds | rims
+    labels = components(connected)
+    kept = torch.zeros(labels.numel() + 1, dtype=torch.bool)
+    kept[labels[seeds] + 1] = True
+    region = kept[labels + 1] & connected
     for _ in range(GROW):
         region = (F.max_pool2d(region[None, None].float(), 3, 1, 1)[0, 0] > 0) & steady | region
     region = fill_holes(region)

@@ -4,7 +4,7 @@ A pixel of frame j belongs to an overlay when, over a run of RUN + 1 consecutive
 (1) it stays within noise of its value in frame j (STABLE_SIGMAS x the footage's own noise, measured in its
 quietest blocks), (2) frame j has an edge there (a gradient of STRUCTURE_SIGMAS x noise: flat sky in a pan stays
 put too, but holding it would change nothing), and (3) the picture moves meanwhile: at least MOVING_FRACTION of
-frame j's edges change beyond noise during the run, after a global gain and offset are undone (so a fade, a
+frame j's textured blocks change beyond noise during the run, after a global gain and offset are undone (so a fade, a
 still shot and a small object crossing a still background are not "moving pictures"). Runs never cross a
 scene cut (emavfi.cuts). The edges found are grown into the steady pixels around them (GROW px), enclosed
 holes are filled (the changing digits of a timecode box, a moving health bar in a HUD panel) and specks
@@ -33,9 +33,12 @@ CONTEXT = RUN + cuts.CUT_CONTEXT
 ANALYSIS = 960  # long side of the analysis picture, px
 STABLE_SIGMAS = 3.5  # a steady pixel differs from frame j by at most this x the noise of a difference
 STRUCTURE_SIGMAS = 5.0  # an edge: a central-difference gradient above this x the noise
-MOVING_FRACTION = 0.4  # of frame j's edges that must change during the run
+MOVING_FRACTION = 0.5  # of frame j's textured blocks that must change during the run
+MOTION_BLOCKS = 16  # blocks across the long side for that count
+BLOCK_CHANGED = 0.3  # a block changes when this share of its edge pixels does
 CORNER, CORNER_SIGMAS = 5, 6.0  # a seed has texture in every direction: structure-tensor window px, its strength
 SHIFT_PEAK = 0.5  # a camera shift's correlation peak, of the highest one (an overlay's own is at no shift)
+BRIDGE = 6  # analysis px: gaps up to 2 x BRIDGE in a region's rim still enclose its holes
 GROW = 4  # analysis px the regions grow into steady pixels around them
 MIN_AREA = 1.5e-4  # of the analysis picture's pixels, at least 12: smaller specks are dropped
 NOISE_BLOCK = 8
@@ -136,10 +139,15 @@ def decide_frame(y: torch.Tensor, noise: torch.Tensor, centre: int) -> torch.Ten
     zero = torch.zeros(1, *edge.shape, dtype=torch.int32)
     unstable_sum = torch.cat([zero, unstable.int().cumsum(0, dtype=torch.int32)])
     changed_sum = torch.cat([zero, changed.int().cumsum(0, dtype=torch.int32)])
-    needed = MOVING_FRACTION * int(edge.sum())
+    # the picture moves when most of its textured blocks change (a walking figure on a still set: a few)
+    block = max(8, max(edge.shape) // MOTION_BLOCKS)
+    edges_in = F.avg_pool2d(edge[None, None].float(), block, ceil_mode=True)
+    textured = edges_in > 0
+    needed = MOVING_FRACTION * int(textured.sum())
     for start in range(max(0, centre - RUN), min(centre, count - 1 - RUN) + 1):
         stop = start + RUN + 1
-        if int(((changed_sum[stop] - changed_sum[start]) > 0).sum()) >= needed:
+        moved = F.avg_pool2d(((changed_sum[stop] - changed_sum[start]) > 0).float()[None, None], block, ceil_mode=True)
+        if int((textured & (moved > BLOCK_CHANGED * edges_in)).sum()) >= needed:
             steady |= unstable_sum[stop] == unstable_sum[start]
     seeds = steady & (corners(base) > (CORNER_SIGMAS * sigma) ** 2)
     for far in {0, count - 1} - {centre}:  # what the camera's own shift also explains is not an overlay's
@@ -161,7 +169,10 @@ def _shape(seeds: torch.Tensor, rims: torch.Tensor, steady: torch.Tensor) -> tor
     region = kept[labels + 1] & connected
     for _ in range(GROW):
         region = (F.max_pool2d(region[None, None].float(), 3, 1, 1)[0, 0] > 0) & steady | region
-    region = fill_holes(region)
+    # a rim with gaps (where the picture matches the box's colour) still encloses: close it before filling
+    size = 2 * BRIDGE + 1
+    closed = -F.max_pool2d(-F.max_pool2d(region[None, None].float(), size, 1, BRIDGE), size, 1, BRIDGE)[0, 0] > 0
+    region = fill_holes(region | (fill_holes(closed) & steady))
     return drop_specks(region, max(12, round(MIN_AREA * region.numel())))
 
 

@@ -224,34 +224,41 @@ def mount_point(path: str | os.PathLike) -> Path:
     return path
 
 
+def _statvfs(folder: str | os.PathLike) -> os.statvfs_result | None:
+    try:
+        return os.statvfs(folder if os.path.exists(folder) else mount_point(folder))
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+
+
 def free_space(folder: str | os.PathLike) -> int | None:
     """Bytes free to this user on the file system holding folder (or its closest existing ancestor); None where
-    the OS cannot tell (no statvfs on Windows)."""
-    try:
-        stats = os.statvfs(mount_point(folder) if not os.path.exists(folder) else folder)
-    except (OSError, AttributeError):
-        return None
-    return stats.f_bavail * stats.f_frsize
+    the OS cannot tell (Windows)."""
+    stats = _statvfs(folder)
+    return None if stats is None else stats.f_bavail * stats.f_frsize
 
 
 def no_space(folder: str | os.PathLike, needed: int | None, what: str = "the file",
              fix: str = "free some space or write elsewhere") -> OSError:
     """The one disk-full message, as OSError(ENOSPC): "no space left on /mnt: a checkpoint in /mnt/run needs
     ~58.2 MB, 1.0 MB free; free some space or write elsewhere" (needed None: not known, more than is free)."""
-    free = free_space(folder)
-    free_text = "?" if free is None else f"{free / 1e6:.1f}"
-    needs = f"more than the {free_text} MB free" if needed is None else f"~{needed / 1e6:.1f} MB, {free_text} MB free"
+    stats = _statvfs(folder)
+    free = "?" if stats is None else f"{stats.f_bavail * stats.f_frsize / 1e6:.1f}"
+    needs = f"more than the {free} MB free" if needed is None else f"~{needed / 1e6:.1f} MB, {free} MB free"
+    if stats is not None and stats.f_files and not stats.f_favail:
+        needs += " but no free inodes (file entries)"
     error = OSError(f"no space left on {mount_point(folder)}: {what} in {folder} needs {needs}; {fix}")
     error.errno = errno.ENOSPC
     return error
 
 
-def check_space(folder: str | os.PathLike, needed: int, what: str = "the file") -> None:
+def check_space(folder: str | os.PathLike, needed: int, what: str = "the file",
+                fix: str = "free some space or write elsewhere") -> None:
     """no_space(...) raised when `folder`'s file system has fewer than `needed` bytes free: checked before the
     write, since some writers (libpng) do not notice a full disk and leave a cut-off file."""
     free = free_space(folder)
     if free is not None and free < needed:
-        raise no_space(folder, needed, what)
+        raise no_space(folder, needed, what, fix)
 
 
 _FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})

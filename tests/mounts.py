@@ -37,10 +37,11 @@ def read_only_view(source: Path, view: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def small_disk(where: Path, size: str = "64k") -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `where` (a disk that fills up) for the duration."""
+def small_disk(where: Path, size: str = "64k", inodes: int | None = None) -> Iterator[Path]:
+    """A tmpfs of `size` (and at most `inodes` files and folders) mounted at `where` for the duration."""
     where.mkdir(parents=True, exist_ok=True)
-    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)):
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+    if not _mount("-t", "tmpfs", "-o", options, "tmpfs", str(where)):
         pytest.skip("mounting a small tmpfs needs root; not permitted here")
     try:
         yield where

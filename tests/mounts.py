@@ -19,7 +19,8 @@ def _mount(*args: str) -> bool:
 
 
 def _umount(where: Path) -> None:
-    subprocess.run(["umount", str(where)], capture_output=True, check=False)
+    if subprocess.run(["umount", str(where)], capture_output=True).returncode:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)  # busy: detach it now, free it later
 
 
 @contextmanager

@@ -88,7 +88,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "difference noise alone makes (default 2; 0 = exact repeats only)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                     help="auto = fp16 on CUDA, fp32 elsewhere")
+                     help="auto = fp16 on CUDA, fp32 elsewhere; bf16 on the CPU needs native bf16 (AMX or "
+                     "AVX-512 BF16) and works with --backend openvino too")
     run.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (default), openvino, onnxruntime "
                      "(CPU), tensorrt (NVIDIA GPU) or auto (openvino on CPU, tensorrt on CUDA, where installed); "
                      "needs -r requirements-runtimes.txt")

@@ -116,7 +116,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "(default) or skips the output frames that need it")
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the shot over a Ray cluster: "
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
-    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
+    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per T "
+                     "CPUs, T = the threads one process uses here; each computes with T threads)")
     return run
 
 

@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     network = emavfi.build_model(args.variant).eval()
     state = network.state_dict()
-    place = {"device": args.device, "dtype": args.precision or ("fp16" if args.device == "cuda" else "fp32")}
+    place = {"device": args.device, "dtype": "fp16" if args.device == "cuda" else "fp32"}
     img0, img1 = (x.to(args.device) for x in photo_pair(h, w))
     row: dict = {"backend": args.backend, "size": args.size}
     if args.backend == "torch":
@@ -124,12 +124,11 @@ def _timed_clip(model, img0, img1, repeats: int, np) -> dict:
     return {"clip_ms": 1000 * statistics.median(times) / 4, "clip_chunk": chunk}
 
 
-def run_worker(backend: str, size: str, args: argparse.Namespace, outdir: Path, precision: str = "",
-               env_extra: dict | None = None, tag: str = "") -> dict:
-    env = {**os.environ, **(env_extra or {}), "BENCH_OUT": str(outdir / f"{backend}{tag}-{size}")}
+def run_worker(backend: str, size: str, args: argparse.Namespace, outdir: Path) -> dict:
+    env = {**os.environ, "BENCH_OUT": str(outdir / f"{backend}-{size}")}
     cmd = [sys.executable, __file__, "--worker", "--backend", backend, "--size", size, "--variant", args.variant,
-           "--modes", args.modes, "--repeats", str(args.repeats), "--threads", str(args.threads), "--device",
-           args.device, *(["--precision", precision] if precision else [])]
+           "--modes", args.modes,
+           "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"backend": backend, "size": size, "error": proc.stderr.strip().splitlines()[-1]}
@@ -160,39 +159,6 @@ def table(rows: list[dict], outdir: Path, modes: list[str]) -> list[str]:
     return lines
 
 
-def bf16_rows(args: argparse.Namespace, outdir: Path) -> list[str]:
-    """bf16 against fp32 per size: torch (also with oneDNN held to AVX2, as on a CPU without native bf16) and
-    OpenVINO (bf16 inference hint vs f32), ms per output frame and the difference to the same backend's fp32."""
-    import numpy as np
-
-    cases = [("torch", "fp32", {}, ""), ("torch", "bf16", {}, "-bf16"),
-             ("torch", "fp32", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "-avx2"),
-             ("torch", "bf16", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "-avx2-bf16"),
-             ("openvino", "fp32", {}, ""), ("openvino", "bf16", {}, "-bf16")]
-    lines = ["| size | backend | precision | x2 ms/frame | x8 ms/frame | bf16 vs fp32 speed (x2, x8) "
-             "| max abs diff to fp32 | mean abs diff to fp32 |", "|---|---|---|---|---|---|---|---|"]
-    for size in args.sizes.split(","):
-        base: dict = {}
-        for backend, precision, env, tag in cases:
-            row = run_worker(backend, size, args, outdir, precision, env, tag)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            name = backend + (" (oneDNN AVX2)" if env else "")
-            if "error" in row:
-                lines.append(f"| {size} | {name} | {precision} | error: {row['error'][:90]} | | | | |")
-                continue
-            if precision == "fp32":
-                base[name] = (row, tag)
-                lines.append(f"| {size} | {name} | fp32 | {row['x2_ms']:,.0f} | {row['x8_ms']:,.0f} | 1.00x, 1.00x | 0 | 0 |")
-                continue
-            ref, ref_tag = base[name]
-            got = np.load(outdir / f"{backend}{tag}-{size}.x2.npy")
-            diff = np.abs(got - np.load(outdir / f"{backend}{ref_tag}-{size}.x2.npy"))
-            lines.append(f"| {size} | {name} | bf16 | {row['x2_ms']:,.0f} | {row['x8_ms']:,.0f} | "
-                         f"{ref['x2_ms'] / row['x2_ms']:.2f}x, {ref['x8_ms'] / row['x8_ms']:.2f}x | "
-                         f"{diff.max():.1e} | {diff.mean():.1e} |")
-    return lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", action="store_true")
@@ -207,21 +173,9 @@ def main() -> None:
     parser.add_argument("--modes", default="x2,x8,clip", help=f"columns, from {','.join(MODES)}")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--write", action="store_true")
-    parser.add_argument("--precision", default="", help="worker: fp32 or bf16 (default: fp32, fp16 on cuda)")
-    parser.add_argument("--bf16", action="store_true", help="print the bf16-vs-fp32 table (torch, openvino) instead")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
-        return
-    if args.bf16:
-        args.modes = "x2,x8"
-        load_before = os.getloadavg()
-        with tempfile.TemporaryDirectory() as tmp:
-            lines = bf16_rows(args, Path(tmp))
-        print(f"`benchmarks/bench_backends.py --bf16 --sizes {args.sizes} --repeats {args.repeats} --threads "
-              f"{args.threads}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.variant} (random "
-              f"weights), load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after\n")
-        print("\n".join(lines))
         return
     if args.quick:
         args.sizes, args.repeats = "64x96", 1

@@ -82,7 +82,7 @@ def test_a_runs_bf16_setting_follows_this_cpu():
 @pytest.mark.usefixtures("one_thread")
 def test_openvino_runs_bf16_when_asked_and_f32_otherwise(tmp_path):
     """--precision bf16 --backend openvino compiles with OpenVINO's bf16 hint (on a CPU with native bf16; refused
-    elsewhere); fp32 pins f32 (on this machine OpenVINO's own default is bf16; test_backends checks the lanes)."""
+    elsewhere); fp32 pins f32 (OpenVINO's own default is bf16 on such CPUs; test_backends checks the lanes)."""
     pytest.importorskip("openvino", reason="requirements-runtimes.txt")
     from emavfi.devices import cpu_bf16_problem
     from helpers import TINY, tiny_model

@@ -11,7 +11,7 @@ from . import host, metabatch
 from .frames import check_images, check_mask
 from .model import require_model
 from .run import cut_text, placeholder_mask, run_clip, run_options, timeline
-from .spec import CATEGORY, HIDDEN, clip_inputs, dedupe_inputs, io, meta_batch_input, run_inputs
+from .spec import clip_node_schema, dedupe_inputs, io, run_inputs
 from .state import PackNode
 
 NAME = "EMA-VFI Interpolate"
@@ -38,12 +38,11 @@ def make_request(multiplier: int, mode: str, timesteps: str = "", fps: float = 0
 class InterpolateNode(PackNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="EMAVFI_Interpolate", display_name=NAME, category=CATEGORY,
+        return clip_node_schema(
+            "EMAVFI_Interpolate", NAME,
             description=("Raises the frame rate of a clip: makes (N-1) x multiplier + 1 frames from N, keeping the "
                          "original frames unchanged. Optional mask is interpolated with the same motion."),
             inputs=[
-                *clip_inputs(),
                 io.Int.Input("multiplier", default=2, min=2, max=schedule.MAX_MULTIPLIER, step=1,
                              tooltip="Frame-rate factor: output has (N-1) x multiplier + 1 frames."),
                 io.Combo.Input("mode", options=list(MODES), default="auto", tooltip="auto: every in-between time "
@@ -61,7 +60,6 @@ class InterpolateNode(PackNode):
                 io.Mask.Input("mask", optional=True, tooltip="Optional mask per frame (same count and size as the "
                               "images), interpolated with the same motion and blending as the images."),
                 *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
-                meta_batch_input(),
             ],
             outputs=[
                 io.Image.Output(display_name="images",
@@ -70,7 +68,6 @@ class InterpolateNode(PackNode):
                 io.Mask.Output(display_name="mask",
                                tooltip="The interpolated mask (64x64 zeros per frame when no mask came in)."),
             ],
-            hidden=HIDDEN,
         )
 
     @classmethod

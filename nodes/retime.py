@@ -12,7 +12,7 @@ from . import host, metabatch
 from .frames import check_images
 from .model import require_model
 from .run import cut_text, run_clip, run_options, timeline
-from .spec import CATEGORY, HIDDEN, clip_inputs, dedupe_inputs, io, meta_batch_input, run_inputs
+from .spec import clip_node_schema, dedupe_inputs, io, run_inputs
 from .state import PackNode
 
 NAME = "EMA-VFI Retime"
@@ -32,12 +32,11 @@ def cut_report(found: list[int], threshold: float, frames_in: int, frames_out: i
 class RetimeNode(PackNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="EMAVFI_Retime", display_name=NAME, category=CATEGORY,
+        return clip_node_schema(
+            "EMAVFI_Retime", NAME,
             description=("Converts a clip from one frame rate to another (e.g. 24 -> 60 fps), or slows it down, by "
                          "making frames at the new times; frames that fall on source frames are copied unchanged."),
             inputs=[
-                *clip_inputs(),
                 io.Float.Input("source_fps", default=24.0, min=0.001, max=1000.0, step=0.001, tooltip="Frame rate "
                                "of the input clip (23.976 and 29.97 are read as 24000/1001 and 30000/1001)."),
                 io.Float.Input("target_fps", default=60.0, min=0.001, max=1000.0, step=0.001,
@@ -46,7 +45,6 @@ class RetimeNode(PackNode):
                                tooltip="Playback speed: 1 keeps the duration, 0.5 = half-speed slow motion."),
                 *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
                 *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
-                meta_batch_input(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The retimed clip."),
@@ -54,7 +52,6 @@ class RetimeNode(PackNode):
                 io.String.Output(display_name="cut_report",
                                  tooltip="Frame counts and the scene cuts found (pairs that were not blended)."),
             ],
-            hidden=HIDDEN,
         )
 
     @classmethod

@@ -18,10 +18,15 @@ META_BATCH = io.Custom("VHS_BatchManager")
 SCALE_CHOICES = [str(scale) for scale in SCALES]  # "1.0", "0.5", "0.25"
 
 
-def clip_inputs() -> list[io.Input]:
-    """The frames and the model, first on both nodes."""
-    return [io.Image.Input("images", tooltip="The clip: a batch of at least 2 frames, in order."),
+def clip_node_schema(node_id: str, display_name: str, description: str, inputs: list[io.Input],
+                     outputs: list[io.Output]) -> io.Schema:
+    """The schema of a node that makes frames from a clip (Interpolate, Retime): the frames and the model first,
+    then `inputs`, the meta-batch link last; the node id and the prompt as hidden inputs."""
+    clip = [io.Image.Input("images", tooltip="The clip: a batch of at least 2 frames, in order."),
             MODEL.Input("model", tooltip="From Load EMA-VFI Model.")]
+    return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
+                     inputs=[*clip, *inputs, _meta_batch_input()], outputs=outputs,
+                     hidden=[io.Hidden.unique_id, io.Hidden.prompt])  # progress and status text; meta batches
 
 
 def run_inputs(cut_default: float) -> list[io.Input]:
@@ -58,15 +63,13 @@ def dedupe_inputs(threshold_default: float, max_threshold: float) -> list[io.Inp
     ]
 
 
-def meta_batch_input() -> io.Input:
-    """The optional link to VideoHelperSuite's Meta Batch Manager, last on both nodes."""
+def _meta_batch_input() -> io.Input:
+    """The optional link to VideoHelperSuite's Meta Batch Manager."""
     return META_BATCH.Input(
         "meta_batch", optional=True, tooltip="Optional: link VideoHelperSuite's Meta Batch Manager (the same one "
         "Load Video and Video Combine use) to process a long clip in batches: the last frames of each batch are "
         "carried to the next, so the joined video equals one whole run.")
 
 
-HIDDEN = [io.Hidden.unique_id, io.Hidden.prompt]  # the node id (progress, status text) and the prompt (meta batches)
-
-__all__ = ["API_VERSION", "CATEGORY", "ComfyExtension", "HIDDEN", "META_BATCH", "MODEL", "clip_inputs",
-           "dedupe_inputs", "io", "meta_batch_input", "run_inputs"]
+__all__ = ["API_VERSION", "CATEGORY", "ComfyExtension", "META_BATCH", "MODEL", "clip_node_schema", "dedupe_inputs",
+           "io", "run_inputs"]

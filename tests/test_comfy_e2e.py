@@ -139,13 +139,13 @@ def _metabatch_workflows(tmp: Path) -> list[tuple[Path, str]]:
     then the same graph as one whole run."""
     meta = json.loads(METABATCH_API.read_text())
     meta["1"]["inputs"]["frames_per_batch"] = META_PER_BATCH
-    meta["7"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "emavfi_meta"}}
+    meta["7"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "frames_meta"}}
     whole = json.loads(json.dumps(meta))
     del whole["1"]
     for node in whole.values():
         node["inputs"].pop("meta_batch", None)
     whole["6"]["inputs"]["filename_prefix"] = "emavfi_whole"
-    whole["7"]["inputs"]["filename_prefix"] = "emavfi_whole"
+    whole["7"]["inputs"]["filename_prefix"] = "frames_whole"
     out = []
     for name, workflow in (("metabatch", meta), ("whole", whole)):
         path = tmp / f"{name}_api.json"
@@ -327,8 +327,8 @@ def test_web_extension_in_browser(e2e):
 
 
 def _frames_saved(out: Path, prefix: str) -> np.ndarray:
-    """Every PNG Save Image wrote under `prefix`, in order (its counter runs on across queued prompts)."""
-    return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob(f"{prefix}_*.png"))])
+    """Every PNG Save Image wrote under `prefix` (NAME_00001_.png ...), in order: its counter runs on across prompts."""
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob(f"{prefix}_*_.png"))])
 
 
 def _video_frames(path: Path) -> np.ndarray:
@@ -351,7 +351,7 @@ def test_meta_batch_example_with_videohelpersuite_equals_one_whole_run(e2e):
     assert not vhs["import_failed"] and {"VHS_BatchManager", "VHS_LoadVideo", "VHS_VideoCombine"} <= set(
         vhs["registered_nodes"])
     expected = (META_FRAMES - 1) * 2 + 1
-    batched, single = _frames_saved(e2e["out"], "emavfi_meta"), _frames_saved(e2e["out"], "emavfi_whole")
+    batched, single = _frames_saved(e2e["out"], "frames_meta"), _frames_saved(e2e["out"], "frames_whole")
     assert single.shape[0] == expected and batched.shape == single.shape
     assert np.array_equal(batched, single)
     first = next(o["value"] for o in meta["outputs"] if o["node"] == "5" and o.get("key") == "emavfi")

@@ -15,7 +15,7 @@ CATEGORY = "video/frame interpolation"
 MODEL = io.Custom("EMAVFI_MODEL")  # an EmaVfiModel, from the loader to Interpolate / Retime
 # VideoHelperSuite's Meta Batch Manager: its id, which saved workflows link by.
 META_BATCH = io.Custom("VHS_BatchManager")
-SCALE_CHOICES = [str(scale) for scale in SCALES]  # "1.0", "0.5", "0.25"
+SCALE_CHOICES = tuple(str(scale) for scale in SCALES)  # "1.0", "0.5", "0.25"
 
 
 def clip_node_schema(node_id: str, display_name: str, description: str, inputs: list[io.Input],
@@ -35,9 +35,9 @@ def run_inputs(cut_default: float) -> list[io.Input]:
     return [
         io.Boolean.Input("tta", default=False, optional=True, tooltip="Test-time augmentation: average with a "
                          "pass on the rotated frames. Slightly better, twice as slow."),
-        io.Combo.Input("scale", options=SCALE_CHOICES, default="1.0", optional=True, tooltip="Flow estimation "
-                       "resolution: 1.0 up to ~1080p, 0.5 for 2K, 0.25 for 4K (large motion at high resolution, "
-                       "less memory)."),
+        io.Combo.Input("scale", options=list(SCALE_CHOICES), default="1.0", optional=True, tooltip="Flow "
+                       "estimation resolution: 1.0 up to ~1080p, 0.5 for 2K, 0.25 for 4K (large motion at high "
+                       "resolution, less memory)."),
         io.Int.Input("chunk_size", default=0, min=0, max=MAX_CHUNK, step=1, optional=True, tooltip="Frame pairs "
                      "per device batch; 0 = automatic (1 on CPU, from free memory on a GPU). Halved automatically "
                      "after an out-of-memory error."),
@@ -71,5 +71,5 @@ def _meta_batch_input() -> io.Input:
         "carried to the next, so the joined video equals one whole run.")
 
 
-__all__ = ["API_VERSION", "CATEGORY", "ComfyExtension", "META_BATCH", "MODEL", "clip_node_schema", "dedupe_inputs",
-           "io", "run_inputs"]
+__all__ = ["API_VERSION", "CATEGORY", "ComfyExtension", "META_BATCH", "MODEL", "clip_node_schema",
+           "dedupe_inputs", "io", "run_inputs"]

@@ -88,7 +88,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "difference noise alone makes (default 2; 0 = exact repeats only)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                     help="auto = fp16 on CUDA, fp32 elsewhere")
+                     help="auto = fp16 on CUDA, fp32 elsewhere; bf16 on the CPU needs native bf16 (AMX or "
+                     "AVX-512 BF16) and works with --backend openvino too")
     run.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (default), openvino, onnxruntime "
                      "(CPU), tensorrt (NVIDIA GPU) or auto (openvino on CPU, tensorrt on CUDA, where installed); "
                      "needs -r requirements-runtimes.txt")
@@ -115,7 +116,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "(default) or skips the output frames that need it")
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the shot over a Ray cluster: "
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
-    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
+    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per T "
+                     "CPUs, T = the threads one process uses here; each computes with T threads)")
     return run
 
 

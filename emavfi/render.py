@@ -241,7 +241,7 @@ def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progr
 def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None, cancel: CancelFn | None,
                   note: Callable[[str], None] | None) -> Report:
     from . import dedupe, media
-    from .engine import InOrder
+    from .clips import InOrder
 
     s = prepared.job.settings
     depth = s.output.bit_depth

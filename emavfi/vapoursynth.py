@@ -33,7 +33,7 @@ except ImportError:
 from . import cuts, dedupe, engine
 from .config import get_config
 from .devices import run_device, run_dtype
-from .plans import OutputFrame, apply_cuts, pair_timesteps
+from .plans import OutputFrame, apply_cuts
 from .schedule import Request, Schedule, make_schedule
 from .settings import RunOptions, Settings, SettingsError
 
@@ -163,8 +163,7 @@ class _Filter:
         device = run_device(settings.device)
         self.runner = Runner(self._model(device), tta=settings.run.tta, scale=settings.run.scale,
                              chunk=settings.run.chunk)
-        rows = engine.rows_per_pair(pair_timesteps(self.plan), self.schedule.bisection_depth)
-        chunk = self.runner.resolve_chunk(clip.height, clip.width, rows)  # the whole shot's, as the CLI's
+        chunk = self.runner.resolve_chunk(clip.height, clip.width, self.schedule.rows_per_pair())  # the whole shot's, as the CLI's
         self.frames = _ClipFrames(self, chunk + 2 * cuts.CUT_CONTEXT + 4)
         self.finder = engine.CutFinder(self.n, settings.run.cut_threshold)
         self._batches = _LRU(CACHED_BATCHES)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..emavfi import cuts, dedupe, engine, memory, runner, schedule
+from ..emavfi import clips, cuts, dedupe, memory, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
@@ -77,8 +77,7 @@ def with_mask(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def pair_bytes(model: EmaVfiModel, plan: schedule.Schedule, height: int, width: int, options: RunOptions) -> int:
     """Device memory one frame pair of `plan` needs (asked of ComfyUI before the model is loaded)."""
-    rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
-    return memory.estimate_pair_bytes(model.network.config, height, width, rows, model.dtype, tta=options.tta,
+    return memory.estimate_pair_bytes(model.network.config, height, width, plan.rows_per_pair(), model.dtype, tta=options.tta,
                                        scale=options.scale)
 
 
@@ -95,7 +94,7 @@ def split_result(out: torch.Tensor, channels: int, had_mask: bool, found: list[i
 def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,
              mask: torch.Tensor | None, node_id: str | None) -> ClipResult:
     """Make every frame of `plan` (the Schedule as make_schedule decided it, bisection depth included) from
-    images [N,H,W,C] (and mask [N,H,W]) with emavfi's one engine (`runner.render_clip`).
+    images [N,H,W,C] (and mask [N,H,W]) with emavfi's one engine (`clips.render_clip`).
 
     The output is preallocated on the CPU and written frame by frame; one batch of pairs is on the device at a
     time (RunOptions.chunk), and a device out-of-memory halves the batch and retries. Scene cuts are decided
@@ -110,7 +109,7 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, 
     bar = host.progress_bar(len(plan.plan), node_id)
     network = model.ready(memory_required=pair_bytes(model, plan, height, width, options) * max(1, options.chunk))
     try:
-        clip = runner.render_clip(
+        clip = clips.render_clip(
             network, frames.movedim(-1, 1), plan, cut_threshold=options.cut_threshold, out=out.movedim(-1, 1),
             progress=lambda done, total: bar.update_absolute(done, total),
             cancel=mm.throw_exception_if_processing_interrupted,

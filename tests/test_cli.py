@@ -18,7 +18,7 @@ from emavfi import cli, render, schedule
 from emavfi.config import ModelConfig
 from emavfi.media import images
 from emavfi.inference import ModelBackend
-from emavfi.runner import interpolate_clip
+from emavfi.clips import interpolate_clip
 
 from helpers import weight_shapes
 

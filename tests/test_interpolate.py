@@ -172,7 +172,7 @@ def test_non_t_variant_warns_once_per_calling_line_with_a_stable_category():
 
 
 def test_a_scheduled_run_is_warned_once_by_its_schedule():
-    from emavfi.runner import interpolate_clip
+    from emavfi.clips import interpolate_clip
     from emavfi.schedule import Request, make_schedule
 
     model = tiny_model(arbitrary_t=False)

@@ -287,7 +287,7 @@ def test_nodes_pass_the_schedule_as_it_is(env, monkeypatch, arbitrary_t, mode, d
     pack, _ = env
     lib = pack.emavfi
     seen, made = [], []
-    original = lib.runner.render_clip
+    original = lib.clips.render_clip
 
     def spy(network, frames, plan, **kwargs):
         seen.append(plan)
@@ -295,7 +295,7 @@ def test_nodes_pass_the_schedule_as_it_is(env, monkeypatch, arbitrary_t, mode, d
         kwargs["backend"] = lambda *args: made.append(tuple(args[3])) or backend(*args)
         return original(network, frames, plan, **kwargs)
 
-    monkeypatch.setattr(lib.runner, "render_clip", spy)
+    monkeypatch.setattr(lib.clips, "render_clip", spy)
     images, model = clip(n=3), wrap(pack, arbitrary_t=arbitrary_t)
     (out, _, _), _ = interpolate(pack, images, model, multiplier=4, mode=mode)
     expected = lib.schedule.make_schedule(pack.nodes.interpolate.make_request(4, mode, fps=24.0), 3, arbitrary_t)
@@ -529,7 +529,7 @@ def test_dedupe_on_twos_gives_the_library_frames_and_reports_holds(env, node_id,
     frames, ui = out["result"][0], out["ui"]["emavfi"][0]
     kept, plan, found = lib.dedupe.drop_held(images.movedim(-1, 1), request, True)
     assert found == held and ui["held"] == held
-    library = lib.runner.render_clip(model.network, kept, plan, cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
+    library = lib.clips.render_clip(model.network, kept, plan, cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
     assert torch.equal(frames, library.frames.movedim(1, -1))
     assert frames.shape[0] == (2 * (images.shape[0] - 1) + 1 if node_id == "EMAVFI_Interpolate" else 23)
     text = f"{len(held)} held frame(s) dropped (dedupe)"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emavfi import cli, render, sequences
-from emavfi.runner import interpolate_clip
+from emavfi.clips import interpolate_clip
 from emavfi.schedule import timesteps_plan
 
 

@@ -139,10 +139,11 @@ def _without_held(source: Source, request: Request, arbitrary_t: bool, settings:
 
     if settings.output.on_error == "skip":
         raise SettingsError("--dedupe reads every frame first and cannot skip damaged ones: use --on-error stop")
-    held = dedupe.find_held(source.frames(0), settings.run.dedupe_threshold, settings.run.cut_threshold)
     times = _variable_frame_times(source, dedupe.retime_request(request))
-    return dedupe.KeptFrames(source, held), dedupe.schedule_without_held(request, source.count(), held,
-                                                                          arbitrary_t, times)
+    timeline = dedupe.held_timeline(source.frames(0), source.count(), request, arbitrary_t,
+                                    threshold=settings.run.dedupe_threshold, cut_threshold=settings.run.cut_threshold,
+                                    times=times)
+    return dedupe.KeptFrames(source, timeline.held), timeline.schedule
 
 
 def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | None:
@@ -271,10 +272,6 @@ def _audio_choice(prepared: Prepared, note: Callable[[str], None] | None) -> boo
 
 # ----------------------------------------------------------------------------------------------- the folder
 
-def _record(prepared: Prepared) -> dict[str, Any]:
-    return provenance.record(prepared)
-
-
 def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool | None = None,
                 overwrite: bool | None = None) -> OutputFolder:
     """The output folder (lock, run record, frame log) of a prepared folder job, not yet entered.
@@ -286,7 +283,7 @@ def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool 
     if sink is None:
         raise SettingsError(f"{prepared.job.output} is a video file, not an output folder")
     partial = bool(s.output.frames) or len(prepared.requested) != prepared.total
-    return OutputFolder(prepared.job.output, _record(prepared), sink.naming,
+    return OutputFolder(prepared.job.output, provenance.record(prepared), sink.naming,
                         shared=partial if shared is None else shared,
                         resume=s.output.resume if resume is None else resume,
                         overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify,

@@ -176,10 +176,10 @@ class _Filter:
         try:
             if not self.settings.run.dedupe:
                 return list(range(self.n_source)), make_schedule(request, self.n_source, arbitrary_t, times=times)
-            held = dedupe.find_held((to_tensor(f) for f in self.clip.frames()), self.settings.run.dedupe_threshold,
-                                    self.settings.run.cut_threshold)
-            sched = dedupe.schedule_without_held(request, self.n_source, held, arbitrary_t, times)
-            return dedupe.kept_frames(self.n_source, held), sched
+            timeline = dedupe.held_timeline((to_tensor(f) for f in self.clip.frames()), self.n_source, request,
+                                            arbitrary_t, threshold=self.settings.run.dedupe_threshold,
+                                            cut_threshold=self.settings.run.cut_threshold, times=times)
+            return timeline.kept, timeline.schedule
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
 

@@ -56,13 +56,12 @@ def timeline(images: torch.Tensor, mask: torch.Tensor | None, request: schedule.
     if not options.dedupe:
         return Timeline(images, mask, schedule.make_schedule(request, n, arbitrary_t), list(range(n)), [])
     try:
-        dedupe.retime_request(request)  # a request dedupe cannot retime fails before the frames are read
-        held = dedupe.find_held(images.movedim(-1, 1), options.dedupe_threshold, options.cut_threshold)
-        plan = dedupe.schedule_without_held(request, n, held, arbitrary_t)
+        held = dedupe.held_timeline(images.movedim(-1, 1), n, request, arbitrary_t,
+                                    threshold=options.dedupe_threshold, cut_threshold=options.cut_threshold)
     except ValueError as exc:
         raise ValueError(f"{node}: {exc}") from None
-    keep = dedupe.kept_frames(n, held)
-    return Timeline(images[keep], None if mask is None else mask[keep], plan, keep, held)
+    keep = held.kept
+    return Timeline(images[keep], None if mask is None else mask[keep], held.schedule, keep, held.held)
 
 
 def cut_text(found: Sequence[int]) -> str:

@@ -527,9 +527,11 @@ def test_dedupe_on_twos_gives_the_library_frames_and_reports_holds(env, node_id,
         request = lib.schedule.Request(target_fps=Fraction(60), source_fps=Fraction(24))
         out = node.run(images, model, source_fps=24.0, target_fps=60.0, dedupe=True, unique_id="3")
     frames, ui = out["result"][0], out["ui"]["emavfi"][0]
-    kept, plan, found = lib.dedupe.drop_held(images.movedim(-1, 1), request, True)
-    assert found == held and ui["held"] == held
-    library = lib.clips.render_clip(model.network, kept, plan, cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
+    timeline = lib.dedupe.held_timeline(images.movedim(-1, 1), images.shape[0], request, True, threshold=None,
+                                        cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
+    assert timeline.held == held and ui["held"] == held
+    kept = images.movedim(-1, 1)[timeline.kept]
+    library = lib.clips.render_clip(model.network, kept, timeline.schedule, cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
     assert torch.equal(frames, library.frames.movedim(1, -1))
     assert frames.shape[0] == (2 * (images.shape[0] - 1) + 1 if node_id == "EMAVFI_Interpolate" else 23)
     text = f"{len(held)} held frame(s) dropped (dedupe)"

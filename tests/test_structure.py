@@ -22,7 +22,7 @@ FLOORS = {
     2: "emavfi.settings",
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "
        "emavfi.source_window emavfi.runner emavfi.engine emavfi.clips",
-    4: "emavfi.render emavfi.distributed emavfi.ray_cluster",
+    4: "emavfi.render emavfi.distributed emavfi.ray_cluster emavfi.ray_private",
     5: "emavfi.cli emavfi.__main__ emavfi.progress nodes nodes.*",
 }
 TOP = max(FLOORS)

@@ -16,7 +16,7 @@ _EXPORTS = {
     "EmaVfiError": ".errors", "HubError": ".errors", "WeightsError": ".errors",
     "interpolate": ".inference", "interpolate_pairs": ".inference", "interpolate_sequence": ".clips",
     "optimize": ".optimize",
-    "build_model": ".weights", "load_model": ".weights",
+    "build_model": ".weights", "load_model": ".loading",
 }
 _MODULES = ("loss", "weights")
 

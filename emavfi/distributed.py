@@ -107,12 +107,12 @@ class ShotWorker:
         """
         import ray
 
-        from . import render
+        from . import loading, render
 
         if self._model is None:
             # Fetched here rather than passed to __init__: Ray warns about restartable actors whose constructor
             # arguments live in the object store, and a restarted worker gets the ref again with its next call.
-            self._model = render.load_model_for(self._job, dict(ray.get(weights[0])))
+            self._model = loading.load_model_for(self._job.settings, dict(ray.get(weights[0])))
         context = ray.get_runtime_context()
         is_canceled = getattr(context, "is_canceled", None)  # older Ray lacks it: the worker is then killed instead
 
@@ -186,7 +186,7 @@ def _check_arguments(job: Job, workers: int | None, cpus_per_worker: int, task_f
 
 def _state_for(job: Job) -> dict[str, torch.Tensor]:
     """The job's weights as a state dict, read here once (workers need neither the file nor the Hub)."""
-    from .render import weights_path
+    from .loading import weights_path
     from .weights import read_weights
 
     state, _ = read_weights(weights_path(job.settings), job.settings.model_variant)

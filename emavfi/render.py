@@ -155,30 +155,6 @@ def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | 
     return source.timestamps()
 
 
-def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,
-                   progress: ProgressFn | None = None) -> Model:
-    """The job's model on its device and in its precision (resolved here, once): from `state` (a state dict,
-    e.g. from Ray's object store) or its weights. The render then runs where the model is."""
-    from .devices import run_device, run_dtype
-    from .weights import load_model
-
-    s = job.settings
-    device = run_device(s.device)
-    dtype = run_dtype(s.precision, device)
-    weights = state if state is not None else weights_path(s, progress)
-    return load_model(weights, variant=s.model_variant, device=device, dtype=dtype, backend=s.backend)
-
-
-def weights_path(settings: Settings, progress: ProgressFn | None = None) -> Path:
-    """The weights file for the settings: --weights, else `<variant>.safetensors` locally, else the Hub."""
-    if settings.weights is not None:
-        return Path(settings.weights)
-    from .local_weights import default_models_dir, resolve_weights
-
-    return Path(resolve_weights(settings.model_variant, models_dirs=[default_models_dir()],
-                                offline=settings.offline, progress=progress))
-
-
 # ----------------------------------------------------------------------------------------------- the run
 
 def render(prepared: Prepared, model: Model, *, folder: OutputFolder | None = None, progress: ProgressFn | None = None,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from emavfi import cli, cuts, dedupe, render, schedule
+from emavfi import cli, cuts, dedupe, loading, render, schedule
 from emavfi.dedupe import HOLD_CONTEXT, decide_held, find_held, measure, schedule_without_held
 from emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, RunOptions, SettingsError
 
@@ -186,7 +186,7 @@ def tiny(monkeypatch):
     from helpers import tiny_model
 
     model = tiny_model()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model)
     return model
 
 
@@ -250,7 +250,7 @@ def test_ray_workers_decide_the_same_holds_and_write_the_one_process_files(kit, 
     emavfi.weights.save_safetensors(random_state("ours_small_t"), weights, "ours_small_t")
     settings = Settings(request=Request(multiplier=2), run=RunOptions(dedupe=True), weights=weights, device="cpu")
     one = render.Job(tmp_path / "in", tmp_path / "one", settings)
-    render.render(render.prepare(one), render.load_model_for(one))
+    render.render(render.prepare(one), loading.load_model_for(one.settings))
     assert not ray.is_initialized()
     ray_cluster.start_local(num_cpus=2)
     try:

@@ -477,7 +477,7 @@ def test_cli_and_retime_node_give_the_same_frames_for_a_t05_only_model(env, tmp_
     """One bisection policy: 24 -> 60 fps with `ours_small` is the same in ComfyUI and on the command line."""
     oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO")
     import numpy as np
-    from emavfi import cli, render
+    from emavfi import cli, loading
 
     pack, _ = env
     model = wrap(pack, arbitrary_t=False)
@@ -490,7 +490,7 @@ def test_cli_and_retime_node_give_the_same_frames_for_a_t05_only_model(env, tmp_
     images = source.float() / 255
     node_out = node.run(images, model, source_fps=24.0, target_fps=60.0, scene_cut_threshold=0.0)["result"][0]
 
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model.network)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model.network)
     assert cli.main(["interpolate", str(folder), "-o", str(tmp_path / "out"), "--variant", "ours_small",
                      "--source-fps", "24", "--fps", "60", "--cut-threshold", "0", "--device", "cpu"]) == 0
     files = sorted((tmp_path / "out").glob("frame_*.png"))

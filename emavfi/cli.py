@@ -189,7 +189,7 @@ class _Status:
 
 def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     """The interpolate subcommand: settings and paths checked first, then weights, then frames."""
-    from . import preflight, render
+    from . import loading, preflight, render
 
     job = render.Job(args.input, args.output, settings_from(args))
     if args.ray is not None:
@@ -205,7 +205,7 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
         for note in preflight.notes(prepared):
             render.stderr_note(note)
         preflight.check_memory(prepared)
-        model = render.load_model_for(job, progress=download_progress())
+        model = loading.load_model_for(job.settings, progress=download_progress())
         if folder is not None:  # the weights are here now: the record names them before the first frame
             folder.confirm(provenance.WEIGHTS_KEY, provenance.weights_sha256(job.settings))
         progress, count = _counting_progress(status)
@@ -260,7 +260,7 @@ def _cuts_suffix(found: Sequence[int]) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     """The plan subcommand: output frame count and task ranges, without loading the model."""
-    from . import preflight, render
+    from . import loading, preflight, render
 
     if args.tasks is not None and args.frames_per_task is not None:
         raise SettingsError("give --tasks or --frames-per-task, not both")

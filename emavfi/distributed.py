@@ -16,7 +16,6 @@ Ray does the fault tolerance: actors restart (`max_restarts`) and re-run the cal
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import uuid
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import EmaVfiError
-from .ray_cluster import DistributedError, connection, import_ray, one_line
+from .ray_cluster import DistributedError, connection, explain, import_ray, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +39,6 @@ QUEUED_PER_WORKER = 2  # calls queued at each actor: it never waits for the driv
 START_TIMEOUT_S = 300.0  # workers load torch and the model; a cluster may also have to find room for them
 CANCEL_GRACE_S = 30.0  # running calls stop at their next cancellation check (before each device batch)
 POLL_S = 0.5
-_ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w*(?:Error|Exception|Interrupt|Cancelled))(?:\(\w*\))?: (.+)$")
 
 
 class WorkCancelled(EmaVfiError):
@@ -109,12 +107,12 @@ class ShotWorker:
         """
         import ray
 
-        from . import render
+        from . import loading, render
 
         if self._model is None:
             # Fetched here rather than passed to __init__: Ray warns about restartable actors whose constructor
             # arguments live in the object store, and a restarted worker gets the ref again with its next call.
-            self._model = render.load_model_for(self._job, dict(ray.get(weights[0])))
+            self._model = loading.load_model_for(self._job.settings, dict(ray.get(weights[0])))
         context = ray.get_runtime_context()
         is_canceled = getattr(context, "is_canceled", None)  # older Ray lacks it: the worker is then killed instead
 
@@ -202,7 +200,7 @@ def _driver_threads() -> int:
 
 def _state_for(job: Job) -> dict[str, torch.Tensor]:
     """The job's weights as a state dict, read here once (workers need neither the file nor the Hub)."""
-    from .render import weights_path
+    from .loading import weights_path
     from .weights import read_weights
 
     state, _ = read_weights(weights_path(job.settings), job.settings.model_variant)
@@ -324,23 +322,4 @@ def _call(ray: Any, ref: Any, who: str) -> Any:
     except ray.exceptions.RayError as exc:
         raise DistributedError(explain(exc, who)) from None
 
-
-def explain(exc: BaseException, who: str) -> str:
-    """One line for a failure on a worker: the package missing there, or the worker's own error message."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray"):
-        text = f"{type(cause).__name__}: {cause}" if isinstance(cause, (ImportError, KeyError)) else str(cause)
-    else:
-        text = _last_error_line(str(exc))
-    if "No module named 'emavfi" in text or "No module named \"emavfi" in text:
-        return (f"{who} cannot import emavfi ({one_line(text)}): install this package on every node of the Ray "
-                "cluster, or pass it with a runtime_env")
-    return f"{who} failed: {one_line(text)}"
-
-
-def _last_error_line(text: str) -> str:
-    """The final "SomeError: message" line of a traceback Ray put into an exception's text."""
-    lines = [one_line(line) for line in text.splitlines()]
-    found = [line for line in lines if _ERROR_LINE.match(line)]
-    return found[-1] if found else (lines[0] if lines else "unknown error")
 

@@ -186,8 +186,8 @@ def _runner(network: torch.nn.Module, model: EmaVfiModel, options: RunOptions, c
     """The device side at the clip's chunk: picked on the first batch as a whole run picks it (capped), then kept."""
     settings = dict(device=model.load_device, dtype=model.dtype, tta=options.tta, scale=options.scale)
     if not carry.chunk:
-        rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
-        carry.chunk = min(runner.Runner(network, **settings).resolve_chunk(height, width, rows), carry.most)
+        carry.chunk = min(runner.Runner(network, **settings).resolve_chunk(height, width, plan.rows_per_pair()),
+                          carry.most)
     return runner.Runner(network, chunk=carry.chunk, **settings)
 
 

@@ -73,7 +73,7 @@ def test_onnxruntime_odd_size_and_hr_scale(network, cache_dir):
 
 @pytest.mark.parametrize("name", CPU_RUNTIMES)
 def test_cached_files_run_in_the_runtimes_own_api(network, cache_dir, name):
-    from emavfi.export.graphs import ExtractGraph, feature_names
+    from emavfi.backends.graphs import ExtractGraph, feature_names
 
     model = _runtime(network, name, cache_dir)
     model.sessions(64, 96, 1.0)

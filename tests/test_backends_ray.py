@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import backends, distributed, ray_cluster, render
+from emavfi import backends, distributed, loading, ray_cluster, render
 from emavfi.schedule import Request
 from emavfi.settings import Settings
 
@@ -64,7 +64,7 @@ def test_ray_with_openvino_equals_one_process(cluster, home, tmp_path):
     source, weights = _shot(tmp_path)
     settings = Settings(request=Request(multiplier=2), weights=weights, device="cpu", backend="openvino")
     one = render.Job(source, tmp_path / "one", settings)
-    model = render.load_model_for(one)
+    model = loading.load_model_for(one.settings)
     assert model.backend == "openvino"
     assert render.render(render.prepare(one), model).written == 9
     report = distributed.render(render.Job(source, tmp_path / "ray", settings), workers=2, task_frames=2)

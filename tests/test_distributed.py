@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import distributed, ranges, ray_cluster, render
+from emavfi import distributed, loading, ranges, ray_cluster, render
 from emavfi.files import is_partial
 from emavfi.schedule import Request
 from emavfi.settings import OutputOptions, Settings
@@ -70,7 +70,7 @@ def reference(shot, tmp_path_factory) -> Path:
     torch.set_num_threads(1)  # as the tests' driver: its workers compute with its thread count
     try:
         job = _job(shot, tmp_path_factory.mktemp("reference") / "out")
-        report = render.render(render.prepare(job), render.load_model_for(job))
+        report = render.render(render.prepare(job), loading.load_model_for(job.settings))
     finally:
         torch.set_num_threads(before)
     assert report.written == 29 and report.cuts == [3]  # the cut between frames 3 and 4 is found
@@ -111,7 +111,7 @@ def _closed_port() -> int:
 def test_frames_tasks_in_any_order_make_the_one_process_files(shot, reference, tmp_path):
     job = _job(shot, tmp_path / "out")
     total = render.prepare(job).total
-    model = render.load_model_for(job)
+    model = loading.load_model_for(job.settings)
     tasks = ranges.split_tasks(total, tasks=4)
     for task in reversed(tasks):  # as a farm might run them; each task is its own `--frames A-B` job
         text = ranges.format_range(task, START)

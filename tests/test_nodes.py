@@ -363,7 +363,7 @@ def test_nodes_pass_the_schedule_as_it_is(env, monkeypatch, arbitrary_t, mode, d
     pack, _ = env
     lib = pack.emavfi
     seen, made = [], []
-    original = lib.runner.render_clip
+    original = lib.clips.render_clip
 
     def spy(network, frames, plan, **kwargs):
         seen.append(plan)
@@ -371,7 +371,7 @@ def test_nodes_pass_the_schedule_as_it_is(env, monkeypatch, arbitrary_t, mode, d
         kwargs["backend"] = lambda *args: made.append(tuple(args[3])) or backend(*args)
         return original(network, frames, plan, **kwargs)
 
-    monkeypatch.setattr(lib.runner, "render_clip", spy)
+    monkeypatch.setattr(lib.clips, "render_clip", spy)
     images, model = clip(n=3), wrap(pack, arbitrary_t=arbitrary_t)
     (out, _, _), _ = interpolate(pack, images, model, multiplier=4, mode=mode)
     expected = lib.schedule.make_schedule(pack.nodes.interpolate.make_request(4, mode, fps=24.0), 3, arbitrary_t)
@@ -553,7 +553,7 @@ def test_cli_and_retime_node_give_the_same_frames_for_a_t05_only_model(env, tmp_
     """One bisection policy: 24 -> 60 fps with `ours_small` is the same in ComfyUI and on the command line."""
     oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO")
     import numpy as np
-    from emavfi import cli, render
+    from emavfi import cli, loading
 
     pack, _ = env
     model = wrap(pack, arbitrary_t=False)
@@ -566,7 +566,7 @@ def test_cli_and_retime_node_give_the_same_frames_for_a_t05_only_model(env, tmp_
     images = source.float() / 255
     node_out = node.run(images, model, source_fps=24.0, target_fps=60.0, scene_cut_threshold=0.0)["result"][0]
 
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model.network)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model.network)
     assert cli.main(["interpolate", str(folder), "-o", str(tmp_path / "out"), "--variant", "ours_small",
                      "--source-fps", "24", "--fps", "60", "--cut-threshold", "0", "--device", "cpu"]) == 0
     files = sorted((tmp_path / "out").glob("frame_*.png"))
@@ -603,9 +603,11 @@ def test_dedupe_on_twos_gives_the_library_frames_and_reports_holds(env, node_id,
         request = lib.schedule.Request(target_fps=Fraction(60), source_fps=Fraction(24))
         out = node.run(images, model, source_fps=24.0, target_fps=60.0, dedupe=True, unique_id="3")
     frames, ui = out["result"][0], out["ui"]["emavfi"][0]
-    kept, plan, found = lib.dedupe.drop_held(images.movedim(-1, 1), request, True)
-    assert found == held and ui["held"] == held
-    library = lib.runner.render_clip(model.network, kept, plan, cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
+    timeline = lib.dedupe.held_timeline(images.movedim(-1, 1), images.shape[0], request, True, threshold=None,
+                                        cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
+    assert timeline.held == held and ui["held"] == held
+    kept = images.movedim(-1, 1)[timeline.kept]
+    library = lib.clips.render_clip(model.network, kept, timeline.schedule, cut_threshold=lib.cuts.DEFAULT_CUT_THRESHOLD)
     assert torch.equal(frames, library.frames.movedim(1, -1))
     assert frames.shape[0] == (2 * (images.shape[0] - 1) + 1 if node_id == "EMAVFI_Interpolate" else 23)
     text = f"{len(held)} held frame(s) dropped (dedupe)"

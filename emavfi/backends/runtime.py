@@ -137,8 +137,8 @@ class RuntimeModel:
         return {part: self.adapter.load(folder, part, self.device, self.precision) for part in PARTS}
 
     def _build(self, out: Path, height: int, width: int, scale: float) -> None:
-        from ..export.graphs import ExtractGraph, SynthesisGraph, feature_names
-        from ..export.writers import onnx_export
+        from .graphs import ExtractGraph, SynthesisGraph, feature_names
+        from .writers import onnx_export
 
         names = feature_names(scale)
         g = torch.Generator().manual_seed(0)
@@ -181,7 +181,7 @@ class RuntimeBackend:
     def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, timesteps: Sequence[float],
                  aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """See runner.Backend: frames [F,3,H,W] -> (rgb [T,P,3,H,W], aux [T,P,K,H,W] or None)."""
-        from ..export.graphs import feature_names
+        from .graphs import feature_names
 
         height, width = frames.shape[-2:]
         left, right, top, bottom = pad_amounts(height, width, padding_divisor(self.scale))

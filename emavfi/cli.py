@@ -89,7 +89,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "difference noise alone makes (default 2; 0 = exact repeats only)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                     help="auto = fp16 on CUDA, fp32 elsewhere")
+                     help="auto = fp16 on CUDA, fp32 elsewhere; bf16 on the CPU needs native bf16 (AMX or "
+                     "AVX-512 BF16) and works with --backend openvino too")
     run.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (default), openvino, onnxruntime "
                      "(CPU), tensorrt (NVIDIA GPU) or auto (openvino on CPU, tensorrt on CUDA, where installed); "
                      "needs -r requirements-runtimes.txt")
@@ -117,7 +118,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
     _protect_arguments(run)
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the shot over a Ray cluster: "
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
-    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
+    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per T "
+                     "CPUs, T = the threads one process uses here; each computes with T threads)")
     return run
 
 
@@ -204,7 +206,7 @@ class _Status:
 
 def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     """The interpolate subcommand: settings and paths checked first, then weights, then frames."""
-    from . import preflight, render
+    from . import loading, preflight, render
 
     job = render.Job(args.input, args.output, settings_from(args))
     if args.ray is not None:
@@ -221,7 +223,7 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
                                                  else []):
             render.stderr_note(note)
         preflight.check_memory(prepared)
-        model = render.load_model_for(job, progress=download_progress())
+        model = loading.load_model_for(job.settings, progress=download_progress())
         if folder is not None:  # the weights are here now: the record names them before the first frame
             folder.confirm(provenance.WEIGHTS_KEY, provenance.weights_sha256(job.settings))
         progress, count = _counting_progress(status)
@@ -278,7 +280,7 @@ def _cuts_suffix(found: Sequence[int]) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     """The plan subcommand: output frame count and task ranges, without loading the model."""
-    from . import preflight, render
+    from . import loading, preflight, render
 
     if args.tasks is not None and args.frames_per_task is not None:
         raise SettingsError("give --tasks or --frames-per-task, not both")

@@ -144,10 +144,11 @@ def _without_held(source: Source, request: Request, arbitrary_t: bool, settings:
 
     if settings.output.on_error == "skip":
         raise SettingsError("--dedupe reads every frame first and cannot skip damaged ones: use --on-error stop")
-    held = dedupe.find_held(source.frames(0), settings.run.dedupe_threshold, settings.run.cut_threshold)
     times = _variable_frame_times(source, dedupe.retime_request(request))
-    return dedupe.KeptFrames(source, held), dedupe.schedule_without_held(request, source.count(), held,
-                                                                          arbitrary_t, times)
+    timeline = dedupe.held_timeline(source.frames(0), source.count(), request, arbitrary_t,
+                                    threshold=settings.run.dedupe_threshold, cut_threshold=settings.run.cut_threshold,
+                                    times=times)
+    return dedupe.KeptFrames(source, timeline.held), timeline.schedule
 
 
 def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | None:
@@ -157,30 +158,6 @@ def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | 
     if not request.is_retime or variable_rate is None or not variable_rate():
         return None
     return source.timestamps()
-
-
-def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,
-                   progress: ProgressFn | None = None) -> Model:
-    """The job's model on its device and in its precision (resolved here, once): from `state` (a state dict,
-    e.g. from Ray's object store) or its weights. The render then runs where the model is."""
-    from .devices import run_device, run_dtype
-    from .weights import load_model
-
-    s = job.settings
-    device = run_device(s.device)
-    dtype = run_dtype(s.precision, device)
-    weights = state if state is not None else weights_path(s, progress)
-    return load_model(weights, variant=s.model_variant, device=device, dtype=dtype, backend=s.backend)
-
-
-def weights_path(settings: Settings, progress: ProgressFn | None = None) -> Path:
-    """The weights file for the settings: --weights, else `<variant>.safetensors` locally, else the Hub."""
-    if settings.weights is not None:
-        return Path(settings.weights)
-    from .local_weights import default_models_dir, resolve_weights
-
-    return Path(resolve_weights(settings.model_variant, models_dirs=[default_models_dir()],
-                                offline=settings.offline, progress=progress))
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -252,7 +229,7 @@ def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progr
 def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None, cancel: CancelFn | None,
                   note: Callable[[str], None] | None) -> Report:
     from . import dedupe, media
-    from .engine import InOrder
+    from .clips import InOrder
 
     s = prepared.job.settings
     depth = s.output.bit_depth
@@ -282,10 +259,6 @@ def _audio_choice(prepared: Prepared, note: Callable[[str], None] | None) -> boo
 
 # ----------------------------------------------------------------------------------------------- the folder
 
-def _record(prepared: Prepared) -> dict[str, Any]:
-    return provenance.record(prepared)
-
-
 def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool | None = None,
                 overwrite: bool | None = None) -> OutputFolder:
     """The output folder (lock, run record, frame log) of a prepared folder job, not yet entered.
@@ -297,7 +270,7 @@ def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool 
     if sink is None:
         raise SettingsError(f"{prepared.job.output} is a video file, not an output folder")
     partial = bool(s.output.frames) or len(prepared.requested) != prepared.total
-    return OutputFolder(prepared.job.output, _record(prepared), sink.naming,
+    return OutputFolder(prepared.job.output, provenance.record(prepared), sink.naming,
                         shared=partial if shared is None else shared,
                         resume=s.output.resume if resume is None else resume,
                         overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify,

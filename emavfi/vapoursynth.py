@@ -32,8 +32,7 @@ except ImportError:
 
 from . import cuts, dedupe, engine
 from .config import get_config
-from .devices import run_device, run_dtype
-from .plans import OutputFrame, apply_cuts, pair_timesteps
+from .plans import OutputFrame, apply_cuts
 from .schedule import Request, Schedule, make_schedule
 from .settings import DEFAULT_PROTECT_FEATHER, RunOptions, Settings, SettingsError
 
@@ -73,15 +72,14 @@ def interpolate(clip: vs.VideoNode, multiplier: int = 2, *, fps_num: int | None 
     scene_change: no blending across cuts found by emavfi.cuts (cut_threshold; 0 = only the clip's
     `_SceneChangeNext`/`_SceneChangePrev`) or marked upstream. dedupe: held frames dropped and the drawings
     retimed at their true times (the clip is read once when the filter is made). Weights: `weights`, else
-    `<variant>.safetensors` under $EMAVFI_HOME, else the Hub, as the CLI finds them. protect: a GRAY clip of
-    masks (one per frame, or one frame for all; white = held: in-between frames show the nearest source frame
-    there), protect_overlays: burned-in overlays found and held (emavfi.overlays), protect_feather: px of blend.
+    `<variant>.safetensors` under $EMAVFI_HOME, else the Hub, as the CLI finds them. backend: any the CLI takes
+    (torch, openvino, onnxruntime, tensorrt, auto), loaded as the CLI loads it (emavfi.loading). protect: a GRAY
+    clip of masks (one per frame, or one frame for all; white = held: in-between frames show the nearest source
+    frame there), protect_overlays: burned-in overlays found and held (emavfi.overlays), protect_feather: px.
     """
-    if backend != "torch":
-        raise SettingsError(f"backend must be 'torch' (the backend the CLI runs); got {backend!r}")
     _check_clip(clip)
-    settings = _settings(clip, multiplier, fps_num, fps_den, variant, weights, device, precision, scale, tta,
-                         cut_threshold if scene_change else 0, dedupe, dedupe_threshold)
+    settings = _settings(clip, multiplier, fps_num, fps_den, variant, weights, backend, device, precision, scale,
+                         tta, cut_threshold if scene_change else 0, dedupe, dedupe_threshold)
     held = _ClipMasks(protect, clip) if protect is not None else None
     return _Filter(clip, settings, scene_change, (held, protect_overlays, protect_feather)).output()
 
@@ -113,8 +111,8 @@ def _check_clip(clip: Any) -> None:
 
 
 def _settings(clip: vs.VideoNode, multiplier: int, fps_num: int | None, fps_den: int | None, variant: str | None,
-              weights: str | None, device: str, precision: str, scale: float, tta: bool, cut_threshold: float | None,
-              dedupe_on: bool, dedupe_threshold: float | None) -> Settings:
+              weights: str | None, backend: str, device: str, precision: str, scale: float, tta: bool,
+              cut_threshold: float | None, dedupe_on: bool, dedupe_threshold: float | None) -> Settings:
     """The request and options, validated with the CLI's rules (SettingsError, one line)."""
     source_fps = Fraction(clip.fps.numerator, clip.fps.denominator) if clip.fps else None
     try:
@@ -128,7 +126,8 @@ def _settings(clip: vs.VideoNode, multiplier: int, fps_num: int | None, fps_den:
                             "rate), or make it constant with core.std.AssumeFPS")
     run = RunOptions(tta=tta, scale=scale, cut_threshold=cut_threshold, dedupe=dedupe_on,
                      dedupe_threshold=dedupe_threshold)
-    return Settings(request=request, run=run, variant=variant, weights=weights, device=device, precision=precision)
+    return Settings(request=request, run=run, variant=variant, weights=weights, backend=backend, device=device,
+                    precision=precision)
 
 
 def _frame_times(clip: vs.VideoNode) -> list[Fraction] | None:
@@ -158,6 +157,7 @@ class _Filter:
 
     def __init__(self, clip: vs.VideoNode, settings: Settings, upstream_cuts: bool,
                  protect: tuple[Any, bool, int] = (None, False, DEFAULT_PROTECT_FEATHER)):
+        from .loading import load_model_for
         from .overlays import OverlayFinder
         from .protect import HeldRegions
         from .runner import Runner
@@ -167,11 +167,9 @@ class _Filter:
         self.index, self.schedule = self._timeline(settings.request)
         self.n = len(self.index)
         self.plan = self.schedule.plan
-        device = run_device(settings.device)
-        self.runner = Runner(self._model(device), tta=settings.run.tta, scale=settings.run.scale,
+        self.runner = Runner(load_model_for(settings), tta=settings.run.tta, scale=settings.run.scale,
                              chunk=settings.run.chunk)
-        rows = engine.rows_per_pair(pair_timesteps(self.plan), self.schedule.bisection_depth)
-        chunk = self.runner.resolve_chunk(clip.height, clip.width, rows)  # the whole shot's, as the CLI's
+        chunk = self.runner.resolve_chunk(clip.height, clip.width, self.schedule.rows_per_pair())  # the whole shot's, as the CLI's
         self.frames = _ClipFrames(self, chunk + 2 * cuts.CUT_CONTEXT + 4)
         self.finder = engine.CutFinder(self.n, settings.run.cut_threshold)
         self._batches = _LRU(CACHED_BATCHES)
@@ -189,20 +187,12 @@ class _Filter:
         try:
             if not self.settings.run.dedupe:
                 return list(range(self.n_source)), make_schedule(request, self.n_source, arbitrary_t, times=times)
-            held = dedupe.find_held((to_tensor(f) for f in self.clip.frames()), self.settings.run.dedupe_threshold,
-                                    self.settings.run.cut_threshold)
-            sched = dedupe.schedule_without_held(request, self.n_source, held, arbitrary_t, times)
-            return dedupe.kept_frames(self.n_source, held), sched
+            timeline = dedupe.held_timeline((to_tensor(f) for f in self.clip.frames()), self.n_source, request,
+                                            arbitrary_t, threshold=self.settings.run.dedupe_threshold,
+                                            cut_threshold=self.settings.run.cut_threshold, times=times)
+            return timeline.kept, timeline.schedule
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-
-    def _model(self, device: torch.device) -> Any:
-        from .render import weights_path
-        from .weights import load_model
-
-        s = self.settings
-        return load_model(weights_path(s), variant=s.model_variant, device=device,
-                          dtype=run_dtype(s.precision, device))
 
     def output(self) -> vs.VideoNode:
         """The interpolated clip: constant rate, one frame per plan entry."""

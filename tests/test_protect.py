@@ -8,7 +8,7 @@ import torch
 from helpers import tiny_model
 
 from emavfi import protect
-from emavfi.runner import render_clip
+from emavfi.clips import render_clip
 from emavfi.schedule import Request, make_schedule
 from emavfi.settings import MAX_PROTECT_FEATHER, ProtectOptions, SettingsError
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import cli, provenance, render
+from emavfi import cli, loading, provenance
 from emavfi.config import ModelConfig
 
 oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO (requirements-cli.txt)")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny(monkeypatch):
     torch.manual_seed(0)
     model = emavfi.build_model(ModelConfig(width=4, depths=(1, 1, 1, 2, 2))).eval()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model)
     return model
 
 
@@ -105,7 +105,7 @@ def _bad(tmp_path: Path, capsys, argv: list) -> str:
 
 
 def test_bad_masks_are_refused_in_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(render, "load_model_for", lambda *a, **k: pytest.fail("the model must not load"))
+    monkeypatch.setattr(loading, "load_model_for", lambda *a, **k: pytest.fail("the model must not load"))
     _pan(tmp_path / "in", 4)
     _save(tmp_path / "small.png", np.ones((24, 32), np.float32))
     assert "is 32x24 but the input frames are 64x48" in _bad(tmp_path, capsys, ["--protect", tmp_path / "small.png"])
@@ -120,7 +120,7 @@ def test_bad_masks_are_refused_in_one_line_before_the_model_loads(tmp_path, monk
 
 
 def test_a_mask_video_with_another_frame_count_is_refused(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(render, "load_model_for", lambda *a, **k: pytest.fail("the model must not load"))
+    monkeypatch.setattr(loading, "load_model_for", lambda *a, **k: pytest.fail("the model must not load"))
     av = pytest.importorskip("av")
     _pan(tmp_path / "in", 4)
     with av.open(str(tmp_path / "mask.mp4"), "w") as container:

@@ -6,12 +6,12 @@ from typing import Any
 import torch
 
 from ..emavfi import cuts, schedule
-from ..emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD
+from ..emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, DEFAULT_PROTECT_FEATHER, MAX_DEDUPE_THRESHOLD
 from . import host, metabatch
 from .frames import check_images, check_mask
 from .model import require_model
-from .run import cut_text, placeholder_mask, run_clip, run_options, timeline
-from .spec import clip_node_schema, dedupe_inputs, io, run_inputs
+from .run import Held, cut_text, protect_options, placeholder_mask, run_clip, run_options, timeline
+from .spec import clip_node_schema, dedupe_inputs, io, overlay_mask_output, run_inputs
 from .state import PackNode
 
 NAME = "EMA-VFI Interpolate"
@@ -67,6 +67,8 @@ class InterpolateNode(PackNode):
                 io.Float.Output(display_name="fps", tooltip="Output frame rate: fps x multiplier (0 when fps is 0)."),
                 io.Mask.Output(display_name="mask",
                                tooltip="The interpolated mask (64x64 zeros per frame when no mask came in)."),
+
+                overlay_mask_output(),
             ],
         )
 
@@ -87,27 +89,33 @@ class InterpolateNode(PackNode):
                 tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
                 scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD,
                 fps: float = 24.0, mask: torch.Tensor | None = None, dedupe: bool = False,
-                dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None) -> io.NodeOutput:
+                dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, protect_mask: torch.Tensor | None = None,
+                protect_feather: int = DEFAULT_PROTECT_FEATHER, protect_overlays: bool = False,
+                meta_batch: Any = None) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         frames = check_images(images, NAME, min_frames=1 if meta_batch is not None else 2)
         mask = check_mask(mask, frames, NAME)
         model = require_model(model, NAME)
         options = run_options(tta, scale, chunk_size, scene_cut_threshold, NAME, dedupe, dedupe_threshold)
         request = make_request(multiplier, mode, timesteps, fps)
+        protection = protect_options(protect_mask, protect_feather, protect_overlays, frames, NAME)
         if meta_batch is not None:
             result, plan, carry, last = metabatch.run_batch(model, frames, mask, request, options, meta_batch,
-                                                            cls.hidden.prompt, unique_id, NAME, cls.pack().carries)
+                                                            cls.hidden.prompt, unique_id, NAME, cls.pack().carries,
+                                                            protection)
             fps_out = float(plan.out_fps or 0)
             out_mask = result.mask if result.mask is not None else placeholder_mask(result.images.shape[0])
             summary = metabatch.summary(frames.shape[0], result, carry, last, fps, fps_out)
             host.send_text(summary["report"], unique_id)
-            return io.NodeOutput(result.images, fps_out, out_mask, ui={"emavfi": [summary]})
+            return io.NodeOutput(result.images, fps_out, out_mask, metabatch.no_overlays(frames),
+                                 ui={"emavfi": [summary]})
         line = timeline(frames, mask, request, model.arbitrary_t, options, NAME)
         plan = line.plan
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
             host.send_text(plan.warning, unique_id)
-        result = run_clip(model, line.images, plan, options, mask=line.mask, node_id=unique_id)
+        regions = Held(protection, line)
+        result = run_clip(model, line.images, plan, options, mask=line.mask, node_id=unique_id, held=regions.policy)
         fps_out = float(plan.out_fps or 0)  # fps x multiplier, NTSC rates kept exact (emavfi.schedule)
         out_mask = result.mask if result.mask is not None else placeholder_mask(len(plan.plan))
         found = line.input_cuts(result.cuts)
@@ -119,4 +127,5 @@ class InterpolateNode(PackNode):
             host.send_text(line.held_text(), unique_id)
         if found:
             host.send_text(cut_text(found), unique_id)
-        return io.NodeOutput(result.images, fps_out, out_mask, ui={"emavfi": [summary]})
+        return io.NodeOutput(result.images, fps_out, out_mask, regions.overlay_mask(frames.shape[0]),
+                             ui={"emavfi": [summary]})

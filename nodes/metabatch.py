@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from ..emavfi import cuts, engine, runner, schedule
+from ..emavfi import cuts, engine, protect, runner, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
-from .run import ClipResult, cut_text, pair_bytes, split_result, with_mask
+from .run import ClipResult, Protect, cut_text, pair_bytes, split_result, with_mask
 
 MAX_OPEN = 8  # meta batches carried at once (managers x nodes); the oldest is dropped beyond that
 
@@ -117,6 +117,27 @@ class _Window:
         return self.frames[lo - self.base:hi - self.base + 1]
 
 
+class _LastChannel:
+    """The protect policy of a meta batch: the user's mask, carried as the frames' last channel."""
+
+    def masks(self, frames: _Window, lo: int, hi: int) -> torch.Tensor:
+        """[hi - lo + 1, H, W] float32: the masks of frames lo..hi."""
+        return frames.get(lo, hi)[:, -1]
+
+
+def no_overlays(images: torch.Tensor) -> torch.Tensor:
+    """The overlay_mask output of a meta batch: zeros per input frame (detection needs the whole clip)."""
+    return torch.zeros(images.shape[:3], dtype=torch.float32, device=host.model_management().intermediate_device())
+
+
+def _with_protect(frames: torch.Tensor, protection: Protect | None) -> torch.Tensor:
+    """frames [N,C,H,W], with the protect mask (one per frame, or one for all) as one more channel."""
+    if protection is None or protection.mask is None:
+        return frames
+    mask = protection.mask.expand(frames.shape[0], -1, -1) if protection.mask.shape[0] == 1 else protection.mask
+    return torch.cat([frames, mask[:, None].to(frames.dtype)], dim=1)
+
+
 class _Slice:
     """engine.Sink writing global outputs first.. into out[index - first]."""
 
@@ -143,16 +164,20 @@ def _ready(plan: schedule.Schedule, carry: Carry, count: int, context: int, fina
 
 def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | None, request: schedule.Request,
               options: RunOptions, meta_batch: Any, prompt: Any, node_id: str | None, node: str,
-              store: CarryStore) -> tuple[ClipResult, schedule.Schedule, Carry, bool]:
+              store: CarryStore,
+              protection: Protect | None = None) -> tuple[ClipResult, schedule.Schedule, Carry, bool]:
     """Make this batch's share of the whole run: (its frames, the plan so far, the carry, whether it was the last).
     ComfyUI runs each batch as a separate prompt, so the frames carried between them wait in `store`."""
     if options.dedupe:
         raise ValueError(f"{node}: dedupe reads the whole clip first and does not work with a Meta Batch Manager "
                          "yet: turn dedupe off, or unlink meta_batch")
+    if protection is not None and protection.overlays:
+        raise ValueError(f"{node}: protect_overlays reads a second of frames around each frame and does not work "
+                         "with a Meta Batch Manager yet: turn it off (or give a protect_mask), or unlink meta_batch")
     key = (str(getattr(meta_batch, "unique_id", None)), str(node_id))
     context = cuts.CUT_CONTEXT if options.cut_threshold else 0
     height, width, channels = images.shape[1:]
-    new = with_mask(images, mask).movedim(-1, 1).to("cpu", torch.float32)
+    new = _with_protect(with_mask(images, mask).movedim(-1, 1).to("cpu", torch.float32), protection)
     carry = _open(key, meta_batch, prompt, new.movedim(1, -1), context, options, node, store)
     final = bool(getattr(meta_batch, "has_closed_inputs", False))
     frames = new if carry.frames is None else torch.cat([carry.frames, new])
@@ -160,6 +185,8 @@ def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | Non
     if count < 2:
         raise ValueError(f"{node} needs at least 2 frames to interpolate between; got {count}")
     plan = schedule.make_schedule(request, count, model.arbitrary_t)
+    held = None if protection is None or protection.mask is None else \
+        protect.HeldRegions([_LastChannel()], protection.feather)
     network = model.ready(memory_required=pair_bytes(model, plan, height, width, options) * max(1, options.chunk))
     try:
         device_side = _runner(network, model, options, carry, plan, height, width)
@@ -170,7 +197,7 @@ def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | Non
         out = torch.empty((len(todo), height, width, frames.shape[1]), dtype=torch.float32)
         bar = host.progress_bar(len(todo), node_id)
         report = engine.run(plan, _Window(frames, carry.base), device_side, _Slice(out.movedim(-1, 1), todo.start),
-                            engine.CutFinder(count, options.cut_threshold), todo=todo,
+                            engine.CutFinder(count, options.cut_threshold), todo=todo, protect=held,
                             progress=lambda done, total: bar.update_absolute(done, total),
                             cancel=host.model_management().throw_exception_if_processing_interrupted)
     finally:
@@ -178,6 +205,7 @@ def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | Non
     _advance(carry, plan, frames, count, todo, context, report.cuts)
     if not final:
         store.put(key, carry)
+    out = out[..., :channels + (mask is not None)]  # less the protect mask's channel
     return split_result(out, channels, mask is not None, sorted(report.cuts)), plan, carry, final
 
 

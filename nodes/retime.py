@@ -7,12 +7,12 @@ from typing import Any
 import torch
 
 from ..emavfi import cuts, schedule
-from ..emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD
+from ..emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, DEFAULT_PROTECT_FEATHER, MAX_DEDUPE_THRESHOLD
 from . import host, metabatch
 from .frames import check_images
 from .model import require_model
-from .run import cut_text, run_clip, run_options, timeline
-from .spec import clip_node_schema, dedupe_inputs, io, run_inputs
+from .run import Held, cut_text, protect_options, run_clip, run_options, timeline
+from .spec import clip_node_schema, dedupe_inputs, io, overlay_mask_output, run_inputs
 from .state import PackNode
 
 NAME = "EMA-VFI Retime"
@@ -51,6 +51,8 @@ class RetimeNode(PackNode):
                 io.Float.Output(display_name="fps", tooltip="The output frame rate (target_fps)."),
                 io.String.Output(display_name="cut_report",
                                  tooltip="Frame counts and the scene cuts found (pairs that were not blended)."),
+
+                overlay_mask_output(),
             ],
         )
 
@@ -58,25 +60,31 @@ class RetimeNode(PackNode):
     def execute(cls, images: torch.Tensor, model: Any, source_fps: float, target_fps: float, speed: float = 1.0,
                 tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
                 scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD, dedupe: bool = False,
-                dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None) -> io.NodeOutput:
+                dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, protect_mask: torch.Tensor | None = None,
+                protect_feather: int = DEFAULT_PROTECT_FEATHER, protect_overlays: bool = False,
+                meta_batch: Any = None) -> io.NodeOutput:
         unique_id = cls.hidden.unique_id
         frames = check_images(images, NAME, min_frames=1 if meta_batch is not None else 2)
         model = require_model(model, NAME)
         options = run_options(tta, scale, chunk_size, scene_cut_threshold, NAME, dedupe, dedupe_threshold)
         request = schedule.Request(target_fps=schedule.parse_fps(target_fps), source_fps=schedule.parse_fps(source_fps),
                                    speed=Fraction(repr(float(speed))))
+        protection = protect_options(protect_mask, protect_feather, protect_overlays, frames, NAME)
         if meta_batch is not None:
             result, plan, carry, last = metabatch.run_batch(model, frames, None, request, options, meta_batch,
-                                                            cls.hidden.prompt, unique_id, NAME, cls.pack().carries)
+                                                            cls.hidden.prompt, unique_id, NAME, cls.pack().carries,
+                                                            protection)
             fps_out = float(plan.out_fps or request.target_fps)
             summary = metabatch.summary(frames.shape[0], result, carry, last, source_fps, fps_out)
             host.send_text(summary["report"], unique_id)
-            return io.NodeOutput(result.images, fps_out, summary["report"], ui={"emavfi": [summary]})
+            return io.NodeOutput(result.images, fps_out, summary["report"], metabatch.no_overlays(frames),
+                                 ui={"emavfi": [summary]})
         line = timeline(frames, None, request, model.arbitrary_t, options, NAME)
         plan = line.plan
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
-        result = run_clip(model, line.images, plan, options, mask=None, node_id=unique_id)
+        regions = Held(protection, line)
+        result = run_clip(model, line.images, plan, options, mask=None, node_id=unique_id, held=regions.policy)
         fps_out = float(plan.out_fps or request.target_fps)
         found = line.input_cuts(result.cuts)
         report = cut_report(found, options.cut_threshold, frames.shape[0], len(plan.plan), source_fps, target_fps)
@@ -86,4 +94,5 @@ class RetimeNode(PackNode):
         summary = {"frames_in": frames.shape[0], "frames_out": len(plan.plan), "source_fps": source_fps,
                    "target_fps": target_fps, "speed": speed, "fps_out": fps_out, "cuts": found,
                    "report": report, "warning": plan.warning, **({"held": line.held} if options.dedupe else {})}
-        return io.NodeOutput(result.images, fps_out, report, ui={"emavfi": [summary]})
+        return io.NodeOutput(result.images, fps_out, report, regions.overlay_mask(frames.shape[0]),
+                             ui={"emavfi": [summary]})

@@ -1,13 +1,14 @@
 """Run a frame plan on a ComfyUI IMAGE batch: the glue between the nodes and `emavfi.runner` (no model math here)."""
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
-from ..emavfi import clips, cuts, dedupe, memory, schedule
-from ..emavfi.settings import RunOptions
+from ..emavfi import clips, cuts, dedupe, memory, protect, schedule
+from ..emavfi.settings import RunOptions, check_feather
 from . import host
 from .model import EmaVfiModel
 
@@ -64,6 +65,59 @@ def timeline(images: torch.Tensor, mask: torch.Tensor | None, request: schedule.
     return Timeline(images[keep], None if mask is None else mask[keep], held.schedule, keep, held.held)
 
 
+@dataclass
+class Protect:
+    """The held-region widgets, checked: the protect mask [1 or N,H,W] (float32, CPU) or None, feather, overlays."""
+
+    mask: torch.Tensor | None
+    feather: int
+    overlays: bool
+
+    @property
+    def active(self) -> bool:
+        return self.mask is not None or self.overlays
+
+
+def protect_options(mask: Any, feather: int, overlays: bool, images: torch.Tensor, node: str) -> Protect:
+    """The widgets checked against images [N,H,W,C] with the library's own checks, errors prefixed by the node."""
+    n, height, width = images.shape[:3]
+    try:
+        check_feather(feather)
+        checked = None if mask is None else protect.check_masks(mask)
+        if checked is not None:
+            protect.check_size(tuple(checked.shape[-2:]), (height, width), "the protect mask")
+            protect.held_regions(n, checked, feather_px=feather)  # one mask per input frame, or one for all
+    except ValueError as exc:
+        raise ValueError(f"{node}: {exc}") from None
+    return Protect(checked, feather, bool(overlays))
+
+
+class Held:
+    """The engine's protect policy for one run over a timeline, and the overlays it found (timeline frame -> mask)."""
+
+    def __init__(self, options: Protect, line: Timeline):
+        self.line = line
+        self.seen: dict[int, torch.Tensor] = {}
+        index = line.kept.__getitem__ if line.held else None  # dedupe: the input frame of each timeline frame
+        self.policy = protect.held_regions(len(line.kept), options.mask, overlays=options.overlays,
+                                           feather_px=options.feather, index=index,
+                                           overlays_seen=self.seen.__setitem__)
+        self.finder = self.policy.policies[-1] if options.overlays else None
+
+    def overlay_mask(self, n_input: int) -> torch.Tensor:
+        """[n_input,H,W] float32: each input frame's detected overlays (a held frame: those of the drawing it
+        repeats), zeros when detection is off; frames the run did not decide (cuts, copies) are decided here."""
+        height, width = self.line.images.shape[1:3]
+        out = torch.zeros((n_input, height, width), dtype=torch.float32)
+        if self.finder is not None:
+            missing = [j for j in range(len(self.line.kept)) if j not in self.seen]
+            if missing:
+                self.finder.masks(clips.TensorFrames(self.line.images.movedim(-1, 1)), missing[0], missing[-1])
+            for i in range(n_input):
+                out[i] = self.seen[bisect_right(self.line.kept, i) - 1]
+        return out.to(host.model_management().intermediate_device())
+
+
 def cut_text(found: Sequence[int]) -> str:
     """"2 scene cuts between frames 11|12, 40|41: not blended" (0-based frame numbers of the input batch)."""
     return f"{len(found)} scene cut(s) between frames {cuts.describe_cuts(found, limit=20)}: not blended"
@@ -85,15 +139,16 @@ def split_result(out: torch.Tensor, channels: int, had_mask: bool, found: list[i
     if had_mask:
         images, mask = out[..., :channels].contiguous(), out[..., channels].contiguous()
     else:
-        images, mask = out, None
+        images, mask = out.contiguous(), None  # a no-op unless a meta batch carried its protect mask
     device = host.model_management().intermediate_device()
     return ClipResult(images.to(device), None if mask is None else mask.to(device), found)
 
 
 def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,
-             mask: torch.Tensor | None, node_id: str | None) -> ClipResult:
+             mask: torch.Tensor | None, node_id: str | None,
+             held: protect.RegionPolicy | None = None) -> ClipResult:
     """Make every frame of `plan` (the Schedule as make_schedule decided it, bisection depth included) from
-    images [N,H,W,C] (and mask [N,H,W]) with emavfi's one engine (`clips.render_clip`).
+    images [N,H,W,C] (and mask [N,H,W]) with emavfi's one engine (`clips.render_clip`); held: its protect policy.
 
     The output is preallocated on the CPU and written frame by frame; one batch of pairs is on the device at a
     time (RunOptions.chunk), and a device out-of-memory halves the batch and retries. Scene cuts are decided
@@ -113,6 +168,7 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, 
             progress=lambda done, total: bar.update_absolute(done, total),
             cancel=mm.throw_exception_if_processing_interrupted,
             tta=options.tta, scale=options.scale, chunk=options.chunk, device=model.load_device, dtype=model.dtype,
+            protect=held,
         )
     finally:
         model.release()

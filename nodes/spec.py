@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from ..emavfi.settings import MAX_CHUNK, SCALES
+from ..emavfi.settings import DEFAULT_PROTECT_FEATHER, MAX_CHUNK, MAX_PROTECT_FEATHER, SCALES
 
 API_VERSION = "0.0.2"
 CATEGORY = "video/frame interpolation"
@@ -21,11 +21,12 @@ SCALE_CHOICES = tuple(str(scale) for scale in SCALES)  # "1.0", "0.5", "0.25"
 def clip_node_schema(node_id: str, display_name: str, description: str, inputs: list[io.Input],
                      outputs: list[io.Output]) -> io.Schema:
     """The schema of a node that makes frames from a clip (Interpolate, Retime): the frames and the model first,
-    then `inputs`, the meta-batch link last; the node id and the prompt as hidden inputs."""
+    then `inputs`, the meta-batch link, then the held regions (added later: saved workflows keep their order);
+    the node id and the prompt as hidden inputs."""
     clip = [io.Image.Input("images", tooltip="The clip: a batch of at least 2 frames, in order."),
             MODEL.Input("model", tooltip="From Load EMA-VFI Model.")]
     return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
-                     inputs=[*clip, *inputs, _meta_batch_input()], outputs=outputs,
+                     inputs=[*clip, *inputs, _meta_batch_input(), *protect_inputs()], outputs=outputs,
                      hidden=[io.Hidden.unique_id, io.Hidden.prompt])  # progress and status text; meta batches
 
 
@@ -63,6 +64,27 @@ def dedupe_inputs(threshold_default: float, max_threshold: float) -> list[io.Inp
     ]
 
 
+def protect_inputs() -> list[io.Input]:
+    """Held regions (emavfi.protect): optional inputs after all the others (saved widget values stay put)."""
+    return [
+        io.Mask.Input("protect_mask", optional=True, tooltip="Optional: where the picture must not move (burned-in "
+                      "text, a logo, UI). Inside it an in-between frame shows the nearest source frame (the earlier "
+                      "on a tie); outside nothing changes. One mask per input frame, or one for all."),
+        io.Int.Input("protect_feather", default=DEFAULT_PROTECT_FEATHER, min=0, max=MAX_PROTECT_FEATHER, step=1,
+                     optional=True, tooltip="Px over which the held regions' edge blends into the interpolated "
+                     "picture (protect_mask and protect_overlays)."),
+        io.Boolean.Input("protect_overlays", default=False, optional=True, tooltip="Find burned-in overlays "
+                         "(timecode, subtitles, logos, HUDs: pixels that stay put while the picture moves) and hold "
+                         "them. The overlay_mask output shows what was found."),
+    ]
+
+
+def overlay_mask_output() -> io.Output:
+    """The detected overlays, after a node's other outputs (saved links go by output index)."""
+    return io.Mask.Output(display_name="overlay_mask", tooltip="The burned-in overlays found, one mask per input "
+                          "frame (all zeros when protect_overlays is off).")
+
+
 def _meta_batch_input() -> io.Input:
     """The optional link to VideoHelperSuite's Meta Batch Manager."""
     return META_BATCH.Input(
@@ -72,4 +94,4 @@ def _meta_batch_input() -> io.Input:
 
 
 __all__ = ["API_VERSION", "CATEGORY", "ComfyExtension", "META_BATCH", "MODEL", "clip_node_schema",
-           "dedupe_inputs", "io", "run_inputs"]
+           "dedupe_inputs", "io", "overlay_mask_output", "protect_inputs", "run_inputs"]

@@ -21,7 +21,8 @@ from comfy_helpers import REPO, comfy_source_missing, install_standins, load_pac
 from fakehub import FakeHub
 from helpers import weight_shapes
 
-V1_SCHEMA = Path(__file__).with_name("nodes_v1_schema.json")  # the classic-API declarations before the V3 port
+# The classic-API declarations before the V3 port, plus the held-region inputs and output appended since (issue 26).
+V1_SCHEMA = Path(__file__).with_name("nodes_v1_schema.json")
 
 
 class NodeCall:
@@ -133,7 +134,8 @@ def test_registration_through_comfy_entrypoint(env):
 @pytest.mark.parametrize("node_id", ["EMAVFI_LoadModel", "EMAVFI_Interpolate", "EMAVFI_Retime"])
 def test_declarations_unchanged_from_the_classic_api(env, node_id):
     """Same ids, display names, inputs (names, order, types, defaults, ranges, tooltips), hidden inputs and outputs
-    as the classic-API nodes declared, so every saved workflow (UI and API format) loads unchanged."""
+    as the classic-API nodes declared, so every saved workflow (UI and API format) loads unchanged. Added since,
+    after all the others (and recorded in the file): the held-region inputs and the overlay_mask output."""
     pack, _ = env
     before = json.loads(V1_SCHEMA.read_text())[node_id]
     now = declared(pack.classes[node_id])
@@ -190,7 +192,7 @@ def test_frame_count_exact_copies_and_fps(env, multiplier):
     pack, state = env
     images = clip(n=3)
     before = images.clone()
-    (out, fps, mask), ui = interpolate(pack, images, multiplier=multiplier, fps=24.0)
+    (out, fps, mask, overlays), ui = interpolate(pack, images, multiplier=multiplier, fps=24.0)
     assert out.shape == ((3 - 1) * multiplier + 1, 40, 56, 3)
     assert out.dtype == torch.float32 and out.device.type == "cpu" and out.is_contiguous()
     for k in range(3):
@@ -199,6 +201,7 @@ def test_frame_count_exact_copies_and_fps(env, multiplier):
     assert torch.equal(images, before), "the input batch was modified"
     assert fps == pytest.approx(24.0 * multiplier)
     assert mask.shape == (out.shape[0], 64, 64) and not mask.any()
+    assert overlays.shape == (3, 40, 56) and not overlays.any()  # protect_overlays is off: zeros per input frame
     assert ui["frames_in"] == 3 and ui["frames_out"] == out.shape[0] and ui["fps_out"] == fps
     # ProgressBar: total = output frames, increasing, ends full
     values = [v for v, _ in state.progress]
@@ -208,21 +211,21 @@ def test_frame_count_exact_copies_and_fps(env, multiplier):
 def test_timesteps_string_replaces_multiplier(env):
     pack, _ = env
     images = clip(n=2)
-    (out, fps, _), ui = interpolate(pack, images, multiplier=2, timesteps="0.25, 0.5, 0.75", fps=10.0)
+    (out, fps, _, _), ui = interpolate(pack, images, multiplier=2, timesteps="0.25, 0.5, 0.75", fps=10.0)
     assert out.shape[0] == 5 and fps == pytest.approx(40.0)
     assert torch.equal(out[0], images[0]) and torch.equal(out[4], images[1])
-    (out3, _, _), _ = interpolate(pack, images, timesteps="1/3, 2/3")
+    (out3, _, _, _), _ = interpolate(pack, images, timesteps="1/3, 2/3")
     assert out3.shape[0] == 4
     # the same t from the multiplier and from the text give the same frame
-    (out_m, _, _), _ = interpolate(pack, images, multiplier=4)
+    (out_m, _, _, _), _ = interpolate(pack, images, multiplier=4)
     assert torch.allclose(out_m, out, atol=1e-6)
 
 
 def test_ntsc_fps_and_unknown_fps(env):
     pack, _ = env
-    (_, fps, _), _ = interpolate(pack, clip(n=2), multiplier=2, fps=23.976)
+    (_, fps, _, _), _ = interpolate(pack, clip(n=2), multiplier=2, fps=23.976)
     assert fps == pytest.approx(48000 / 1001, abs=1e-9)
-    (_, fps0, _), _ = interpolate(pack, clip(n=2), multiplier=2, fps=0.0)
+    (_, fps0, _, _), _ = interpolate(pack, clip(n=2), multiplier=2, fps=0.0)
     assert fps0 == 0.0
 
 
@@ -266,7 +269,7 @@ def test_recursive_mode_runs_any_variant(env, caplog):
     images = clip(n=3)
     model = wrap(pack, arbitrary_t=False)
     with caplog.at_level(logging.WARNING, logger="emavfi"):
-        (out, _, _), ui = interpolate(pack, images, model, multiplier=4, mode="recursive")
+        (out, _, _, _), ui = interpolate(pack, images, model, multiplier=4, mode="recursive")
     assert out.shape[0] == 9 and ui["warning"] is None
     assert all(torch.equal(out[4 * k], images[k]) for k in range(3))
     assert not [r for r in caplog.records if "t = 0.5 only" in r.getMessage()]
@@ -310,14 +313,14 @@ def test_mask_is_interpolated_alongside(env):
     mask = torch.zeros(3, 40, 56)
     mask[:, 10:30, 10 + torch.arange(3)] = 1.0  # something to warp
     mask[1, :, :5] = 0.25
-    (out, _, out_mask), _ = interpolate(pack, images, multiplier=2, mask=mask)
+    (out, _, out_mask, _), _ = interpolate(pack, images, multiplier=2, mask=mask)
     assert out.shape == (5, 40, 56, 3) and out_mask.shape == (5, 40, 56)
     assert out_mask.dtype == torch.float32 and out_mask.is_contiguous() and out.is_contiguous()
     for k in range(3):
         assert torch.equal(out_mask[2 * k], mask[k]) and torch.equal(out[2 * k], images[k])
     assert out_mask.min() >= 0 and out_mask.max() <= 1 and out_mask[1].sum() > 0
     # the RGB result does not depend on whether a mask rides along
-    (plain, _, _), _ = interpolate(pack, images, multiplier=2)
+    (plain, _, _, _), _ = interpolate(pack, images, multiplier=2)
     assert torch.allclose(plain, out, atol=1e-5)
 
 
@@ -335,7 +338,7 @@ def test_mask_must_match_images(env, mask_shape, message):
 def test_rgba_images_keep_alpha(env):
     pack, _ = env
     images = clip(n=2, channels=4)
-    (out, _, _), _ = interpolate(pack, images, multiplier=2)
+    (out, _, _, _), _ = interpolate(pack, images, multiplier=2)
     assert out.shape == (3, 40, 56, 4)
     assert torch.equal(out[0], images[0]) and torch.equal(out[2], images[1])
 
@@ -346,7 +349,7 @@ def test_scene_cut_repeats_the_nearer_frame(env):
     other = torch.zeros(1, 40, 56, 3)
     other[..., 2] = 0.9  # a blue frame: another scene
     images = torch.cat([similar, other])
-    (out, _, _), ui = interpolate(pack, images, multiplier=4)  # the default sensitivity
+    (out, _, _, _), ui = interpolate(pack, images, multiplier=4)  # the default sensitivity
     assert ui["cuts"] == [1]
     # pair 1 is a cut: t = 0.25, 0.5 repeat frame 1, t = 0.75 repeats frame 2
     assert torch.equal(out[5], images[1]) and torch.equal(out[6], images[1]) and torch.equal(out[7], images[2])
@@ -373,7 +376,7 @@ def test_nodes_pass_the_schedule_as_it_is(env, monkeypatch, arbitrary_t, mode, d
 
     monkeypatch.setattr(lib.clips, "render_clip", spy)
     images, model = clip(n=3), wrap(pack, arbitrary_t=arbitrary_t)
-    (out, _, _), _ = interpolate(pack, images, model, multiplier=4, mode=mode)
+    (out, _, _, _), _ = interpolate(pack, images, model, multiplier=4, mode=mode)
     expected = lib.schedule.make_schedule(pack.nodes.interpolate.make_request(4, mode, fps=24.0), 3, arbitrary_t)
     assert seen == [expected] and seen[0].bisection_depth == depth
     assert set(made) == ({(0.5,)} if depth else {(0.25, 0.5, 0.75)})
@@ -394,8 +397,8 @@ def test_cancel_stops_within_one_chunk(env):
 def test_chunk_size_does_not_change_results(env):
     pack, _ = env
     images = clip(n=4)
-    (auto, _, _), _ = interpolate(pack, images, multiplier=3, chunk_size=0)
-    (one, _, _), _ = interpolate(pack, images, multiplier=3, chunk_size=1)
+    (auto, _, _, _), _ = interpolate(pack, images, multiplier=3, chunk_size=0)
+    (one, _, _, _), _ = interpolate(pack, images, multiplier=3, chunk_size=1)
     assert torch.allclose(auto, one, atol=1e-5)
 
 
@@ -407,15 +410,16 @@ def test_retime_counts_fps_and_report(env):
     images = clip(n=5)
     node = pack.node("EMAVFI_Retime")
     result = node.run(images, wrap(pack), source_fps=24.0, target_fps=60.0, scene_cut_threshold=0.0)
-    out, fps, report = result["result"]
+    out, fps, report, overlays = result["result"]
     assert out.shape[0] == 4 * 60 // 24 + 1  # 11 frames: k * 0.4 source frames for k = 0..10
     assert fps == 60.0
     assert torch.equal(out[0], images[0]) and torch.equal(out[5], images[2]) and torch.equal(out[10], images[4])
     assert "5 frames at 24 fps -> 11 frames at 60 fps" in report and "detection off" in report
+    assert overlays.shape == (5, 40, 56) and not overlays.any()
     ui = result["ui"]["emavfi"][0]
     assert ui["frames_out"] == 11 and ui["report"] == report
     # a t = 0.5-only model gets there by bisection (t snapped to 1/16)
-    out_non_t, _, _ = node.run(images, wrap(pack, arbitrary_t=False), source_fps=24.0, target_fps=60.0)["result"]
+    out_non_t, _, _, _ = node.run(images, wrap(pack, arbitrary_t=False), source_fps=24.0, target_fps=60.0)["result"]
     assert out_non_t.shape == out.shape
 
 
@@ -425,7 +429,7 @@ def test_retime_reports_cuts(env):
     other[..., 0] = 0.8
     images = torch.cat([clip(n=2, seed=3), other])
     node = pack.node("EMAVFI_Retime")
-    _, _, report = node.run(images, wrap(pack), source_fps=10.0, target_fps=20.0)["result"]
+    _, _, report, _ = node.run(images, wrap(pack), source_fps=10.0, target_fps=20.0)["result"]
     assert "1 scene cut(s) between frames 1|2" in report
 
 
@@ -464,7 +468,7 @@ def test_loader_local_file_cached_and_listed(env, small_t_weights):
     with pytest.raises(ValueError, match="do not match variant 'ours_t'"):
         node.load("ours_t", "auto", "cpu", weights="my_small_t.safetensors")
     # the model runs end to end through the interpolate node
-    (out, _, _), _ = interpolate(pack, clip(n=2, h=32, w=32), model, multiplier=2)
+    (out, _, _, _), _ = interpolate(pack, clip(n=2, h=32, w=32), model, multiplier=2)
     assert out.shape == (3, 32, 32, 3)
     target.unlink()
 

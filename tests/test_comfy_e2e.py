@@ -133,6 +133,17 @@ def _input_video(tmp: Path) -> Path:
     return path
 
 
+def _protect_workflow(tmp: Path) -> Path:
+    """The x4 example with protect_overlays on, its overlay_mask output saved as images (run last)."""
+    workflow = json.loads(WORKFLOW_API.read_text())
+    workflow["5"]["inputs"].update(protect_overlays=True, protect_feather=2)
+    workflow["7"] = {"class_type": "MaskToImage", "inputs": {"mask": ["5", 3]}}
+    workflow["8"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "overlay_mask"}}
+    path = tmp / "protect_overlays_api.json"
+    path.write_text(json.dumps(workflow))
+    return path
+
+
 def _metabatch_workflows(tmp: Path) -> list[tuple[Path, str]]:
     """The example meta-batch workflow as saved (VideoHelperSuite's manager, Load Video and Video Combine, which
     queues the next batches itself; only frames_per_batch set smaller), with a Save Image beside Video Combine;
@@ -179,6 +190,7 @@ def e2e(tmp_path_factory):
     vhs_missing = _vhs_missing()
     for path, expect in _variant_workflows(tmp) + ([] if vhs_missing else _metabatch_workflows(tmp)):
         cmd += ["--workflow", str(path), "--expect", expect]
+    cmd += ["--workflow", str(_protect_workflow(tmp)), "--expect", "success"]  # last: the others keep their index
     if not vhs_missing:
         cmd += ["--node-pack", str(VHS_PACK), "--input-file", str(_input_video(tmp))]
     for f in frames:
@@ -361,3 +373,17 @@ def test_meta_batch_example_with_videohelpersuite_equals_one_whole_run(e2e):
     joined, one = (_video_frames(v[0]) for v in videos.values())
     assert joined.shape[0] == one.shape[0] == expected
     assert np.array_equal(joined, one)
+
+
+def test_x4_example_with_protect_overlays(e2e):
+    """The new inputs and the fourth output in a real ComfyUI: two frames are too few to decide an overlay (a
+    second of frames is read), so the frames are the example's own and overlay_mask is zeros per input frame."""
+    runs = e2e["summary"].get("runs") or []
+    run, plain = _run(e2e, len(runs) - 1), _run(e2e, 0)
+    assert run["status"] == "success", run.get("execution_error") or run
+    frames = [np.asarray(Image.open(o["path"])) for o in run["outputs"] if o["node"] == "6" and o.get("path")]
+    before = [np.asarray(Image.open(o["path"])) for o in plain["outputs"] if o["node"] == "6" and o.get("path")]
+    assert len(frames) == len(before) == 5 and all(np.array_equal(a, b) for a, b in zip(frames, before))
+    masks = _frames_saved(e2e["out"], "overlay_mask")
+    first = np.asarray(Image.open(e2e["frames"][0]).convert("RGB"))
+    assert masks.shape[0] == 2 and masks.shape[1:3] == first.shape[:2] and not masks.any()

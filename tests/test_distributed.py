@@ -196,11 +196,18 @@ def test_ray_workers_compute_with_the_drivers_threads_and_make_its_files(cluster
     settings = Settings(request=Request(multiplier=multiplier), weights=weights, device="cpu",
                         output=OutputOptions(start_number=START))
     one = render.Job(source, tmp_path / "one", settings)
-    assert render.render(render.prepare(one), render.load_model_for(one)).cuts == [2]
+    assert render.render(render.prepare(one), loading.load_model_for(one.settings)).cuts == [2]
     report = distributed.render(render.Job(source, tmp_path / "ray", settings), workers=2, task_frames=multiplier)
     assert (report.workers, report.written, report.cuts) == (2, 4 * multiplier + 1, (2,))
     assert len(report.frames_by_worker) == 2
     assert _assert_identical(tmp_path / "ray", tmp_path / "one") == 4 * multiplier + 1
+
+
+def test_by_default_a_worker_reserves_as_many_cpus_as_it_computes_with_threads(cluster, shot, tmp_path):
+    # The 2-CPU cluster: workers of 2 threads get 2 CPUs each (one worker), of 1 thread one each (two workers).
+    two = distributed.render(_job(shot, tmp_path / "two"), threads=2, task_frames=8)
+    one = distributed.render(_job(shot, tmp_path / "one"), threads=1, task_frames=8)
+    assert (two.workers, two.written, one.workers, one.written) == (1, 29, 2, 29)
 
 
 def test_one_ray_worker_then_a_rerun_is_refused_or_resumed_like_one_process(cluster, shot, reference, tmp_path,
@@ -324,6 +331,8 @@ def test_missing_ray_and_bad_arguments_are_one_line(shot, tmp_path, monkeypatch)
     job = _job(shot, tmp_path / "out")
     with pytest.raises(distributed.DistributedError, match="workers must be a whole number >= 1; got 0"):
         distributed.render(job, workers=0)
+    with pytest.raises(distributed.DistributedError, match="threads must be a whole number >= 1; got 0"):
+        distributed.render(job, threads=0)
     video = render.Job(shot[0], tmp_path / "out.mp4", job.settings)
     with pytest.raises(distributed.DistributedError, match="Ray workers write a folder of frames"):
         distributed.render(video)

@@ -59,11 +59,13 @@ def test_a_frame_is_decided_the_same_in_any_batch_or_task():
 
 
 def test_masks_come_back_at_full_size_from_the_reduced_analysis():
-    masks = torch.zeros(2, 3, 4, dtype=torch.bool)
-    masks[0, 1, 2] = True
-    big = overlays.full_size(masks, (9, 11))
-    assert big.shape == (2, 9, 11) and big[0, 3:6, 6:9].all() and int(big.sum()) == 9
     assert overlays.analysis_factor(1080, 1920) == 2 and overlays.analysis_factor(144, 256) == 1
+    frames = torch.zeros(1, 3, 1081, 1919)
+    assert overlays.lumas(frames).shape == (1, 541, 960)
+    masks = torch.zeros(2, 541, 960, dtype=torch.bool)
+    masks[0, 540, 3] = True
+    big = overlays.full_size(masks, (1081, 1919))
+    assert big.shape == (2, 1081, 1919) and big[0, 1080, 6:8].all() and int(big.sum()) == 2
 
 
 def test_holes_are_filled_and_specks_dropped():

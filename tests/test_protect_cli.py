@@ -173,3 +173,25 @@ def test_burned_in_timecode_is_found_held_written_and_summarised(tmp_path, tiny,
     out, sources = _outputs(tmp_path / "out"), [_read(p) for p in sorted(inp.glob("*.png"))]
     held = found & np.asarray(_read(written[11])[..., 0] > 0)
     assert np.array_equal(out[21][held], sources[10][held])  # between frames 10 and 11 at t = 1/2: frame 10
+
+
+def test_dedupe_and_a_retime_keep_their_frame_count_with_masks(tmp_path, tiny, capsys):
+    """Held frames are dropped as without a mask; each kept frame takes the mask with its own frame number."""
+    inp = tmp_path / "in"
+    views = _pan(tmp_path / "views", 4)
+    inp.mkdir()
+    for i, k in enumerate([0, 0, 1, 2, 2, 3]):  # frames 1002 and 1005 hold the one before
+        _save(inp / f"plate.{1001 + i}.png", views[k])
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(6):
+        mask = np.zeros((48, 64), np.float32)
+        mask[2 + 6 * i:8 + 6 * i, 4:60] = 1  # a different band per frame number
+        _save(masks / f"m.{1001 + i}.png", mask)
+    for extra in (["--dedupe", "-m", "2"], ["--fps", "60", "--source-fps", "24"]):
+        assert _run("interpolate", inp, "-o", tmp_path / f"plain{len(extra)}", "--device", "cpu", *extra) == 0
+        assert _run("interpolate", inp, "-o", tmp_path / f"held{len(extra)}", "--device", "cpu", "--protect", masks,
+                    *extra) == 0
+        plain, held = _outputs(tmp_path / f"plain{len(extra)}"), _outputs(tmp_path / f"held{len(extra)}")
+        assert len(plain) == len(held) > 6
+        assert any(not np.array_equal(a, b) for a, b in zip(plain, held))

@@ -1,0 +1,317 @@
+"""The work around the network of a file render, old code beside new: decodes, encodes, wall time, peak memory.
+
+A stand-in network of fixed cost D (it sleeps D ms per output frame, releasing the GIL as a device call does,
+and blends the two frames) is plugged in through the runner's backend seam (a model object with
+`as_backend`), so what is measured is everything else: reading, scene cuts, colour, encoding, writing.
+Footage: scikit-image photographs scaled up to 1920x1080 and panned, with a cut in the middle, as PNG, EXR
+(half) and DPX folders and an FFV1 video; outputs PNG, EXR and DPX folders, MP4 (H.264) and ProRes; x2, cuts
+on. Each (case, D, code) runs in its own process (cwd = that code's tree), the two codes alternating.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_pipeline.py                 # all cases, D = 0, 30, 100
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_pipeline.py --cases png --delays 0 --repeats 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = {  # name -> (input kind, output name)
+    "png": ("png", "out_png"),
+    "exr": ("exr", "out_exr"),
+    "dpx": ("dpx", "out_dpx"),
+    "mp4": ("mkv", "out.mp4"),
+    "prores": ("mkv", "out.mov"),
+}
+
+
+# ----------------------------------------------------------------------------------------------- footage
+
+def _footage(n: int, h: int, w: int):
+    """[n,3,h,w] float 0..1: a pan over one photograph, a cut, a pan over another."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from skimage import data
+
+    def photo(name: str) -> torch.Tensor:
+        image = getattr(data, name)()[..., :3].astype(np.float32) / 255
+        return torch.from_numpy(image).permute(2, 0, 1)[None]
+
+    frames = []
+    cut = n // 2
+    for i in range(n):
+        image = photo("astronaut" if i < cut else "coffee")
+        ih, iw = image.shape[-2:]
+        scale = max(h / ih, w / iw) * 1.25  # room to pan
+        big = F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
+        x0, y0 = 12 * (i % cut) + 4, 6 * (i % cut) + 2
+        frames.append(big[0, :, y0:y0 + h, x0:x0 + w])
+    return torch.stack(frames).clamp(0, 1)
+
+
+def make_footage(root: Path, n: int, h: int, w: int) -> dict[str, Path]:
+    """PNG (8-bit), EXR (half) and DPX (10-bit) folders and an FFV1 video of the same frames."""
+    import av
+    import numpy as np
+    import OpenImageIO as oiio
+
+    frames = _footage(n, h, w).permute(0, 2, 3, 1).numpy()
+    paths = {}
+    for kind, fmt in (("png", "uint8"), ("exr", "half"), ("dpx", "uint16")):
+        folder = root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(frames):
+            spec = oiio.ImageSpec(w, h, 3, fmt)
+            if kind == "dpx":
+                spec.attribute("oiio:BitsPerSample", 10)
+            if kind == "exr":
+                spec.attribute("compression", "zip")
+            out = oiio.ImageOutput.create(str(folder / f"f.{1001 + i}.{kind}"))
+            out.open(str(folder / f"f.{1001 + i}.{kind}"), spec)
+            pixels = frame if kind == "exr" else (frame * (255 if fmt == "uint8" else 65535)).round()
+            out.write_image(np.ascontiguousarray(pixels.astype({"uint8": np.uint8, "uint16": np.uint16,
+                                                                "half": np.float16}[fmt])))
+            out.close()
+        paths[kind] = folder
+    video = root / "in.mkv"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("ffv1", rate=24)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv444p"
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray((frame * 255).round().astype(np.uint8), format="rgb24")
+            for packet in stream.encode(image.reformat(format="yuv444p")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    paths["mkv"] = video
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------- the worker
+
+class _Counts:
+    """Thread-safe counters of library calls that decode or encode pixels."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values: dict[str, int] = {}
+
+    def add(self, key: str, amount: int = 1) -> None:
+        with self.lock:
+            self.values[key] = self.values.get(key, 0) + amount
+
+
+def _wrap(owner: object, name: str, before) -> None:
+    """Replace owner.name (if it exists) by a function that calls before(*args) first."""
+    original = getattr(owner, name, None)
+    if original is None:
+        return
+
+    def wrapped(*args, **kwargs):
+        before(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, wrapped)
+
+
+def _instrument(counts: _Counts, input_path: Path) -> None:
+    """Count decodes of input frames and encodes of output frames, however many threads do them."""
+    import emavfi.media.folder as folder
+    import emavfi.media.images as images
+    import emavfi.media.video as video
+    import emavfi.media.video_out as video_out
+
+    inside = str(input_path.resolve())
+
+    def is_input(path) -> bool:
+        return str(Path(path).resolve()).startswith(inside)
+
+    def read(path, *_, **__):
+        if is_input(path):
+            counts.add("decodes")
+
+    def copy(source, *_, **__):
+        counts.add("decodes" if is_input(source) else "other_decodes")
+        counts.add("encodes")
+
+    for module in (folder, images):
+        _wrap(module, "read_raw", read)
+        _wrap(module, "write_raw", lambda *a, **k: counts.add("encodes"))
+        _wrap(module, "copy_frame", copy)
+        _wrap(module, "copy_file", lambda *a, **k: counts.add("byte_copies"))
+    original_decoded = video.VideoSource._decoded
+
+    def decoded(self, container):
+        for frame in original_decoded(self, container):
+            counts.add("decodes")
+            yield frame
+
+    video.VideoSource._decoded = decoded
+    _wrap(video, "_display_matrix", lambda *a, **k: counts.add("decodes"))
+    _wrap(video_out.VideoSink, "_to_frame", lambda *a, **k: counts.add("encodes"))
+
+
+class _Backend:
+    """The stand-in network: sleeps delay s per output frame (the GIL released), then blends the pair."""
+
+    def __init__(self, delay: float, spent: list[float]):
+        self.delay, self.spent = delay, spent
+
+    def __call__(self, frames, first, second, timesteps, aux):
+        import torch
+
+        start = time.perf_counter()
+        rows = len(timesteps) * len(first)
+        if self.delay:
+            time.sleep(self.delay * rows)
+        t = torch.tensor(timesteps, dtype=frames.dtype).view(-1, 1, 1, 1, 1)
+        a, b = frames[first][None], frames[second][None]
+        rgb = a * (1 - t) + b * t
+        fused = None if aux is None else aux[first][None] * (1 - t) + aux[second][None] * t
+        self.spent.append(time.perf_counter() - start)
+        return rgb, fused
+
+
+class _StandIn:
+    """A model through the backend seam: config for memory estimates, CPU float32, its own backend."""
+
+    def __init__(self, delay: float, spent: list[float]):
+        import torch
+
+        from emavfi.config import DEFAULT_VARIANT, get_config
+
+        self.config = get_config(DEFAULT_VARIANT)
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.delay, self.spent = delay, spent
+
+    def as_backend(self, tta: bool = False, scale: float = 1.0) -> _Backend:
+        return _Backend(self.delay, self.spent)
+
+
+def worker(spec: dict) -> dict:
+    """One render in this process (cwd: the code measured): its times, counts and peak memory."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(spec.get("threads", 2))
+    from emavfi import render
+    from emavfi.schedule import Request
+    from emavfi.settings import OutputOptions, RunOptions, Settings
+
+    counts = _Counts()
+    source = Path(spec["input"])
+    _instrument(counts, source)
+    output = Path(spec["output"])
+    codec = {"out.mp4": "h264", "out.mov": "prores_422hq"}.get(output.name)
+    settings = Settings(request=Request(multiplier=2, source_fps=24), run=RunOptions(),
+                        output=OutputOptions(codec=codec))
+    spent: list[float] = []
+    start = time.perf_counter()
+    prepared = render.prepare(render.Job(source, output, settings))
+    report = render.render(prepared, _StandIn(spec["delay"], spent))
+    wall = time.perf_counter() - start
+    outputs = prepared.total
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"wall": wall, "network": sum(spent), "outputs": outputs, "inputs": prepared.n_source,
+            "written": report.written, "cuts": report.cuts, "counts": counts.values, "peak_mb": peak}
+
+
+# ----------------------------------------------------------------------------------------------- the driver
+
+def base_tree(revision: str) -> Path:
+    """A worktree of the old code at revision (made once, under the temporary folder)."""
+    tree = Path(tempfile.gettempdir()) / f"emavfi-base-{revision}"
+    if not (tree / "emavfi").is_dir():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision], check=True,
+                       capture_output=True)
+    return tree
+
+
+def run_one(tree: Path, spec: dict, timeout: float) -> dict:
+    """worker(spec) in a fresh process whose emavfi is tree's."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(spec.get("threads", 2))}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)], cwd=tree,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker failed in {tree}: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_line() -> str:
+    """The CPU model and its vector/matrix flags."""
+    model, flags = platform.processor() or "unknown", []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        have = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
+        wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+        flags = [f for f in wanted if f in have]
+    except (OSError, StopIteration):
+        pass
+    return f"{model}; {len(os.sched_getaffinity(0))} cores usable; flags {' '.join(flags) or 'unknown'}"
+
+
+def _row(case: str, delay: int, label: str, result: dict) -> str:
+    per = 1000 / result["outputs"]
+    counts = result["counts"]
+    around = (result["wall"] - result["network"]) * per
+    return (f"| {case} | {delay} | {label} | {result['wall'] * per:.0f} | {around:.0f} | "
+            f"{counts.get('decodes', 0) / result['inputs']:.2f} | {counts.get('encodes', 0) / result['outputs']:.2f} | "
+            f"{counts.get('byte_copies', 0)} | {result['peak_mb']:.0f} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"of {', '.join(CASES)}")
+    parser.add_argument("--delays", default="0,30,100", help="stand-in network cost per output frame, ms")
+    parser.add_argument("--frames", type=int, default=9, help="input frames")
+    parser.add_argument("--size", default="1080x1920", help="HxW")
+    parser.add_argument("--base", default="745808a", help="the old code's git revision ('' to skip it)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each (case, D, code); the fastest counts")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    codes = [("new", ROOT)] + ([(args.base, base_tree(args.base))] if args.base else [])
+    print(f"CPU: {cpu_line()}")
+    print(f"{args.frames} input frames {w}x{h}, x2, cuts on; per output frame: wall ms, around the network ms, "
+          "decodes per input frame, encodes per output frame, byte copies, peak RSS MB")
+    print("| case | D ms | code | wall ms | around ms | decodes/in | encodes/out | copies | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="emavfi-bench-") as tmp:
+        root = Path(tmp)
+        footage = make_footage(root / "in", args.frames, h, w)
+        turn = 0
+        for case in args.cases.split(","):
+            kind, out_name = CASES[case]
+            for delay in (int(d) for d in args.delays.split(",")):
+                best: dict[str, dict] = {}
+                for repeat in range(args.repeats):
+                    order = codes if turn % 2 == 0 else codes[::-1]  # alternate which code goes first
+                    turn += 1
+                    for label, tree in order:
+                        out = root / f"{label}-{case}-{delay}-{repeat}" / out_name
+                        spec = {"input": str(footage[kind]), "output": str(out), "delay": delay / 1000}
+                        result = run_one(tree, spec, args.timeout)
+                        if label not in best or result["wall"] < best[label]["wall"]:
+                            best[label] = result
+                for label, _ in codes:
+                    print(_row(case, delay, label, best[label]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -213,7 +213,9 @@ class CutFinder:
         lo, hi = max(0, first_pair - context), min(self.n - 2, end_pair - 1 + context)
         missing = [p for p in range(lo, hi + 1) if p not in self._scores]
         if missing:
-            scores = cut_rules.cut_scores(frames.get(missing[0], missing[-1] + 1))
+            thumbnails = getattr(frames, "thumbnails", None)  # a store that made each frame's thumbnail once
+            scores = cut_rules.cut_scores(frames.get(missing[0], missing[-1] + 1)) if thumbnails is None else \
+                cut_rules.thumbnail_scores(thumbnails(missing[0], missing[-1] + 1))
             for offset, score in enumerate(scores):
                 pair = missing[0] + offset
                 # a damaged frame stands in as black: its pairs are left out, not counted as cuts

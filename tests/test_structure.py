@@ -21,7 +21,7 @@ FLOORS = {
        "emavfi.export.writers",
     2: "emavfi.settings",
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "
-       "emavfi.source_window emavfi.runner emavfi.engine",
+       "emavfi.source_window emavfi.runner emavfi.engine emavfi.pipeline",
     4: "emavfi.render emavfi.distributed emavfi.ray_cluster",
     5: "emavfi.cli emavfi.__main__ emavfi.progress nodes nodes.*",
 }

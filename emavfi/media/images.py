@@ -105,6 +105,28 @@ def read_raw(path: str | Path) -> RawImage:
     return RawImage(path, pixels, spec, fmt)
 
 
+@quietly
+def read_header(path: str | Path) -> tuple[Any, FrameFormat]:
+    """(ImageSpec, FrameFormat) of path's first subimage, without decoding its pixels; FramesIOError (one line
+    naming the file) when it is empty or not an image."""
+    path = Path(path)
+    oiio = import_oiio()
+    try:
+        if path.stat().st_size == 0:
+            raise FramesIOError(f"frame {path} is empty (0 bytes): an interrupted copy or render? replace it")
+    except OSError as exc:
+        raise FramesIOError(f"cannot read frame {path}: {exc.strerror or exc}") from None
+    image_input = oiio.ImageInput.open(str(path))
+    if image_input is None:
+        raise FramesIOError(f"cannot read frame {path}: {one_line(oiio.geterror(), 'not an image')}")
+    try:
+        spec = oiio.ImageSpec(image_input.spec())
+    finally:
+        image_input.close()
+        oiio.geterror()
+    return spec, FrameFormat(canonical_extension(path.suffix), bit_depth_of(spec, path), spec.nchannels)
+
+
 def to_values(raw: np.ndarray, bit_depth: str) -> np.ndarray:
     """Raw samples -> float32 values (integer code / largest code; floats unchanged)."""
     if bit_depth in ("half", "float"):

@@ -61,6 +61,9 @@ class Job:
         if self.video_out and out.on_error == "skip":
             raise SettingsError("--on-error skip leaves out frames, and a video cannot have gaps: write a folder of "
                                 "frames, or use --on-error stop")
+        if self.video_out and out.compression is not None:
+            raise SettingsError("--compression applies to folders of frames (PNG, EXR, TIFF); for a video choose "
+                                "--codec")
         if self.video_out and out.codec is not None:
             from .media.video_out import check_codec
 
@@ -128,7 +131,8 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
     sink = None if job.video_out else media.open_sink(job.output, files, total=total,
                                                        start_number=start_number, format=out.format,
-                                                       bit_depth=out.bit_depth, out_fps=schedule.out_fps)
+                                                       bit_depth=out.bit_depth, out_fps=schedule.out_fps,
+                                                       compression=out.compression)
     prepared = Prepared(job, source, n, schedule, requested, sink, start_number)  # type: ignore[arg-type]
     preflight.check_prepared(prepared)
     return prepared

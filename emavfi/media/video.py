@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import one_line
 from .base import FramesIOError
 
 if TYPE_CHECKING:
@@ -154,10 +155,10 @@ class VideoSource:
                 for packet in container.demux(stream):
                     try:
                         decoded = packet.decode()
-                    except av.error.InvalidDataError as exc:
+                    except av.error.FFmpegError as exc:
                         if packet.size and index >= start:
                             raise FramesIOError(f"cannot decode frame {index} of {self.path.name} (damaged): "
-                                                f"{exc}") from None
+                                                f"{one_line(exc)}") from None
                         index += 1 if packet.size else 0
                         continue
                     for frame in decoded:

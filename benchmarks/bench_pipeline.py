@@ -237,6 +237,49 @@ def worker(spec: dict) -> dict:
             "written": report.written, "cuts": report.cuts, "counts": counts.values, "peak_mb": peak}
 
 
+# ----------------------------------------------------------------------------------------------- compression
+
+def compression_table(h: int, w: int, repeats: int = 3) -> list[str]:
+    """Size and encode time of one frame of the footage for each --compression (the fastest of `repeats`)."""
+    import numpy as np
+    import OpenImageIO as oiio
+
+    sys.path.insert(0, str(ROOT))
+    from emavfi.settings import COMPRESSIONS
+
+    frame = np.ascontiguousarray(_footage(2, h, w)[1].permute(1, 2, 0).numpy())
+    kinds = {".png": ("uint8", (frame * 255).round().astype(np.uint8)),
+             ".exr": ("half", frame.astype(np.float16)),
+             ".tif": ("uint16", (frame * 65535).round().astype(np.uint16))}
+    rows = ["| format | compression | MB per frame | encode ms | decode ms |", "|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for extension, names in COMPRESSIONS.items():
+            fmt, pixels = kinds[extension]
+            for name in names:
+                path = Path(tmp) / f"x{extension}"
+                spec = oiio.ImageSpec(w, h, 3, fmt)
+                if extension == ".png":
+                    spec.attribute("png:compressionLevel", int(name))
+                else:
+                    spec.attribute("compression", name)
+                best = read = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    out = oiio.ImageOutput.create(str(path))
+                    out.open(str(path), spec)
+                    out.write_image(pixels)
+                    out.close()
+                    best = min(best, time.perf_counter() - start)
+                    start = time.perf_counter()
+                    image = oiio.ImageInput.open(str(path))
+                    image.read_image(oiio.UNKNOWN)
+                    image.close()
+                    read = min(read, time.perf_counter() - start)
+                rows.append(f"| {extension.lstrip('.').upper()} {fmt} | {name} | {path.stat().st_size / 1e6:.2f} | "
+                            f"{best * 1000:.0f} | {read * 1000:.0f} |")
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------- the driver
 
 def base_tree(revision: str) -> Path:
@@ -291,7 +334,13 @@ def main() -> int:
     parser.add_argument("--base", default="745808a", help="the old code's git revision ('' to skip it)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (case, D, code); the fastest counts")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--compression-table", action="store_true", help="only the size/time of each --compression")
     args = parser.parse_args()
+    if args.compression_table:
+        h, w = (int(v) for v in args.size.lower().split("x"))
+        print(f"CPU: {cpu_line()}")
+        print("\n".join(compression_table(h, w)))
+        return 0
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0

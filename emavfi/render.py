@@ -247,7 +247,15 @@ class _Logged:
         self.sink, self.folder, self.count, self.committed = sink, folder, count, 0
 
     def stage(self, index: int, image: torch.Tensor | None, copy_of: int | None, raw: Any) -> None:
-        self.sink.write(index, image, copy_of=copy_of, raw=raw)
+        from .media import FramesIOError
+
+        try:
+            self.sink.write(index, image, copy_of=copy_of, raw=raw)
+        except FramesIOError:
+            raise
+        except OSError as exc:  # e.g. a folder or a read-only file where the frame goes, a full disk
+            raise FramesIOError(f"cannot write {self.sink.path(index).name} ({exc.strerror or exc}); the frames "
+                                "logged before it are complete: fix this and run again with --resume") from None
 
     def commit(self, index: int, _: None) -> None:
         self.folder.wrote(index)

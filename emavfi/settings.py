@@ -35,7 +35,7 @@ COMPRESSIONS = {  # --compression per output format, as OpenImageIO names them
     ".exr": ("none", "rle", "zips", "zip", "piz", "pxr24", "b44", "b44a", "dwaa", "dwab"),
     ".tif": ("none", "lzw", "zip"),
 }
-DEFAULT_COMPRESSION = {".png": "3", ".exr": "zip", ".tif": "zip"}
+DEFAULT_COMPRESSION = {".png": "2", ".exr": "zip", ".tif": "zip"}
 """Without --compression: these for a format other than the input's (and for every PNG, which records no level);
 the same format as the input keeps the input's compression. Chosen by measurement (benchmarks/RESULTS.md)."""
 MAX_IO_THREADS = 64

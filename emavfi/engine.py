@@ -115,6 +115,9 @@ def run(schedule: Schedule, frames: Frames, runner: BatchRunner, sink: Sink, cut
         outputs = [(k, frame) for k, frame in zip(members, apply_cuts([plan[k] for k in members], found))
                    if not _needs_damaged(frame, frames.damaged, report)]
         _make_batch(runner, schedule.bisection_depth, window, pairs.start, outputs, wanted, write, cancel)
+    flush = getattr(runner, "flush", None)  # frames still being copied from a GPU while the next batch ran
+    if flush is not None:
+        flush()
     report.missing = len(wanted) - report.written
     return report
 

@@ -18,6 +18,7 @@ FLOORS = {
        "emavfi.memory emavfi.sequences",
     1: "emavfi.model emavfi.model.* emavfi.optimize emavfi.loss emavfi.devices emavfi.weights emavfi.hub_errors "
        "emavfi.hub emavfi.local_weights emavfi.inference emavfi.inference_checks emavfi.backends emavfi.backends.* emavfi.export.graphs "
+       "emavfi.host_copies "
        "emavfi.export.writers",
     2: "emavfi.settings",
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "

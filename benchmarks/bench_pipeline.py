@@ -208,10 +208,18 @@ class _StandIn:
         return _Backend(self.delay, self.spent)
 
 
-def worker(spec: dict) -> dict:
-    """One render in this process (cwd: the code measured): its times, counts and peak memory."""
+def _peak_mb() -> float:
+    """This process's peak resident memory, MB: VmHWM (ru_maxrss would carry the driver's over fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(spec: dict) -> dict:
+    """One render in this process (cwd: the code measured): its times, counts and peak memory."""
     import torch
 
     torch.set_num_threads(spec.get("threads", 2))
@@ -232,7 +240,7 @@ def worker(spec: dict) -> dict:
     report = render.render(prepared, _StandIn(spec["delay"], spent))
     wall = time.perf_counter() - start
     outputs = prepared.total
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     return {"wall": wall, "network": sum(spent), "outputs": outputs, "inputs": prepared.n_source,
             "written": report.written, "cuts": report.cuts, "counts": counts.values, "peak_mb": peak}
 

@@ -208,6 +208,62 @@ class _StandIn:
         return _Backend(self.delay, self.spent)
 
 
+class _TimedBackend:
+    """A real network's backend, each call bracketed by CUDA events (no synchronisation while the run goes)."""
+
+    def __init__(self, backend, spent_events: list):
+        self.backend, self.events = backend, spent_events
+
+    def __call__(self, *args):
+        import torch
+
+        if not torch.cuda.is_available():  # a CPU check of this script: wall time is the network's time
+            start = time.perf_counter()
+            result = self.backend(*args)
+            self.events.append(time.perf_counter() - start)
+            return result
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        result = self.backend(*args)
+        end.record()
+        self.events.append((start, end))
+        return result
+
+
+class _Real:
+    """The real network (random weights unless a file is given) through the same seam, its calls timed."""
+
+    def __init__(self, variant: str, weights: str | None, device: str, precision: str, events: list):
+        import torch
+
+        from emavfi.config import get_config
+        from emavfi.weights import build_model, load_model
+
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+        torch.manual_seed(0)
+        state = weights or build_model(get_config(variant)).state_dict()
+        self.model = load_model(state, variant=variant, device=device, dtype=dtype)
+        self.config, self.device, self.dtype, self.events = self.model.config, torch.device(device), dtype, events
+
+    def as_backend(self, tta: bool = False, scale: float = 1.0):
+        from emavfi.runner import backend_for
+
+        return _TimedBackend(backend_for(self.model, tta, scale), self.events)
+
+    def warm_up(self, h: int, w: int) -> None:
+        """One call at the footage's size first (kernel choice, memory pools), not counted."""
+        import torch
+
+        frames = torch.rand(2, 3, h, w, device=self.device, dtype=self.dtype)
+        index = torch.tensor([0], device=self.device)
+        with torch.no_grad():
+            backend_for_model = self.as_backend()
+            backend_for_model(frames, index, index + 1, [0.5], None)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.events.clear()
+
+
 def _peak_mb() -> float:
     """This process's peak resident memory, MB: VmHWM (ru_maxrss would carry the driver's over fork and exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -216,6 +272,12 @@ def _peak_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _size_of(source: Path) -> tuple[int, int]:
+    from emavfi import media
+
+    return media.open_source(source).size
 
 
 def worker(spec: dict) -> dict:
@@ -234,11 +296,20 @@ def worker(spec: dict) -> dict:
     codec = {"out.mp4": "h264", "out.mov": "prores_422hq"}.get(output.name)
     settings = Settings(request=Request(multiplier=2, source_fps=24), run=RunOptions(),
                         output=OutputOptions(codec=codec))
-    spent: list[float] = []
+    spent: list = []
+    if spec.get("model", "standin") == "standin":
+        model = _StandIn(spec["delay"], spent)
+    else:
+        model = _Real(spec["model"], spec.get("weights"), spec.get("device", "cuda"), spec.get("precision", "fp16"),
+                      spent)
+        model.warm_up(*_size_of(source))
     cpu = time.process_time()  # every thread's; on a machine others share, steadier than the wall time
     start = time.perf_counter()
     prepared = render.prepare(render.Job(source, output, settings))
-    report = render.render(prepared, _StandIn(spec["delay"], spent))
+    report = render.render(prepared, model)
+    if isinstance(model, _Real) and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        spent = [start_event.elapsed_time(end_event) / 1000 for start_event, end_event in spent]
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu
     outputs = prepared.total
@@ -344,6 +415,11 @@ def main() -> int:
     parser.add_argument("--base", default="745808a", help="the old code's git revision ('' to skip it)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (case, D, code); the fastest counts")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--model", default="standin", help="'standin' (the fixed-cost stand-in) or a variant: the "
+                        "real network (random weights unless --weights)")
+    parser.add_argument("--weights", help="a .safetensors file for --model")
+    parser.add_argument("--device", default="cuda", help="for --model: where the network runs")
+    parser.add_argument("--precision", default="fp16", help="for --model: fp16, bf16 or fp32")
     parser.add_argument("--compression-table", action="store_true", help="only the size/time of each --compression")
     args = parser.parse_args()
     if args.compression_table:
@@ -375,7 +451,9 @@ def main() -> int:
                     turn += 1
                     for label, tree in order:
                         out = root / f"{label}-{case}-{delay}-{repeat}" / out_name
-                        spec = {"input": str(footage[kind]), "output": str(out), "delay": delay / 1000}
+                        spec = {"input": str(footage[kind]), "output": str(out), "delay": delay / 1000,
+                                "model": args.model, "weights": args.weights, "device": args.device,
+                                "precision": args.precision}
                         result = run_one(tree, spec, args.timeout)
                         if label not in best or result["wall"] < best[label]["wall"]:
                             best[label] = result

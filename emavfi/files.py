@@ -1,5 +1,5 @@
 """Files we write and check: one atomic-write helper (fsync, the user's umask), sha256, pickle detection,
-relative names that stay inside their folder, and an inter-process lock.
+relative names that stay inside their folder, inter-process locks, and the one disk-full message (`no_space`).
 
 Every file this package creates goes through `atomic_write`: the data lands in a hidden temporary file in
 the destination folder, is flushed to disk, gets the mode a plain `open()` would have given it, and only
@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -223,19 +224,108 @@ def mount_point(path: str | os.PathLike) -> Path:
     return path
 
 
-def check_space(folder: str | os.PathLike, needed: int) -> None:
-    """OSError(ENOSPC) worded for people ("no space left on /mnt/renders") when `folder`'s file system has fewer
-    than `needed` bytes free: some image writers (libpng) do not notice a full disk and leave a cut-off file."""
+def _statvfs(folder: str | os.PathLike) -> os.statvfs_result | None:
     try:
-        stats = os.statvfs(folder)
-    except (OSError, AttributeError):  # no statvfs (Windows) or no folder yet: the write itself will tell
-        return
-    free = stats.f_bavail * stats.f_frsize
-    if free < needed:
-        error = OSError(f"no space left on {mount_point(folder)} ({free / 1e6:.1f} MB free, {needed / 1e6:.1f} MB "
-                        f"needed to write into {folder}): free some space or write elsewhere")
-        error.errno = errno.ENOSPC
-        raise error
+        return os.statvfs(folder if os.path.exists(folder) else mount_point(folder))
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+
+
+def free_space(folder: str | os.PathLike) -> int | None:
+    """Bytes free to this user on the file system holding folder (or its closest existing ancestor); None where
+    the OS cannot tell (Windows)."""
+    stats = _statvfs(folder)
+    return None if stats is None else stats.f_bavail * stats.f_frsize
+
+
+def no_space(folder: str | os.PathLike, needed: int | None, what: str = "the file",
+             fix: str = "free some space or write elsewhere") -> OSError:
+    """The one disk-full message, as OSError(ENOSPC): "no space left on /mnt: a checkpoint in /mnt/run needs
+    ~58.2 MB, 1.0 MB free; free some space or write elsewhere" (needed None: not known, more than is free)."""
+    stats = _statvfs(folder)
+    free = "?" if stats is None else f"{stats.f_bavail * stats.f_frsize / 1e6:.1f}"
+    needs = f"more than the {free} MB free" if needed is None else f"~{needed / 1e6:.1f} MB, {free} MB free"
+    if stats is not None and stats.f_files and not stats.f_favail:
+        needs += " but no free inodes (file entries)"
+    error = OSError(f"no space left on {mount_point(folder)}: {what} in {folder} needs {needs}; {fix}")
+    error.errno = errno.ENOSPC
+    return error
+
+
+def check_space(folder: str | os.PathLike, needed: int, what: str = "the file",
+                fix: str = "free some space or write elsewhere") -> None:
+    """no_space(...) raised when `folder`'s file system has fewer than `needed` bytes free: checked before the
+    write, since some writers (libpng) do not notice a full disk and leave a cut-off file."""
+    free = free_space(folder)
+    if free is not None and free < needed:
+        raise no_space(folder, needed, what, fix)
+
+
+_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when exc, or an error it came from, is a full disk or quota (libraries such as safetensors wrap the
+    OSError in their own type and keep only its text)."""
+    return any((isinstance(e, OSError) and e.errno in _FULL) or "No space left on device" in str(e)
+               or "Disk quota exceeded" in str(e) for e in _chain(exc))
+
+
+def unwritable(exc: BaseException) -> str | None:
+    """Why a write failed when exc (or an error it came from) says the place cannot be written at all
+    ("read-only file system", "permission denied"); None for any other error."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in _UNWRITABLE:
+            return (e.strerror or os.strerror(e.errno)).lower()
+    return None
+
+
+def write_refusal(folder: str | os.PathLike) -> str | None:
+    """Why no file can be created in folder ("read-only file system", "permission denied", "no such file or
+    directory"), found by creating and removing one (root ignores permission bits, not read-only mounts); None
+    when a file can be created."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    return None
+
+
+@contextmanager
+def claim(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the name `path` against other processes about to write it (a lock file `.NAME.emavfi-lock` beside it,
+    removed afterwards); BlockingIOError at once when another process holds it."""
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.emavfi-lock")
+    while True:
+        handle = try_lock(lock)
+        if handle is None:
+            raise BlockingIOError(errno.EWOULDBLOCK, f"another process is writing {path}", str(lock))
+        try:  # the holder before us may have removed the lock file between our open and our lock: retry
+            held = os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            held = False
+        if held:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        try:
+            lock.unlink()
+        except OSError:  # Windows does not remove an open file; the next claim reuses it
+            pass
+        handle.close()
 
 
 def default_models_dir() -> Path:

@@ -183,17 +183,18 @@ def standard_rate(fps: Fraction) -> Fraction:
     that rate (23.976 and 23.98 both mean 24000/1001); anything else (25, a true 23.9) is left as it is."""
     if fps.denominator != 1:
         ntsc = Fraction(round(fps * Fraction(1001, 1000)) * 1000, 1001)
-        if abs(fps - ntsc) < Fraction(1, 100):
+        if ntsc > 0 and abs(fps - ntsc) < Fraction(1, 100):  # never 0: a rate below 1/100 stays as given
             return ntsc
     return fps
 
 
 def _positive_fps(fps: Fraction, value: object) -> Fraction:
+    shown = repr(value) if isinstance(value, str) else str(value)  # as typed: '1/1000', not Fraction(1, 1000)
     if fps <= 0:
-        raise ValueError(f"frame rate must be positive; got {value!r}")
+        raise ValueError(f"frame rate must be positive; got {shown}")
     if fps > MAX_FPS or fps.denominator > MAX_FPS:
         raise ValueError(f"frame rate must be at most {MAX_FPS:,} with a denominator of at most {MAX_FPS:,}; "
-                         f"got {value!r}")
+                         f"got {shown}")
     return fps
 
 

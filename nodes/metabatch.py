@@ -91,8 +91,9 @@ def _open(key: tuple[str, str], meta_batch: Any, prompt: Any, frames: torch.Tens
     if batch == 0 or (batch is None and carry is None):
         per_batch = int(getattr(meta_batch, "frames_per_batch", 0) or frames.shape[0])
         if per_batch < context + 2:
-            raise ValueError(f"{node}: the Meta Batch Manager's frames_per_batch is {per_batch}; with scene-cut "
-                             f"detection on it must be at least {context + 2} (or set scene_cut_threshold to 0)")
+            why = (f"with scene-cut detection on it must be at least {context + 2} (or set scene_cut_threshold "
+                   "to 0)" if context else "it must be at least 2 (a batch needs a pair of frames)")
+            raise ValueError(f"{node}: the Meta Batch Manager's frames_per_batch is {per_batch}; {why}")
         # A device batch of pairs waits for its cut window: at most this many pairs lets every batch finish some.
         most = max(1, per_batch - 1 - context)
         return Carry(shape, min(options.chunk, most), most)

@@ -146,9 +146,9 @@ def test_openvino_lanes_run_pairs_and_timesteps_at_once(network, cache_dir):
     matte = (frames[:, :1] > 0.45).float()
     torch.set_num_threads(2)  # the module's one_thread fixture gives the thread back after the test
     lanes = model.lanes(64, 96, 1.0)
-    assert len(lanes) >= 2 and all(set(lane) == {"extract", "synth"} for lane in lanes)
+    assert lanes.count >= 2 and set(lanes.graphs) == {"extract", "synth"}
     backend = model.as_backend(tta=True)
-    assert backend.pairs_in_flight(45, 77) == len(lanes)  # pads to 64x96
+    assert backend.pairs_in_flight(45, 77) == lanes.count  # pads to 64x96
     work = {0: (Fraction(1, 2),), 1: (Fraction(1, 3), Fraction(2, 3)), 2: (Fraction(1, 2),)}
     results = {}
     for key, m in (("torch", network), ("runtime", model)):
@@ -157,13 +157,54 @@ def test_openvino_lanes_run_pairs_and_timesteps_at_once(network, cache_dir):
                    emit=lambda i, t, f, out=out: out.__setitem__((i, t), f))
         results[key] = (out, runner.chunk)
     (expected, torch_chunk), (got, runtime_chunk) = results["torch"], results["runtime"]
-    assert torch_chunk == 1 and runtime_chunk == len(lanes)  # the torch path keeps one pair per call on CPU
+    assert torch_chunk == 1 and runtime_chunk == lanes.count  # the torch path keeps one pair per call on CPU
     assert got.keys() == expected.keys() and len(got) == 4 and got[(1, Fraction(1, 3))].shape == (4, 64, 96)
     assert max((got[k] - expected[k]).abs().max().item() for k in got) <= TOL
     assert Runner(model, device="cpu", chunk=1).resolve_chunk(64, 96) == 1  # a chunk the user gives is kept
     compiled = set(model.timings)
-    assert model.lanes(1088, 1920, 1.0) == [] and model.as_backend().pairs_in_flight(1080, 1920) == 1
+    assert model.lanes(1088, 1920, 1.0) is None and model.as_backend().pairs_in_flight(1080, 1920) == 1
     assert set(model.timings) == compiled  # large frames: one run at a time, decided before compiling anything
+
+
+@pytest.mark.skipif(bool(backends.missing_packages("openvino")), reason="openvino not installed (requirements-runtimes.txt)")
+def test_openvino_lanes_give_the_same_bytes_as_one_run_at_a_time(network, cache_dir):
+    """Two pairs per call go to the lanes in flight at once; one pair per call runs alone: equal bytes."""
+    from fractions import Fraction
+
+    model = _runtime(network, "openvino", cache_dir)
+    a, b = _photo_pair(64, 96)
+    frames = torch.cat([a, b, a.roll(6, -1), b.roll(11, -1), a.roll(-7, -2)])
+    work = {p: (Fraction(1, 2),) for p in range(4)}
+    torch.set_num_threads(2)
+    assert model.lanes(64, 96, 1.0).count == 2
+    results = []
+    for chunk in (1, 2):  # chunk 1: one extract and one synth run per call, never on the lanes
+        out: dict = {}
+        Runner(model, device="cpu", chunk=chunk).run(frames, work, bisection_depth=None,
+                                                     emit=lambda i, t, f, out=out: out.__setitem__((i, t), f))
+        results.append(out)
+    assert results[0].keys() == results[1].keys() and len(results[0]) == 4
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+@pytest.mark.skipif(bool(backends.missing_packages("openvino")), reason="openvino not installed (requirements-runtimes.txt)")
+def test_a_stalled_runtime_run_stops_the_job_with_one_line(network, cache_dir):
+    """The last line of defence against a runtime that never answers: a run with no result within the limit
+    (here 0 s, injected) ends the call with one line naming the backend and the way out, and nothing is left
+    running (the next call with the normal limit works)."""
+    from emavfi.backends.runtime import BackendStalled, stall_limit
+
+    model = _runtime(network, "openvino", cache_dir)
+    img0, img1 = _photo_pair(192, 256)
+    frames, first, second = torch.cat([img0, img1]), torch.tensor([0]), torch.tensor([1])
+    model.sessions(192, 256, 1.0)  # compiled before the clock starts
+    with pytest.raises(BackendStalled) as caught:
+        model.as_backend(stall_seconds=0)(frames, first, second, [0.5], None)
+    message = str(caught.value)
+    assert "\n" not in message and "openvino" in message and "--backend torch" in message and "256x192" in message
+    rgb, _ = model.as_backend()(frames, first, second, [0.5], None)
+    assert (rgb[0, 0] - emavfi.interpolate(network, img0, img1, 0.5)[0]).abs().max().item() <= TOL
+    assert 120 <= stall_limit(64, 96) < stall_limit(2160, 3840) <= 720  # minutes, more for larger frames
 
 
 def test_auto_picks_an_installed_cpu_runtime():

@@ -1,7 +1,11 @@
-"""The compiled-model cache: hit, miss, damaged, stale and foreign entries, and two processes compiling at once."""
+"""The compiled-model cache: hit, miss, damaged, stale and foreign entries, two processes compiling at once, and
+caches on read-only and full disks (real mounts)."""
 from __future__ import annotations
 
+import gc
 import json
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +18,7 @@ from emavfi import backends
 from emavfi.backends.cache import RECORD, CacheKey, CompiledCache
 
 from helpers import TINY, tiny_model
+from mounts import read_only_view, small_disk
 from test_export_trace import _photo_pair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,3 +119,61 @@ def test_runtime_model_rebuilds_a_damaged_graph_and_loads_from_cache(tmp_path, o
     other = {k: v + 0.01 for k, v in network.state_dict().items()}  # other weights: never the cached graphs
     fourth = emavfi.load_model(other, TINY, backend="onnxruntime", cache_dir=tmp_path)
     assert fourth.key(64, 64, 1.0) != third.key(64, 64, 1.0)
+
+
+def test_a_valid_entry_in_a_read_only_cache_is_used_and_a_miss_compiles_elsewhere(tmp_path, caplog):
+    files, log = ["a.onnx", "b.onnx"], []
+    source = CompiledCache(tmp_path / "cache")
+    folder, _ = source.get(_key(), files, _builder(log))
+    shutil.rmtree(tmp_path / "cache" / "locks")  # a cache shipped ahead of time: no lock files in it
+    with read_only_view(tmp_path / "cache", tmp_path / "ro") as view:
+        cache = CompiledCache(view)
+        hit = cache.get(_key(), files, _builder(log))
+        assert hit == (view / folder.relative_to(tmp_path / "cache"), False) and log == ["built"]
+        assert not caplog.records
+        other = _key(height=96)  # not in the read-only cache: compiled into a temporary folder, with one warning
+        built, fresh = cache.get(other, files, _builder(log, b"other"))
+        assert fresh and log == ["built"] * 2 and (built / "a.onnx").read_bytes() == b"other"
+        assert not built.is_relative_to(view) and cache.folder(other) == built
+        assert cache.get(other, files, _builder(log)) == (built, False) and log == ["built"] * 2
+        assert [r.getMessage() for r in caplog.records] == [
+            f"the compiled-model cache {view} cannot be written (read-only file system): compiled in a temporary "
+            "folder for this run only (set EMAVFI_HOME to a writable folder to keep compiled models)"]
+        cache.invalidate(_key())  # a read-only entry that fails to load is left alone and rebuilt elsewhere
+        again, rebuilt = cache.get(_key(), files, _builder(log))
+        assert rebuilt and not again.is_relative_to(view) and (view / "onnxruntime").exists()
+        del cache
+        gc.collect()
+        assert not built.exists() and not again.exists()  # the temporary folders go with the cache
+
+
+def test_a_full_cache_disk_compiles_elsewhere_and_names_the_space_needed(tmp_path, caplog):
+    files = ["a.onnx", "b.onnx"]
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        cache = CompiledCache(disk / "compiled")
+        folder, built = cache.get(_key(), files, _builder([], bytes(range(256)) * 400))  # 2 x 102 kB
+        assert built and (folder / "b.onnx").stat().st_size == 102_400 and not folder.is_relative_to(disk)
+        [warning] = [r.getMessage() for r in caplog.records]
+        assert warning.startswith(f"no space left on {disk}: the compiled model in {disk / 'compiled'} needs "
+                                  "~0.2 MB, 0.1 MB free; compiled in a temporary folder for this run only")
+        assert not [p for p in (disk / "compiled").rglob("*") if p.is_file() and p.suffix != ".lock"]
+
+
+@pytest.mark.skipif(bool(backends.missing_packages("onnxruntime")), reason="onnxruntime not installed")
+def test_runtime_model_runs_from_a_read_only_cache_and_on_a_full_disk(tmp_path, one_thread, caplog):
+    network = tiny_model(8)
+    img0, img1 = _photo_pair(40, 60)
+    expected = emavfi.interpolate(network, img0, img1, 0.5)
+    emavfi.interpolate(emavfi.load_model(network.state_dict(), TINY, backend="onnxruntime",
+                                         cache_dir=tmp_path / "cache"), img0, img1, 0.5)
+    with read_only_view(tmp_path / "cache", tmp_path / "ro") as view:  # e.g. a farm's shared, pre-built cache
+        shared = emavfi.load_model(network.state_dict(), TINY, backend="onnxruntime", cache_dir=view)
+        assert (emavfi.interpolate(shared, img0, img1, 0.5) - expected).abs().max() <= 2e-4
+        assert shared.timings[(64, 64, 1.0)]["built"] is False and not caplog.records
+    with small_disk(tmp_path / "disk", "64k") as disk:  # the graphs are megabytes
+        full = emavfi.load_model(network.state_dict(), TINY, backend="onnxruntime", cache_dir=disk)
+        assert (emavfi.interpolate(full, img0, img1, 0.5) - expected).abs().max() <= 2e-4
+        [warning] = [r.getMessage() for r in caplog.records]
+        assert re.match(rf"no space left on {re.escape(str(disk))}: the compiled model in {re.escape(str(disk))} "
+                        r"needs ~\d+\.\d MB, 0\.\d MB free; compiled in a temporary folder", warning), warning
+        assert not [p for p in disk.rglob("*") if p.is_file() and p.suffix != ".lock"]

@@ -1,6 +1,7 @@
 """emavfi.files: atomic writes (mode from the umask, nothing half-written), sha256, pickle sniffing, names, locks."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -99,3 +100,47 @@ def test_exclusive_blocks_a_second_holder_until_released(tmp_path):
         order.append("first")
     worker.join(10)
     assert order == ["first", "second"]
+
+
+def test_the_disk_full_message_names_the_mount_the_folder_the_need_and_the_free_space(tmp_path):
+    from mounts import small_disk
+
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        (disk / "run").mkdir()
+        with pytest.raises(OSError) as info:
+            files.check_space(disk / "run", 3_000_000, "a checkpoint")
+        assert info.value.errno == errno.ENOSPC
+        assert str(info.value) == (f"no space left on {disk}: a checkpoint in {disk / 'run'} needs ~3.0 MB, 1.0 MB "
+                                   "free; free some space or write elsewhere")
+        files.check_space(disk / "run", 500_000)  # fits: no error
+        try:
+            (disk / "big").write_bytes(b"\0" * 2_000_000)
+        except OSError as exc:
+            full = exc
+        wrapped = RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+        assert files.disk_full(full) and files.disk_full(wrapped) and not files.disk_full(ValueError("bad"))
+
+
+def test_write_refusal_tells_a_read_only_folder_even_to_root(tmp_path):
+    from mounts import read_only_view
+
+    (tmp_path / "src").mkdir()
+    assert files.write_refusal(tmp_path / "src") is None
+    assert files.write_refusal(tmp_path / "absent") == "no such file or directory"
+    with read_only_view(tmp_path / "src", tmp_path / "ro") as view:
+        assert files.write_refusal(view) == "read-only file system"
+        with pytest.raises(OSError) as info:
+            (view / "x").write_bytes(b"1")
+        assert files.unwritable(info.value) == "read-only file system"
+    assert not list((tmp_path / "src").iterdir())
+
+
+def test_claim_refuses_a_second_holder_and_leaves_no_lock_file(tmp_path):
+    target = tmp_path / "model.onnx"
+    with files.claim(target):
+        with pytest.raises(BlockingIOError, match="another process is writing"):
+            with files.claim(target):
+                pass
+    assert not list(tmp_path.iterdir())
+    with files.claim(target):  # free again
+        assert [p.name for p in tmp_path.iterdir()] == [".model.onnx.emavfi-lock"]

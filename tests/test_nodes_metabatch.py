@@ -159,3 +159,6 @@ def test_errors_are_one_line_and_early(env):
     with pytest.raises(ValueError, match="dedupe .* does not work with a Meta Batch Manager"):
         run(0, images[:10], dedupe=True)
     run(0, images[:4], per_batch=4, scene_cut_threshold=0.0)  # without cut detection, small batches work
+    with pytest.raises(ValueError) as info:  # and the message does not blame cut detection when it is off
+        run(0, images[:1], per_batch=1, scene_cut_threshold=0.0)
+    assert str(info.value).endswith("frames_per_batch is 1; it must be at least 2 (a batch needs a pair of frames)")

@@ -88,3 +88,26 @@ def test_the_package_builds_with_every_module_and_its_extras(tmp_path):
     assert modules <= names, sorted(modules - names)
     assert 'extra == "cli"' in metadata and 'extra == "ray"' in metadata
     assert not any(n.startswith(("nodes/", "tests/")) for n in names)
+
+
+def test_the_cpu_only_torch_hint_comes_before_both_setup_commands_and_satisfies_their_pin():
+    readme = (REPO / "README.md").read_text()
+    setup = readme[readme.index("## Set up"):]
+    hint = re.search(r"`(python3 -m venv \.venv && \.venv/bin/pip install (torch==[\d.]+) --index-url "
+                     r"https://download\.pytorch\.org/whl/cpu)`", setup)
+    assert hint, "the set-up section has no CPU-only torch command"
+    commands = _commands()
+    assert all(hint.start() < setup.index(command) for command in commands)  # read before anything is run
+    assert f"install -q {hint.group(2)} " in commands[1]  # the test command keeps the CPU build it finds
+
+
+def test_readme_and_help_give_one_figure_for_grad_checkpoint():
+    from emavfi.cli import build_parser
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    [in_readme] = re.findall(r"`--grad-checkpoint` cut peak RSS by about a fifth for about ([\d.]+)× the time", readme)
+    finetune = build_parser()._subparsers._group_actions[0].choices["finetune"]
+    [action] = [a for a in finetune._actions if "--grad-checkpoint" in a.option_strings]
+    assert re.findall(r"about ([\d.]+)x the time", action.help) == [in_readme]
+    measured = (REPO / "benchmarks" / "bench_finetune.py").read_text()  # its docstring records the last run
+    assert f"(x{in_readme}" in measured

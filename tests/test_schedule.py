@@ -5,6 +5,7 @@ import math
 import random
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -134,6 +135,22 @@ def test_parse_fps(given, exact):
 def test_parse_fps_rejects(bad):
     with pytest.raises(ValueError):
         schedule.parse_fps(bad)
+
+
+@pytest.mark.parametrize("typed", ["1/1000000", "0.000001", "0.005"])
+def test_a_tiny_frame_rate_is_never_rounded_to_zero(typed):
+    exact = Fraction(typed) if "/" not in typed else Fraction(*map(int, typed.split("/")))
+    assert schedule.parse_fps(typed) == exact  # not snapped to the "NTSC rate" 0 x 1000/1001
+    request = schedule.Request(target_fps=schedule.parse_fps(typed), source_fps=Fraction(24))
+    assert request.target_fps == exact  # parsed again as a Fraction: still the user's rate
+    assert len(schedule.make_schedule(request, 9, True).plan) == 1  # one frame covers 9 frames at 24 fps
+
+
+@pytest.mark.parametrize("typed, shown", [("-1/24", "'-1/24'"), ("0", "'0'"), (Fraction(-1, 24), "-1/24"), (-3, "-3")])
+def test_a_frame_rate_that_is_not_positive_is_shown_as_given(typed, shown):
+    with pytest.raises(ValueError) as info:
+        schedule.parse_fps(typed)
+    assert str(info.value) == f"frame rate must be positive; got {shown}"
 
 
 def _check_retime(plan, n, src, dst, speed=Fraction(1)):
@@ -369,3 +386,13 @@ def test_make_schedule_follows_frame_times_for_retimes_only():
         schedule.make_schedule(request, 6, True, times=times[:5])
     with pytest.raises(ValueError, match="needs a target fps"):
         schedule.make_schedule(schedule.Request(speed=Fraction(1, 2)), 6, True, times=times)
+
+
+def test_the_cli_keeps_a_tiny_frame_rate_and_shows_a_bad_one_as_typed(capsys):
+    from emavfi import cli
+
+    frames = str(Path(__file__).resolve().parents[1] / "examples" / "frames")
+    assert cli.main(["plan", frames, "--fps", "1/1000000", "--source-fps", "24"]) == 0
+    assert "output frames: 1 " in capsys.readouterr().out
+    assert cli.main(["plan", frames, "--fps=-1/24", "--source-fps", "24"]) == 2
+    assert capsys.readouterr().err.strip() == "emavfi: error: frame rate must be positive; got '-1/24'"

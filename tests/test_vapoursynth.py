@@ -241,16 +241,47 @@ def test_missing_weights_file(frames, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- vspipe
 
-def test_vspipe_runs_the_example_headless(tmp_path, weights):
+def _vspipe() -> str:
     vspipe = shutil.which("vspipe", path=str(Path(sys.executable).parent)) or shutil.which("vspipe")
     if vspipe is None:
         pytest.skip("vspipe is not installed beside this Python")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([vspipe, "-c", "y4m", "-a", "input=test", "-a", f"weights={weights}",
+    return vspipe
+
+
+def _checkout_env(**extra: str) -> dict[str, str]:
+    """This environment without PYTHONPATH: emavfi is not installed beside VapourSynth, as in a fresh clone."""
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **extra}
+
+
+def test_vspipe_runs_the_example_headless(tmp_path, weights):
+    result = subprocess.run([_vspipe(), "-c", "y4m", "-a", "input=test", "-a", f"weights={weights}",
                              str(REPO / "examples" / "interpolate.vpy"), str(tmp_path / "out.y4m")],
-                            capture_output=True, text=True, env=env, timeout=600)
+                            capture_output=True, text=True, env=_checkout_env(), cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     data = (tmp_path / "out.y4m").read_bytes()
     header = data.split(b"\n", 1)[0].decode()
     assert header.startswith("YUV4MPEG2") and " F48:1" in header and " W128" in header
     assert data.count(b"FRAME") == 2 * 24 - 1
+
+
+def test_the_readmes_vspipe_line_works_from_a_checkout_as_written(tmp_path, weights):
+    readme = (REPO / "README.md").read_text()
+    [line] = [ln.split("#")[0].split() for ln in readme.splitlines()
+              if ln.startswith("vspipe ") and "input=test" in ln]
+    assert line[0] == "vspipe" and line[-2] == "examples/interpolate.vpy" and line[-1] == "out.y4m"
+    home = tmp_path / "home"  # the script's default weights: $EMAVFI_HOME/ours_small_t.safetensors
+    home.mkdir()
+    shutil.copy(weights, home / "ours_small_t.safetensors")
+    out = tmp_path / "out.y4m"
+    result = subprocess.run([_vspipe(), *line[1:-1], str(out)], cwd=REPO, capture_output=True, text=True,
+                            env=_checkout_env(EMAVFI_HOME=str(home), HF_HUB_OFFLINE="1"), timeout=600)
+    assert result.returncode == 0, result.stderr
+    header = out.read_bytes().split(b"\n", 1)[0].decode()
+    assert " F60000:1001" in header and out.read_bytes().count(b"FRAME") == int(Fraction(23, 24) * 60000 / 1001) + 1
+
+
+def test_a_tiny_frame_rate_is_kept_and_a_negative_one_is_shown_as_given(frames, weights):
+    slow = interpolate(clip_of(frames), fps_num=1, fps_den=1_000_000, weights=weights, device="cpu")
+    assert slow.fps == Fraction(1, 1_000_000) and slow.num_frames == 1  # was: "got Fraction(0, 1)"
+    with pytest.raises(ValueError, match=r"^frame rate must be positive; got -1/1001$"):
+        interpolate(clip_of(frames), fps_num=-1, fps_den=1001, weights=weights, device="cpu")

@@ -6,31 +6,50 @@ refinement for one timestep, run once per t), so x4/x8 keep one backbone pass pe
 from __future__ import annotations
 
 import hashlib
-import queue
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from ..errors import EmaVfiError
 from ..files import default_models_dir
 from ..inference import pad_amounts, padding_divisor
 from ..model import EMAVFI
 from ..model.network import blend
 from .cache import CacheKey, CompiledCache
-from .runtimes import ADAPTERS, Session
+from .runtimes import ADAPTERS, Session, Stalled
 
 PARTS = ("extract", "synth")
 MAX_LOADED_SIZES = 4  # compiled sizes kept loaded per model (each holds the runtime's memory)
-# Lanes (several runs at once, one thread each) measured faster up to 480x640 and slower at 1088x1920, where
-# memory bandwidth bounds each stream and their buffers doubled the peak (benchmarks/RESULTS.md): larger
+# Lanes (several runs in flight at once, one stream each) measured faster up to 480x640 and slower at 1088x1920,
+# where memory bandwidth bounds each stream and their buffers doubled the peak (benchmarks/RESULTS.md): larger
 # padded frames keep one run at a time on all threads.
 LANES_MAX_PIXELS = 480 * 640
+# The longest one runtime run (one graph, one pair) may go without a result before the job is stopped: generous
+# minutes, more for larger frames (ours_t at 2160x3840 with 2 busy cores takes well under a minute per run).
+STALL_BASE_SECONDS, STALL_SECONDS_PER_MEGAPIXEL = 120.0, 60.0
+
+
+class Lanes(NamedTuple):
+    """A padded size's graphs compiled for several runs in flight at once (OpenVINO's streams), and how many."""
+
+    graphs: dict[str, Session]
+    count: int
+
+
+class BackendStalled(EmaVfiError, RuntimeError):
+    """A runtime backend gave no result for far longer than a run takes: the job stops instead of waiting."""
+
+
+def stall_limit(height: int, width: int) -> float:
+    """Seconds one runtime run on a padded height x width pair may take before the job is stopped as stalled."""
+    return STALL_BASE_SECONDS + STALL_SECONDS_PER_MEGAPIXEL * height * width / 1e6
 
 
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -58,7 +77,7 @@ class RuntimeModel:
         self.adapter = ADAPTERS[backend]
         self.device, self.dtype, self.precision, self.cache = device, torch.float32, precision, cache
         self._loaded: OrderedDict[tuple, dict[str, Session]] = OrderedDict()
-        self._lanes: dict[tuple, list[dict[str, Session]]] = {}  # per loaded size: the graphs once per lane
+        self._lanes: dict[tuple, Lanes | None] = {}  # per loaded size: the graphs for runs in flight at once
         self.timings: dict[tuple, dict[str, float | bool]] = {}  # per size: seconds to get ready, built or loaded
 
     def __repr__(self) -> str:
@@ -91,21 +110,21 @@ class RuntimeModel:
             self._lanes.pop(self._loaded.popitem(last=False)[0], None)
         return loaded
 
-    def lanes(self, height: int, width: int, scale: float) -> list[dict[str, Session]]:
-        """The graphs of a padded size once per lane, for independent runs at once, one thread each: [] where
-        the runtime has no lanes (ONNX Runtime, TensorRT), the process has one thread or frames are large."""
+    def lanes(self, height: int, width: int, scale: float) -> Lanes | None:
+        """The graphs of a padded size for several independent runs in flight at once: None where the runtime has
+        no lanes (ONNX Runtime, TensorRT), the process has one thread, or frames are large."""
         size = (height, width, float(scale))
         if height * width > LANES_MAX_PIXELS:
-            return []
+            return None
         if size not in self._lanes:
             load_lanes = getattr(self.adapter, "load_lanes", None)
             self.sessions(height, width, scale)  # built or loaded, verified, and kept as the size's entry
-            found: list[dict[str, Session]] = []
+            found = None
             if callable(load_lanes) and torch.get_num_threads() > 1:
                 folder = self.cache.folder(self.key(height, width, scale))
-                per_part = {part: load_lanes(folder, part, self.device, self.precision) for part in PARTS}
-                count = min(len(runs) for runs in per_part.values())
-                found = [{part: per_part[part][i] for part in PARTS} for i in range(count)] if count > 1 else []
+                made = {part: load_lanes(folder, part, self.device, self.precision) for part in PARTS}
+                count = min(n for _, n in made.values())
+                found = Lanes({part: session for part, (session, _) in made.items()}, count) if count > 1 else None
             self._lanes[size] = found
         return self._lanes[size]
 
@@ -130,26 +149,29 @@ class RuntimeModel:
             for part, path in (("extract", onnx_extract), ("synth", onnx_synth)):
                 self.adapter.build(path, out, part, self.precision)
 
-    def as_backend(self, tta: bool = False, scale: float = 1.0) -> RuntimeBackend:
-        """The runner.Backend running this model with test-time augmentation and flow scale as given."""
+    def as_backend(self, tta: bool = False, scale: float = 1.0, stall_seconds: float | None = None) -> RuntimeBackend:
+        """The runner.Backend running this model with test-time augmentation and flow scale as given; stall_seconds:
+        how long one run may go without a result (default: stall_limit of the frame size)."""
         padding_divisor(scale)  # checks scale
-        return RuntimeBackend(self, bool(tta), float(scale))
+        return RuntimeBackend(self, bool(tta), float(scale), stall_seconds)
 
 
 class RuntimeBackend:
     """runner.Backend over a RuntimeModel: pads each pair, runs extract once per pair and synth per t, crops.
 
     Independent runs (the pairs of a call, their timesteps, the rotated TTA pass) go to the runtime's lanes
-    at once where it has them; a single run takes the graphs that use every thread.
+    in flight at once where it has them; a single run takes the graphs that use every thread. Every run is
+    started and waited for from the calling thread.
     """
 
-    def __init__(self, model: RuntimeModel, tta: bool, scale: float):
-        self.model, self.tta, self.scale = model, tta, scale
+    def __init__(self, model: RuntimeModel, tta: bool, scale: float, stall_seconds: float | None = None):
+        self.model, self.tta, self.scale, self.stall_seconds = model, tta, scale, stall_seconds
 
     def pairs_in_flight(self, height: int, width: int) -> int:
         """Pairs worth sending in one call for frames of this size (runner.Runner's automatic CPU chunk)."""
         left, right, top, bottom = pad_amounts(height, width, padding_divisor(self.scale))
-        return max(1, len(self.model.lanes(height + top + bottom, width + left + right, self.scale)))
+        lanes = self.model.lanes(height + top + bottom, width + left + right, self.scale)
+        return lanes.count if lanes else 1
 
     def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, timesteps: Sequence[float],
                  aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -166,34 +188,37 @@ class RuntimeBackend:
 
         padded, extra = prep(frames), None if aux is None else prep(aux)
         size = (padded.shape[-2], padded.shape[-1], self.scale)
-        parts, names = self.model.sessions(*size), feature_names(self.scale)
+        names = feature_names(self.scale)
         views = [_same, _rot180] if self.tta else [_same]
         pairs = list(zip(first.tolist(), second.tolist()))
 
-        def extract(graphs: dict[str, Session], job: tuple[int, int]) -> dict[str, torch.Tensor]:
-            view, (i, j) = views[job[0]], pairs[job[1]]
-            return dict(zip(names, graphs["extract"]({"img0": view(padded[i:i + 1]), "img1": view(padded[j:j + 1])})))
+        def images(v: int, p: int) -> dict[str, torch.Tensor]:
+            (i, j), view = pairs[p], views[v]
+            return {"img0": view(padded[i:i + 1]), "img1": view(padded[j:j + 1])}
 
-        def synth(graphs: dict[str, Session], job: tuple[int, int, int]) -> tuple:
-            v, p, k = job
-            view, (i, j) = views[v], pairs[p]
-            img0, img1 = view(padded[i:i + 1]), view(padded[j:j + 1])
-            step = torch.tensor([float(timesteps[k])], dtype=torch.float32, device=img0.device)
-            frame, flow, weight0 = graphs["synth"]({"img0": img0, "img1": img1, "timestep": step, **feats[(v, p)]})
-            fused = None if extra is None else blend(view(extra[i:i + 1]), view(extra[j:j + 1]), flow.to(img0.device),
-                                                     weight0.to(img0.device))[2]
-            return view(frame.to(img0.device)), None if fused is None else view(fused)
+        def synth_feed(v: int, p: int, k: int) -> dict[str, torch.Tensor]:
+            step = torch.tensor([float(timesteps[k])], dtype=torch.float32, device=padded.device)
+            return {**images(v, p), "timestep": step, **feats[(v, p)]}
+
+        def finish(v: int, p: int, outputs: list[torch.Tensor]) -> tuple:
+            (i, j), view, (frame, flow, weight0) = pairs[p], views[v], outputs
+            fused = None if extra is None else blend(view(extra[i:i + 1]), view(extra[j:j + 1]),
+                                                     flow.to(padded.device), weight0.to(padded.device))[2]
+            return view(frame.to(padded.device)), None if fused is None else view(fused)
 
         rgb = torch.empty((len(timesteps), len(pairs), 3, height, width), dtype=frames.dtype, device=frames.device)
         fused = None if aux is None else torch.empty((len(timesteps), len(pairs), aux.shape[1], height, width),
                                                      dtype=frames.dtype, device=frames.device)
-        group = max(1, len(self.model.lanes(*size)))  # pairs held at once: one per lane, else one
+        lanes = self.model.lanes(*size)
+        group = lanes.count if lanes else 1  # pairs held at once: one per lane, else one
         for start in range(0, len(pairs), group):
             members = range(start, min(start + group, len(pairs)))
             jobs = [(v, p) for v in range(len(views)) for p in members]
-            feats = dict(zip(jobs, self._map(parts, size, extract, jobs)))
+            extracted = self._run("extract", size, [images(*job) for job in jobs])
+            feats = {job: dict(zip(names, out)) for job, out in zip(jobs, extracted)}
             jobs3 = [(v, p, k) for v in range(len(views)) for p in members for k in range(len(timesteps))]
-            made = dict(zip(jobs3, self._map(parts, size, synth, jobs3)))
+            made = {job: finish(job[0], job[1], out)
+                    for job, out in zip(jobs3, self._run("synth", size, [synth_feed(*job) for job in jobs3]))}
             for (p, k) in ((p, k) for p in members for k in range(len(timesteps))):
                 runs = [made[(v, p, k)] for v in range(len(views))]
                 rgb[k, p] = (sum(r[0] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
@@ -201,28 +226,20 @@ class RuntimeBackend:
                     fused[k, p] = (sum(r[1] for r in runs) / len(runs))[0, :, top:top + height, left:left + width]
         return rgb, fused
 
-    def _map(self, parts: dict[str, Session], size: tuple, fn: Callable, jobs: list) -> list:
-        """[fn(graphs, job) for job in jobs]: on the lanes at once when there are several jobs and lanes; the jobs
-        left over after whole rounds of lanes run one by one on all threads (a lone job would idle a core)."""
-        lanes = self.model.lanes(*size) if len(jobs) > 1 else []
-        rounds = len(jobs) - len(jobs) % len(lanes) if len(lanes) > 1 else 0
-        if not rounds:
-            return [fn(parts, job) for job in jobs]
-        rest = [fn(parts, job) for job in jobs[rounds:]]
-        jobs = jobs[:rounds]
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for lane in lanes:
-            free.put(lane)
-
-        def run(job):
-            lane = free.get()
-            try:
-                return fn(lane, job)
-            finally:
-                free.put(lane)
-
-        with ThreadPoolExecutor(len(lanes), thread_name_prefix="emavfi-lane") as pool:
-            return list(pool.map(run, jobs)) + rest
+    def _run(self, part: str, size: tuple, feeds: list[dict[str, torch.Tensor]]) -> list[list[torch.Tensor]]:
+        """Each feed through graph `part`: whole rounds of lanes in flight at once where there are several feeds and
+        lanes, the feeds left over one by one on all threads (a lone run would idle a core). A run with no result
+        within the stall limit stops the job with one line (BackendStalled)."""
+        limit = self.stall_seconds if self.stall_seconds is not None else stall_limit(size[0], size[1])
+        lanes = self.model.lanes(*size) if len(feeds) > 1 else None
+        rounds = len(feeds) - len(feeds) % lanes.count if lanes else 0
+        try:
+            done = lanes.graphs[part](feeds[:rounds], limit) if rounds else []
+            return done + self.model.sessions(*size)[part](feeds[rounds:], limit)
+        except Stalled as exc:
+            raise BackendStalled(
+                f"the {self.model.backend} backend gave no result for {exc.seconds:g} s on one {size[1]}x{size[0]} "
+                "frame pair (padded) and was stopped: run the job again with --backend torch") from None
 
 
 def _same(x: torch.Tensor) -> torch.Tensor:

@@ -1,23 +1,44 @@
 """Adapters for the runtimes: build their files from exported ONNX graphs, load them, run them on torch tensors.
 
 Each adapter: `files` (what one compiled graph part leaves in the cache), `version()`, `target(device)`,
-`build(onnx_path, out_dir, part, precision)` and `load(folder, part, device, precision)` -> a function
-mapping {input name: tensor} to the list of output tensors. An adapter may also have `load_lanes(...)` ->
-several such functions that can run at once, one per thread (OpenVINO's streams).
+`build(onnx_path, out_dir, part, precision)` and `load(folder, part, device, precision)` -> a Session. An
+adapter may also have `load_lanes(...)` -> (a Session that runs several feeds at once, how many at once).
 """
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-Session = Callable[[dict[str, torch.Tensor]], list[torch.Tensor]]
+Session = Callable[[Sequence[dict[str, torch.Tensor]], float], list[list[torch.Tensor]]]
+"""session(feeds, limit): each feed ({input name: tensor}) run once -> its output tensors, in order; raises
+Stalled where the runtime can wait with a limit (OpenVINO) and a run has no result after `limit` seconds."""
+# OpenVINO's inference precision hint per precision setting: f32 unless bf16 is asked for (fp16 compresses the
+# IR's weights only). Without a hint, CPUs with AMX compute in bf16 and leave parity with the torch path.
+OPENVINO_HINTS = {"fp32": "f32", "fp16": "f32", "bf16": "bf16"}
+
+
+class Stalled(RuntimeError):
+    """A runtime run gave no result within the limit it was given (seconds)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"no result after {seconds:g} s")
+        self.seconds = seconds
+
+
+def sequential(run_one: Callable[[dict[str, torch.Tensor]], list[torch.Tensor]]) -> Session:
+    """A Session over a runtime that runs one feed at a time synchronously (no limit: it cannot be waited on)."""
+    return lambda feeds, limit: [run_one(feed) for feed in feeds]
 
 
 class OpenVinoRuntime:
-    """OpenVINO on the CPU: IR (.xml + .bin) converted from the ONNX graph; fp32 inference precision."""
+    """OpenVINO on the CPU: IR (.xml + .bin) converted from the ONNX graph; f32 inference unless bf16 is asked for.
+
+    Runs go through OpenVINO's asynchronous API (start_async, wait_for), all started from the calling thread:
+    Python threads calling `infer` at once could deadlock inside OpenVINO's Python binding (issue 23).
+    """
 
     name = "openvino"
 
@@ -39,40 +60,57 @@ class OpenVinoRuntime:
     def build(onnx_path: Path, out: Path, part: str, precision: str) -> None:
         import openvino as ov
 
-        ov.save_model(ov.convert_model(str(onnx_path)), str(out / f"{part}.xml"), compress_to_fp16=precision == "fp16")
+        model = ov.convert_model(str(onnx_path))
+        model.set_rt_info(OPENVINO_HINTS[precision], ["runtime_options", "INFERENCE_PRECISION_HINT"])
+        ov.save_model(model, str(out / f"{part}.xml"), compress_to_fp16=precision == "fp16")
 
     @staticmethod
     def load(folder: Path, part: str, device: torch.device, precision: str) -> Session:
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(folder / f"{part}.xml"), "CPU", OpenVinoRuntime._config(precision))
-        return OpenVinoRuntime._session(compiled.create_infer_request())
+        compiled = ov.Core().compile_model(str(folder / f"{part}.xml"), "CPU", OpenVinoRuntime.config(precision))
+        return OpenVinoRuntime._session(compiled, 1)
 
     @staticmethod
-    def load_lanes(folder: Path, part: str, device: torch.device, precision: str) -> list[Session]:
-        """Sessions of one model compiled with OpenVINO's throughput hint: one per stream, each run by its own
-        thread, so independent pairs and timesteps share the cores better than one call at a time can."""
+    def load_lanes(folder: Path, part: str, device: torch.device, precision: str) -> tuple[Session, int]:
+        """The graph compiled with OpenVINO's throughput hint, one request per stream, and the streams' count:
+        independent pairs and timesteps in flight at once share the cores better than one run at a time can."""
         import openvino as ov
 
-        config = {**OpenVinoRuntime._config(precision), "PERFORMANCE_HINT": "THROUGHPUT"}
+        config = {**OpenVinoRuntime.config(precision), "PERFORMANCE_HINT": "THROUGHPUT"}
         compiled = ov.Core().compile_model(str(folder / f"{part}.xml"), "CPU", config)
         lanes = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        return [OpenVinoRuntime._session(compiled.create_infer_request()) for _ in range(lanes)]
+        return OpenVinoRuntime._session(compiled, lanes), lanes
 
     @staticmethod
-    def _config(precision: str) -> dict:
-        # without the hint, recent CPUs would run in bf16 and leave parity with the torch path; torch's thread
-        # count (what the process was given: Ray's cpus_per_worker, a render node's limit) makes runs repeatable
-        config: dict = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
-        if precision == "fp32":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        return config
+    def config(precision: str) -> dict:
+        """Compile settings for every OpenVINO compile of ours: the precision hint always set (OPENVINO_HINTS), and
+        torch's thread count (what the process was given: Ray's cpus_per_worker, a render node's limit)."""
+        return {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]}
 
     @staticmethod
-    def _session(request) -> Session:
-        def run(inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-            results = request.infer({name: t.numpy() for name, t in inputs.items()})  # outputs are copies
-            return [torch.from_numpy(results[out]) for out in request.model_outputs]
+    def _session(compiled, count: int) -> Session:
+        """A Session with `count` requests: feed k waits for feed k - count on its request, so up to `count` run at
+        once; a request with no result after the limit cancels them all (new ones take their place) and raises
+        Stalled."""
+        requests = [compiled.create_infer_request() for _ in range(count)]
+
+        def result(request, limit: float) -> list[torch.Tensor]:
+            if not request.wait_for(max(0, int(limit * 1000))):
+                for each in requests:
+                    each.cancel()
+                requests[:] = [compiled.create_infer_request() for _ in range(count)]  # a cancelled one stays so
+                raise Stalled(limit)
+            return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(compiled.outputs))]
+
+        def run(feeds: Sequence[dict[str, torch.Tensor]], limit: float) -> list[list[torch.Tensor]]:
+            done: list[list[torch.Tensor]] = []
+            for k, feed in enumerate(feeds):
+                if k >= count:
+                    done.append(result(requests[k % count], limit))
+                requests[k % count].start_async({name: t.numpy() for name, t in feed.items()})
+            done.extend(result(requests[k % count], limit) for k in range(len(done), len(feeds)))
+            return done
 
         return run
 
@@ -114,7 +152,7 @@ class OnnxRuntime:
         def run(inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
             return [torch.from_numpy(x) for x in session.run(None, {k: t.cpu().numpy() for k, t in inputs.items()})]
 
-        return run
+        return sequential(run)
 
 
 class TensorRtRuntime:
@@ -186,7 +224,7 @@ class TensorRtRuntime:
                 stream.synchronize()
             return result
 
-        return run
+        return sequential(run)
 
 
 ADAPTERS = {"openvino": OpenVinoRuntime, "onnxruntime": OnnxRuntime, "tensorrt": TensorRtRuntime}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..backends import REQUIREMENTS
 from ..config import VARIANTS
+from ..files import check_space, claim, disk_full, no_space, write_refusal
 from ..settings import PRECISIONS
 
 FORMATS = ("onnx", "openvino", "torchscript")
@@ -75,31 +76,64 @@ def _check(args: argparse.Namespace) -> tuple[int, int, Path]:
         output = output.with_suffix(".xml")
     if not output.parent.is_dir():
         raise SettingsError(f"output folder {output.parent} does not exist; create it first")
-    clash = [p for p in (output, output.with_suffix(".bin") if args.format == "openvino" else None) if p and p.exists()]
-    if clash and not args.overwrite:
-        raise SettingsError(f"{clash[0]} exists; choose a new name or pass --overwrite")
+    refusal = write_refusal(output.parent)
+    if refusal:
+        raise SettingsError(f"cannot write into the output folder {output.parent} ({refusal}); choose a folder "
+                            "you can write to")
+    _check_clash(output, args)
     return height, width, output
 
 
+def _check_clash(output: Path, args: argparse.Namespace) -> None:
+    """Refuse to replace an existing export without --overwrite (SettingsError)."""
+    from ..settings import SettingsError
+
+    clash = [p for p in (output, output.with_suffix(".bin") if args.format == "openvino" else None) if p and p.exists()]
+    if clash and not args.overwrite:
+        raise SettingsError(f"{clash[0]} exists; choose a new name or pass --overwrite")
+
+
 def run(args: argparse.Namespace) -> int:
-    """The export subcommand: checks first, then weights, then the export."""
-    from .. import render
-    from ..settings import Settings
+    """The export subcommand: checks first, then (holding the output's name) weights, then the export."""
+    from ..settings import SettingsError
 
     height, width, output = _check(args)
-    settings = Settings(variant=args.variant, weights=args.weights, offline=args.offline)
-    from ..weights import load_model
+    try:
+        with claim(output):  # a second export to this name now would silently replace one of the two results
+            _check_clash(output, args)  # an export that finished while we checked
+            variant, written = _export(args, height, width, output)
+    except BlockingIOError:
+        raise SettingsError(f"another export is writing {output} now; wait for it to finish or choose another "
+                            "name") from None
+    extra = " (+ .bin)" if args.format == "openvino" else ""
+    sys.stderr.write(f"exported {variant} as {args.format} {args.precision} ({height}x{width}) -> {written}{extra}\n")
+    return 0
 
+
+def _export(args: argparse.Namespace, height: int, width: int, output: Path) -> tuple[str, Path]:
+    """(variant, file written): load the weights, check the disk has room, write the export (a full disk: one
+    line naming it)."""
+    from .. import render
+    from ..settings import Settings
+    from ..weights import load_model
+    from . import writers
+
+    settings = Settings(variant=args.variant, weights=args.weights, offline=args.offline)
     model = load_model(render.weights_path(settings), variant=settings.model_variant, channels_last=False)
     if not model.config.arbitrary_t:
         sys.stderr.write(f"note: {settings.model_variant} was trained for t = 0.5 only; other timesteps work but "
                          "look worse (use a `_t` variant to export for any timestep)\n")
-    from . import writers
-
+    params = sum(p.numel() for p in model.parameters())
+    # The weights in the export's precision, plus the fp32 ONNX graph an OpenVINO IR is converted from.
+    needed = params * (2 if args.precision == "fp16" else 4) + (params * 4 if args.format == "openvino" else 0)
+    what = f"the {args.format} export"
+    check_space(output.parent, needed, what)
     writer = {"onnx": writers.export_onnx, "openvino": writers.export_openvino,
               "torchscript": writers.export_torchscript}[args.format]
-    written = writer(model, height, width, output, args.precision)
-    extra = " (+ .bin)" if args.format == "openvino" else ""
-    sys.stderr.write(f"exported {settings.model_variant} as {args.format} {args.precision} "
-                     f"({height}x{width}) -> {written}{extra}\n")
-    return 0
+    try:
+        path = writer(model, height, width, output, args.precision)
+    except Exception as exc:  # noqa: BLE001 - runtimes report a full disk in their own words and types
+        if disk_full(exc):  # it passed the check above: it needed more than the estimate
+            raise no_space(output.parent, None, what) from exc
+        raise
+    return settings.model_variant, Path(path)

@@ -1,6 +1,7 @@
 """Write exported models: ONNX (one size, padding inside), OpenVINO IR (.xml + .bin), TorchScript (any size).
 
-Files appear atomically (emavfi.files): a reader never sees half an export.
+Files appear atomically (emavfi.files): a reader never sees half an export. The IR records the f32 inference
+precision in its runtime info; the README names the compile options that make a runtime compute in f32.
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def export_onnx(model: EMAVFI, height: int, width: int, path: str | os.PathLike,
 
 
 def export_openvino(model: EMAVFI, height: int, width: int, path: str | os.PathLike, precision: str = "fp32") -> Path:
-    """OpenVINO IR `path` (.xml) + its .bin, converted from the fp32 ONNX graph (fp16: weights compressed)."""
+    """OpenVINO IR `path` (.xml) + its .bin, converted from the fp32 ONNX graph (fp16: weights compressed); its
+    runtime info asks for f32 inference (runtime_options / INFERENCE_PRECISION_HINT)."""
     import openvino as ov
 
     path = Path(path).with_suffix(".xml")
@@ -68,6 +70,9 @@ def export_openvino(model: EMAVFI, height: int, width: int, path: str | os.PathL
         converted = ov.convert_model(str(onnx_path))
         for port in (*converted.inputs, *converted.outputs):  # keep only the ONNX names (not folded-in Casts')
             port.get_tensor().set_names({n for n in port.get_names() if n in ("img0", "img1", "timestep", "frame")})
+        # the record of intent, read by runtimes that honour it; OpenVINO 2026.4's CPU plugin does not (it reads
+        # only a few other runtime options), so on CPUs with native bf16 a user passes the hint at compile time
+        converted.set_rt_info("f32", ["runtime_options", "INFERENCE_PRECISION_HINT"])
         staged = Path(tmp) / path.name
         ov.save_model(converted, str(staged), compress_to_fp16=precision == "fp16")
         save_ir(staged, path)

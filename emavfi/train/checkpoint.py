@@ -22,12 +22,13 @@ from typing import IO, Any
 
 import torch
 
-from ..files import atomic_write, try_lock
+from ..files import atomic_write, check_space, disk_full, no_space, try_lock
 from ..weights import METADATA_VARIANT, canonical_keys, save_safetensors
 
 RECORD, LATEST, LOG, LOCK = "run.json", "latest.json", "log.csv", ".emavfi.lock"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
 LOG_HEADER = "step,lr,loss,val_psnr,val_ssim\n"
+FULL_FIX = "free some space, then run the same command with --resume"
 
 
 class RunFolderError(ValueError):
@@ -89,6 +90,17 @@ def _check_record(folder: Path, record: dict[str, Any]) -> None:
 
 def save_weights(state: Mapping[str, torch.Tensor], path: Path, variant: str | None) -> None:
     """Weights as safetensors, the variant in the metadata (an official variant) or unnamed (custom config)."""
+    needed = _size(state)
+    check_space(path.parent, needed, path.name, FULL_FIX)
+    try:
+        _write_weights(state, path, variant)
+    except Exception as exc:  # noqa: BLE001 - safetensors reports a full disk as its own error type
+        if disk_full(exc):
+            raise no_space(path.parent, needed, path.name, FULL_FIX) from exc
+        raise
+
+
+def _write_weights(state: Mapping[str, torch.Tensor], path: Path, variant: str | None) -> None:
     if variant is not None:
         save_safetensors(state, path, variant)
         return
@@ -96,6 +108,11 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path, variant: str | N
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in canonical_keys(state).items()}
     atomic_write(path, writer=lambda tmp: save_file(tensors, str(tmp)))
+
+
+def _size(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Bytes a safetensors file of these tensors takes, about: the data plus a header line per tensor."""
+    return sum(t.numel() * t.element_size() + 160 for t in tensors.values()) + 4096
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -110,31 +127,55 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 def save_checkpoint(folder: Path, model_state: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
                     state: TrainState, variant: str | None, keep: int) -> Path:
-    """Write checkpoints/step-N (all three files), then point latest.json at it; drop older ones beyond `keep`."""
+    """Write checkpoints/step-N (all three files), then point latest.json at it; drop older ones beyond `keep`.
+
+    The space is checked first; a disk that fills up anyway leaves no part of step-N and the last one intact."""
     from safetensors.torch import save_file
 
     where = folder / "checkpoints" / f"step-{state.step:08d}"
-    where.mkdir(parents=True, exist_ok=True)
-    save_weights(model_state, where / "model.safetensors", variant)
     tensors, groups = _optimizer_tensors(optimizer)
-    atomic_write(where / "optimizer.safetensors", writer=lambda tmp: save_file(tensors, str(tmp)))
-    atomic_write(where / "state.json", json.dumps({**state.as_dict(), "param_groups": groups}, indent=1).encode())
-    atomic_write(folder / LATEST, json.dumps({"step": state.step, "path": where.relative_to(folder).as_posix()})
-                 .encode())
+    needed = _size(model_state) + _size(tensors)
+    check_space(where.parent, needed, "a checkpoint", FULL_FIX)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        _write_weights(model_state, where / "model.safetensors", variant)
+        atomic_write(where / "optimizer.safetensors", writer=lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(where / "state.json", json.dumps({**state.as_dict(), "param_groups": groups}, indent=1).encode())
+        atomic_write(folder / LATEST, json.dumps({"step": state.step, "path": where.relative_to(folder).as_posix()})
+                     .encode())
+    except Exception as exc:  # noqa: BLE001 - safetensors reports a full disk as its own error type
+        if not disk_full(exc):
+            raise
+        error = no_space(where.parent, needed, "a checkpoint", FULL_FIX)  # what was free when it failed
+        if _latest_path(folder) != where:  # never remove the checkpoint latest.json names
+            _remove(where)
+        raise error from exc
     _prune(folder / "checkpoints", keep, state.step)
     return where
+
+
+def _latest_path(folder: Path) -> Path | None:
+    try:
+        return folder / str(json.loads((folder / LATEST).read_text()).get("path", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _remove(where: Path) -> None:
+    """Remove a checkpoint folder's files (only the names written here) and the folder if that empties it."""
+    for name in CHECKPOINT_FILES:
+        (where / name).unlink(missing_ok=True)
+    try:
+        where.rmdir()
+    except OSError:
+        pass
 
 
 def _prune(checkpoints: Path, keep: int, newest: int) -> None:
     ours = sorted(p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-")
                   and p.name[5:].isdigit() and int(p.name[5:]) <= newest)
     for old in ours[:-keep]:
-        for name in CHECKPOINT_FILES:
-            (old / name).unlink(missing_ok=True)
-        try:
-            old.rmdir()  # only if nothing else is in it
-        except OSError:
-            pass
+        _remove(old)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -46,7 +46,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="fp32 (default) or bf16: mixed precision on a GPU")
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute activations in the backward pass: "
-                   "less memory, about a third more time")
+                   "less memory, about 1.5x the time")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="train on a Ray cluster (Ray Train): "
                    "no ADDRESS = a local one, 'auto' or ray://host:port = join that cluster")

@@ -434,8 +434,8 @@ def main() -> int:
     codes = [("new", ROOT)] + ([(args.base, base_tree(args.base))] if args.base else [])
     print(f"CPU: {cpu_line()}")
     print(f"{args.frames} input frames {w}x{h}, x2, cuts on; per output frame: wall ms, around the network ms, "
-          "CPU ms (all threads, network included), decodes per input frame, encodes per output frame, copies without decoding (EXR blocks, "
-          "file bytes), peak RSS MB")
+          "CPU ms (all threads, network included), decodes per input frame, encodes per output frame, copies "
+          "without decoding (EXR blocks, file bytes), peak RSS MB")
     print("| case | D ms | code | wall ms | around ms | CPU ms | decodes/in | encodes/out | copies | peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="emavfi-bench-") as tmp:

@@ -106,6 +106,7 @@ class SharedFrames:
         self._next = 0  # the next frame the thread decodes
         self._restart: int | None = None
         self._stop = False
+        self._fatal: BaseException | None = None  # what stopped the decode thread
         self._thread: threading.Thread | None = None
 
     # -- what the engine reads
@@ -163,6 +164,8 @@ class SharedFrames:
                 while index not in table or (window and table[index].frame is None):
                     if index in self._errors:
                         raise self._errors.pop(index)
+                    if self._fatal is not None:
+                        raise self._fatal
                     self._lock.wait()
                 found.append(table[index].frame if window else table[index])
             return found
@@ -185,6 +188,14 @@ class SharedFrames:
                      if i in self._frames and self._frames[i].frame is None and i not in self._errors), None)
 
     def _produce(self) -> None:
+        try:
+            self._produce_frames()
+        except BaseException as exc:  # noqa: BLE001 - the engine's thread raises it instead of waiting forever
+            with self._lock:
+                self._fatal = exc
+                self._lock.notify_all()
+
+    def _produce_frames(self) -> None:
         frames: Iterator[Any] | None = None
         while True:
             with self._lock:

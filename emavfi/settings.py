@@ -41,7 +41,8 @@ the same format as the input keeps the input's compression. Chosen by measuremen
 MAX_IO_THREADS = 64
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 
-__all__ = ["BIT_DEPTHS", "COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_CUT_THRESHOLD", "DEFAULT_DEDUPE_THRESHOLD", "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD",
+__all__ = ["BIT_DEPTHS", "COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_CUT_THRESHOLD", "DEFAULT_DEDUPE_THRESHOLD",
+           "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD",
            "ON_ERROR", "PRECISIONS", "SCALES", "OutputOptions", "RunOptions", "Settings", "SettingsError",
            "check_compression", "check_dedupe_threshold"]
 

@@ -306,3 +306,29 @@ def test_compression_of_another_format_is_refused_before_work(tmp_path):
         render.prepare(job(source, tmp_path / "out", compression="9"))
     with pytest.raises(SettingsError, match="--compression applies to folders of frames"):
         render.prepare(job(source, tmp_path / "out.mp4", compression="zip"))
+
+
+def test_a_task_of_the_shot_reads_each_frame_it_needs_once_and_makes_the_same_bytes(tmp_path, monkeypatch):
+    from collections import Counter
+
+    from helpers import tiny_model
+
+    import emavfi.media.folder as folder_module
+
+    model = tiny_model()
+    source = write_folder(tmp_path / "in", "png", n=7)
+    whole = render.prepare(job(source, tmp_path / "whole"))
+    render.render(whole, model)
+    reads: Counter[str] = Counter()
+    original = folder_module.read_raw
+
+    def counted(path, *args, **kwargs):
+        reads[Path(path).name] += 1
+        return original(path, *args, **kwargs)
+    monkeypatch.setattr(folder_module, "read_raw", counted)
+    task = render.prepare(job(source, tmp_path / "task"), frames=range(8, 13))  # the last pairs only
+    render.render(task, model)
+    assert reads and max(reads.values()) == 1  # the cut finder's context and the windows share each frame
+    for index in range(8, 13):
+        name = whole.sink.naming.name(index)
+        assert (tmp_path / "task" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

@@ -19,7 +19,7 @@ import numpy as np
 from .. import files, sequences
 from ..outputs import Naming
 from ..sequences import FrameSequence
-from ..settings import DEFAULT_COMPRESSION, check_compression
+from ..settings import DEFAULT_COMPRESSION, PNG_DEFAULT_FILTER, check_compression
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio
 from .colour import Colour
 from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, attributes, canonical_extension,
@@ -296,6 +296,8 @@ class FolderSink:
         level = self.compression or DEFAULT_COMPRESSION.get(self.extension)
         if self.extension == ".png":
             spec.attribute("png:compressionLevel", int(level))
+            if self.compression is None:
+                spec.attribute("png:filter", PNG_DEFAULT_FILTER)
         elif self.extension == ".jpg":
             spec.attribute("compression", "jpeg:95")
         elif level is not None:

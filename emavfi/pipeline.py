@@ -78,9 +78,9 @@ class SharedFrames:
     Each frame is decoded once; its scene-cut thumbnail (`thumbnails`) is made from it at once and kept from
     CUT_CONTEXT + 1 frames before the latest window on. Frames are kept from the latest window's first on, as
     stored (a quarter of the memory for 8-bit files) until they come within AHEAD frames of a window, when the
-    thread makes them float. skip_damaged: a frame that cannot be read is recorded in `damaged` and stands in
-    as zeros. A jump back, or far ahead in a folder (resume, --frames), re-opens the source; a video reads on
-    (skipping frames means decoding them).
+    thread makes them float (frames whose colour is converted are kept as float). skip_damaged: a frame that
+    cannot be read is recorded in `damaged` and stands in as zeros. A jump back, or far ahead in a folder
+    (resume, --frames), re-opens the source; a video reads on (skipping frames means decoding them).
     """
 
     def __init__(self, source: Source, count: int, *, skip_damaged: bool = False, thumbnails: bool = True,
@@ -96,6 +96,9 @@ class SharedFrames:
         kind = type(source)  # a view such as dedupe.KeptFrames numbers frames its own way: its iterator only
         self._stored = hasattr(kind, "raw_frames") and hasattr(kind, "decode")
         self._random_access = self._stored and hasattr(kind, "read_raw")
+        # Frames whose colour is converted (OpenColorIO: EXR, DPX) are held as float: converting twice costs more
+        # than the memory it saves.
+        self._hold_stored = self._stored and getattr(getattr(source, "colour", None), "identity", True)
         self._frames: dict[int, _Entry] = {}
         self._thumbs: dict[int, torch.Tensor] = {}
         self._errors: dict[int, BaseException] = {}
@@ -224,7 +227,7 @@ class SharedFrames:
                     if error is not None:
                         self._errors[index] = error
                     if entry is not None and index >= self._low:
-                        if entry.raw is not None and index > self._window_high + self._ahead:
+                        if self._hold_stored and entry.raw is not None and index > self._window_high + self._ahead:
                             entry.frame = None  # kept as stored until a window comes near
                         self._frames[index] = entry
                     if thumb is not None and index >= self._low - self._context:

@@ -224,18 +224,20 @@ class Colour:
             self._to = self._processor(self.name, self.working)
         return self._apply(self._to, rgb)
 
-    def from_working(self, rgb: np.ndarray) -> np.ndarray:
-        """[H,W,3] float32 in the working encoding -> a new [H,W,3] float32 array in this space."""
+    def from_working(self, rgb: np.ndarray, *, own: bool = False) -> np.ndarray:
+        """[H,W,3] float32 in the working encoding -> a new [H,W,3] float32 array in this space (own: rgb is the
+        caller's to overwrite, converted in place when it can be: a frame less in memory)."""
         if self.identity:
             return rgb
         if self._from is None:
             self._from = self._processor(self.working, self.name)
-        return self._apply(self._from, rgb)
+        return self._apply(self._from, rgb, own)
 
     @staticmethod
-    def _apply(processor: Any, rgb: np.ndarray) -> np.ndarray:
+    def _apply(processor: Any, rgb: np.ndarray, own: bool = False) -> np.ndarray:
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"colour conversion takes [H,W,3] arrays; got {list(rgb.shape)}")
-        out = np.array(rgb, dtype=np.float32, order="C", copy=True)
+        in_place = own and rgb.dtype == np.float32 and rgb.flags.c_contiguous and rgb.flags.writeable
+        out = rgb if in_place else np.array(rgb, dtype=np.float32, order="C", copy=True)
         processor.applyRGB(out)  # in place
         return out

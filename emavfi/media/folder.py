@@ -309,14 +309,16 @@ class FolderSink:
             raise ValueError(f"frames to write must be [{self.source.channels},{self.source.size[0]},"
                              f"{self.source.size[1]}] like the source; got {list(image.shape)}")
         values = image.detach().cpu().float().numpy().transpose(1, 2, 0)
-        rgb = self.colour.from_working(np.ascontiguousarray(values[:, :, :3]))
+        rgb = self.colour.from_working(np.array(values[:, :, :3], dtype=np.float32, order="C"), own=True)
         rest = values[:, :, 3:]
         if self.source.format.is_gray:
             equal = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
             # Channels that agree are taken as they are (a mean of three equal floats can round).
             rgb = rgb[:, :, :1] if equal else rgb.mean(axis=2, keepdims=True, dtype=np.float32)
         delivered = np.concatenate([rgb, rest], axis=2) if rest.shape[2] else rgb
-        if self.channels == self.source.format.channels:
+        if self.channels == self.source.format.channels and self.source.order == list(range(self.channels)):
+            file_order = delivered  # the file's order already
+        elif self.channels == self.source.format.channels:
             # Back to the file's channel order.
             file_order = np.empty_like(delivered)
             file_order[:, :, self.source.order] = delivered

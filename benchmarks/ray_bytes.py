@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import emavfi
-from emavfi import distributed, ray_cluster, render
+from emavfi import distributed, loading, ray_cluster, render
 from emavfi.schedule import Request
 from emavfi.settings import OutputOptions, Settings
 
@@ -65,7 +65,7 @@ def settings_used(job: render.Job) -> dict[str, Any]:
     from emavfi.runner import Runner
 
     prepared = render.prepare(job)
-    model = render.load_model_for(job)
+    model = loading.load_model_for(job.settings)
     runner = Runner(model, tta=job.settings.run.tta, scale=job.settings.run.scale, chunk=job.settings.run.chunk)
     chunk = runner.resolve_chunk(*prepared.source.size, 3)
     params = list(getattr(model, "parameters", lambda: [])())
@@ -118,7 +118,7 @@ def main() -> None:
 
     one = render.Job(root / "shot", root / "one", settings)
     mine = settings_used(one)
-    report = render.render(render.prepare(one), render.load_model_for(one))
+    report = render.render(render.prepare(one), loading.load_model_for(one.settings))
     print(f"one process: {report.written} frames")
 
     ray_cluster.start_local(num_cpus=2)

@@ -82,11 +82,11 @@ def test_ray_with_auto_makes_the_files_of_one_process_with_the_backend_auto_pick
     source, weights = _shot(tmp_path)
     torch.set_num_threads(2)  # the one_thread fixture restores it
     auto = Settings(request=Request(multiplier=2), weights=weights, device="cpu", backend="auto")
-    picked = getattr(render.load_model_for(render.Job(source, tmp_path / "unused", auto)), "backend", "torch")
+    picked = getattr(loading.load_model_for(auto), "backend", "torch")
     assert picked in backends.BACKENDS and picked != "auto"
     named = Settings(request=Request(multiplier=2), weights=weights, device="cpu", backend=picked)
     one = render.Job(source, tmp_path / "one", named)
-    render.render(render.prepare(one), render.load_model_for(one))
+    render.render(render.prepare(one), loading.load_model_for(one.settings))
     report = distributed.render(render.Job(source, tmp_path / "ray", auto), workers=2, task_frames=2)
     assert report.written == 9 and report.workers == 2
     expected, got = _frames(tmp_path / "one"), _frames(tmp_path / "ray")

@@ -196,7 +196,7 @@ def test_ray_workers_compute_with_the_drivers_threads_and_make_its_files(cluster
     settings = Settings(request=Request(multiplier=multiplier), weights=weights, device="cpu",
                         output=OutputOptions(start_number=START))
     one = render.Job(source, tmp_path / "one", settings)
-    assert render.render(render.prepare(one), render.load_model_for(one)).cuts == [2]
+    assert render.render(render.prepare(one), loading.load_model_for(one.settings)).cuts == [2]
     report = distributed.render(render.Job(source, tmp_path / "ray", settings), workers=2, task_frames=multiplier)
     assert (report.workers, report.written, report.cuts) == (2, 4 * multiplier + 1, (2,))
     assert len(report.frames_by_worker) == 2

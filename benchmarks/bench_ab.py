@@ -8,7 +8,7 @@ Run from the repository root:
 Each revision is exported with `git archive` into a temporary folder (WORKTREE = this checkout as it is).
 Every round starts one fresh process per revision, in alternating order (A B, B A, A B ...), so slow phases
 of a shared machine hit both sides alike. A process builds `--variant` with random weights (seeded, the
-same in both), times the frame path (`emavfi.runner.interpolate_clip` over a `--frames`-frame clip: device
+same in both), times the frame path (`emavfi.clips.interpolate_clip` over a `--frames`-frame clip: device
 batches, HDR handling, copies, output tensor) for each multiplier after one warm-up, and reports the median
 of `--repeats` runs in ms per interpolated frame. The table gives per side the median over rounds and its
 range, and the after/before ratio of each round (median and range): a ratio range straddling 1.0 means
@@ -43,7 +43,10 @@ def worker(args: argparse.Namespace) -> None:
 
     import emavfi
     from emavfi import schedule
-    from emavfi.runner import interpolate_clip
+    try:
+        from emavfi.clips import interpolate_clip
+    except ImportError:  # a revision from before emavfi/clips.py
+        from emavfi.runner import interpolate_clip
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

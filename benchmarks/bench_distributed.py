@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import emavfi
-from emavfi import distributed, ray_cluster, render
+from emavfi import distributed, loading, ray_cluster, render
 from emavfi.schedule import Request
 from emavfi.settings import OutputOptions, Settings
 
@@ -139,7 +139,7 @@ def main() -> None:
         job = _job(source, weights, root / "single")
         ticks: list[tuple[float, int]] = []
         cpu_before, started = time.process_time(), time.perf_counter()
-        model = render.load_model_for(job)
+        model = loading.load_model_for(job.settings)
         report = render.render(render.prepare(job), model,
                                progress=lambda done, n: ticks.append((time.perf_counter(), done)))
         wall = time.perf_counter() - started

@@ -7,7 +7,7 @@ Run from the repository root:
 
 Each case runs in a fresh process per revision (exported with `git archive` like bench_ab.py; WORKTREE = this
 checkout): build `--variant` with random weights, make two frames of the size, then interpolate them once at
-t = 0.5 through `emavfi.runner.interpolate_clip` (device batch, padding, HR mode, TTA, output tensor: what a CPU
+t = 0.5 through `emavfi.clips.interpolate_clip` (device batch, padding, HR mode, TTA, output tensor: what a CPU
 render does per pair). Reported: the process's peak RSS (ru_maxrss) minus its RSS just before the pair
 ("pair peak", what the pair itself needs), the whole process's peak, and the estimate of emavfi.memory in the
 revision measured (what the memory check compares with free memory). Memory figures do not depend on load,
@@ -46,7 +46,7 @@ def worker(args: argparse.Namespace) -> None:
 
     import emavfi
     from emavfi import memory, schedule
-    from emavfi.runner import interpolate_clip
+    from emavfi.clips import interpolate_clip
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -53,7 +53,7 @@ def time_cli(frames: torch.Tensor, weights: str, folder: Path, device: str) -> f
     """Seconds for render.prepare + render.render of the frames as float EXR, x2 (the model is loaded before)."""
     import OpenImageIO as oiio
 
-    from emavfi import render
+    from emavfi import loading, render
     from emavfi.media.colour import load_config, working_space
     from emavfi.schedule import Request
     from emavfi.settings import OutputOptions, Settings
@@ -65,7 +65,7 @@ def time_cli(frames: torch.Tensor, weights: str, folder: Path, device: str) -> f
     settings = Settings(request=Request(multiplier=2, source_fps=24), weights=Path(weights), device=device,
                         output=OutputOptions(colorspace=working_space(load_config())))
     job = render.Job(inp, folder / "out", settings)
-    model = render.load_model_for(job)
+    model = loading.load_model_for(job.settings)
     started = time.perf_counter()
     render.render(render.prepare(job), model)
     return time.perf_counter() - started

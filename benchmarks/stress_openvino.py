@@ -6,9 +6,10 @@
 Each run is `python -m emavfi interpolate FRAMES -o OUT --backend B` in a fresh process on real frames (a pan
 over scikit-image's astronaut, 6 frames at 192x144 -> 11 at x2), with ours_small_t weights (official-style
 random init, seeded) and one compiled-model cache shared by all runs (the first run of the first backend
-compiles). A run past --timeout is killed and counted as a hang, with the CPU seconds it used in its last
---timeout/2 seconds (a deadlock sits at ~0). Every finished run's frames must equal the first run's, byte
-for byte. --source runs another checkout's emavfi (PYTHONPATH) for a before/after. Prints a Markdown table.
+compiles). A run that uses no CPU (< 0.5 s) for --idle seconds is killed and counted as a hang (a deadlock
+sits at 0 % CPU; a run starved by a busy machine still moves); one past --timeout is killed and counted as
+timed out. Every finished run's frames must equal the first run's, byte for byte. --source runs another
+checkout's emavfi (as the working folder) for a before/after. Prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -66,64 +67,62 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def one_run(cmd: list[str], env: dict, timeout: float) -> tuple[str, float, float]:
-    """(outcome "ok" / "hang" / "failed: <last line>", seconds, CPU seconds in the last half of the timeout)."""
+def one_run(cmd: list[str], env: dict, cwd: Path, args: argparse.Namespace) -> tuple[str, float]:
+    """(outcome "ok" / "hang" (no CPU for args.idle s) / "timed out" / "failed: <last line>", seconds)."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    late_cpu_from = None
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    moved_at, cpu = started, 0.0
     while proc.poll() is None:
-        elapsed = time.monotonic() - started
-        if late_cpu_from is None and elapsed >= timeout / 2:
-            late_cpu_from = cpu_seconds(proc.pid)
-        if elapsed >= timeout:
-            late = cpu_seconds(proc.pid) - (late_cpu_from or 0.0)
+        now, used = time.monotonic(), cpu_seconds(proc.pid)
+        if used - cpu >= 0.5:
+            moved_at, cpu = now, used
+        outcome = "hang" if now - moved_at >= args.idle else "timed out" if now - started >= args.timeout else ""
+        if outcome:
             proc.kill()
             proc.communicate()
-            return "hang", elapsed, late
-        time.sleep(0.2)
+            return outcome, now - started
+        time.sleep(0.5)
     err = proc.communicate()[1].strip().splitlines()
-    outcome = "ok" if proc.returncode == 0 else f"failed: {err[-1] if err else proc.returncode}"
-    return outcome, time.monotonic() - started, 0.0
+    return "ok" if proc.returncode == 0 else f"failed: {err[-1] if err else proc.returncode}", time.monotonic() - started
 
 
 def stress(backend: str, runs: int, work: Path, weights: Path, args: argparse.Namespace, reference: dict) -> dict:
     """`runs` runs of the CLI with --backend `backend`: outcomes, times, and how many runs' frames differ from the
     first finished run's of any backend (`reference`: file name -> bytes, filled by that run)."""
     env = {**os.environ, "EMAVFI_HOME": str(work / "home"), "PYTHONPATH": str(args.source)}
-    seconds, hangs, failures, late_cpu, differ = [], 0, [], [], 0
+    seconds, hangs, slow, failures, differ = [], 0, 0, [], 0
     for k in range(runs):
         out = work / f"out-{backend}-{k}"
         cmd = [sys.executable, "-m", "emavfi", "interpolate", str(work / "frames"), "-o", str(out), "--backend", backend,
                "--weights", str(weights), *args.extra]
-        outcome, took, late = one_run(cmd, env, args.timeout)
+        outcome, took = one_run(cmd, env, args.source, args)
         seconds.append(took)
-        if outcome == "hang":
-            hangs += 1
-            late_cpu.append(late)
+        if outcome in ("hang", "timed out"):
+            hangs += outcome == "hang"
+            slow += outcome == "timed out"
         elif outcome != "ok":
             failures.append(outcome)
         else:
             made = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if not p.name.startswith(".")}
             reference.update({} if reference else made)
             differ += made != reference
-        print(f"{backend} run {k + 1}/{runs}: {outcome} in {took:.1f} s", file=sys.stderr, flush=True)
-    return {"backend": backend, "runs": runs, "hangs": hangs, "failures": failures, "late_cpu": late_cpu,
+        print(f"{backend} run {k + 1}/{runs}: {outcome} in {took:.1f} s (load {os.getloadavg()[0]:.1f})",
+              file=sys.stderr, flush=True)
+    return {"backend": backend, "runs": runs, "hangs": hangs, "slow": slow, "failures": failures,
             "slowest": max(seconds), "median": statistics.median(seconds), "differ": differ,
             "frames": len(reference)}
 
 
-def table(rows: list[dict], args: argparse.Namespace) -> list[str]:
-    lines = [f"CPU: {cpu_line()}; load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-             f"per-run timeout {args.timeout:g} s; emavfi from {args.source}",
+def table(rows: list[dict], args: argparse.Namespace, load: tuple) -> list[str]:
+    lines = [f"CPU: {cpu_line()}; load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after; a hang = no "
+             f"CPU for {args.idle:g} s, timeout {args.timeout:g} s per run; emavfi from {args.source}",
              "",
-             "| backend | runs | hangs (timed out) | failed | slowest run s | median run s | runs whose frames differ from run 1's |",
-             "|---|---|---|---|---|---|---|"]
+             "| backend | runs | hangs | timed out | failed | slowest run s | median run s | runs whose frames differ "
+             "from run 1's |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        cpu = f" (CPU s in their last {args.timeout / 2:g} s: {', '.join(f'{c:.1f}' for c in r['late_cpu'])})" \
-            if r["late_cpu"] else ""
-        lines.append(f"| {r['backend']} | {r['runs']} | {r['hangs']}{cpu} | {len(r['failures'])} | {r['slowest']:.1f} "
-                     f"| {r['median']:.1f} | {r['differ']} of {r['runs'] - r['hangs'] - len(r['failures'])} "
-                     f"({r['frames']} frames each) |")
+        done = r["runs"] - r["hangs"] - r["slow"] - len(r["failures"])
+        lines.append(f"| {r['backend']} | {r['runs']} | {r['hangs']} | {r['slow']} | {len(r['failures'])} | "
+                     f"{r['slowest']:.1f} | {r['median']:.1f} | {r['differ']} of {done} ({r['frames']} frames each) |")
     lines += [f"failed: {f}" for r in rows for f in dict.fromkeys(r["failures"])]
     return lines
 
@@ -132,19 +131,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="runs per backend (default 50)")
     parser.add_argument("--backends", default="openvino,auto")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds per run before it counts as a hang")
+    parser.add_argument("--idle", type=float, default=120.0, help="seconds without CPU use that make a run a hang")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it is stopped")
     parser.add_argument("--size", default="192x144", help="WxH of the frames (default 192x144)")
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--source", type=Path, default=HERE.parent, help="checkout whose emavfi runs (default: this)")
     parser.add_argument("extra", nargs="*", help="more CLI arguments after --, e.g. -- --multiplier 4")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="emavfi-stress-") as tmp:
         weights = make_inputs(Path(tmp), width, height, args.frames)
         reference: dict[str, bytes] = {}
         rows = [stress(name, args.runs, Path(tmp), weights, args, reference) for name in args.backends.split(",")]
-    print("\n".join(table(rows, args)))
-    sys.exit(1 if any(r["hangs"] or r["failures"] or r["differ"] for r in rows) else 0)
+    print("\n".join(table(rows, args, load)))
+    sys.exit(1 if any(r["hangs"] or r["slow"] or r["failures"] or r["differ"] for r in rows) else 0)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "EMAVFI": ".model", "VARIANTS": ".config", "ModelConfig": ".config", "get_config": ".config",
     "EmaVfiError": ".errors", "HubError": ".errors", "WeightsError": ".errors",
-    "interpolate": ".inference", "interpolate_pairs": ".inference", "interpolate_sequence": ".inference",
+    "interpolate": ".inference", "interpolate_pairs": ".inference", "interpolate_sequence": ".clips",
     "optimize": ".optimize",
-    "build_model": ".weights", "load_model": ".weights",
+    "build_model": ".weights", "load_model": ".loading",
 }
 _MODULES = ("loss", "weights")
 

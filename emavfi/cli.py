@@ -25,8 +25,8 @@ from .outputs import OutputFolderError, check_new_file, record_file
 from .progress import ProgressLine, clock, download_progress
 from .schedule import Request, parse_fps, parse_timesteps_exact
 from .sequences import GAPS
-from .settings import (COMPRESSIONS, DEFAULT_COMPRESSION, ON_ERROR, PRECISIONS, OutputOptions, RunOptions, Settings,
-                       SettingsError)
+from .settings import (COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_PROTECT_FEATHER, ON_ERROR, PRECISIONS, OutputOptions,
+                       ProtectOptions, RunOptions, Settings, SettingsError)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -89,7 +89,8 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "difference noise alone makes (default 2; 0 = exact repeats only)")
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                     help="auto = fp16 on CUDA, fp32 elsewhere")
+                     help="auto = fp16 on CUDA, fp32 elsewhere; bf16 on the CPU needs native bf16 (AMX or "
+                     "AVX-512 BF16) and works with --backend openvino too")
     run.add_argument("--backend", choices=BACKENDS, default="torch", help="torch (default), openvino, onnxruntime "
                      "(CPU), tensorrt (NVIDIA GPU) or auto (openvino on CPU, tensorrt on CUDA, where installed); "
                      "needs -r requirements-runtimes.txt")
@@ -119,10 +120,24 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "display rotation (default: keep them as stored and carry the rotation to the output)")
     run.add_argument("--on-error", choices=ON_ERROR, default="stop", help="a damaged input frame stops the run "
                      "(default) or skips the output frames that need it")
+    _protect_arguments(run)
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the shot over a Ray cluster: "
                      "no ADDRESS = a local one on this machine, 'auto' or ray://host:port = join that cluster")
-    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
+    run.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per T "
+                     "CPUs, T = the threads one process uses here; each computes with T threads)")
     return run
+
+
+def _protect_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--protect", type=Path, metavar="MASK", help="hold where this mask is white: in-between frames "
+                     "show the nearest source frame there; one image for the shot, or a folder or video with one "
+                     "mask per input frame (matched by frame number)")
+    run.add_argument("--protect-feather", type=int, default=DEFAULT_PROTECT_FEATHER, metavar="PX",
+                     help=f"px over which a held region's edge blends in (default {DEFAULT_PROTECT_FEATHER})")
+    run.add_argument("--protect-overlays", action="store_true", help="find burned-in overlays (timecode, "
+                     "subtitles, logos, HUDs: pixels that stay put while the picture moves) and hold them")
+    run.add_argument("--protect-overlays-out", type=Path, metavar="DIR", help="write the detected overlay masks "
+                     "there (overlays.<frame>.png) to check them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,9 +192,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
                            codec=getattr(args, "codec", None), colorspace=getattr(args, "colorspace", None),
                            ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"),
                            compression=getattr(args, "compression", None), io_threads=getattr(args, "io_threads", 0))
+    protect = ProtectOptions(mask=args.protect, feather=args.protect_feather, overlays=args.protect_overlays,
+                             overlays_out=args.protect_overlays_out) if interpolate else ProtectOptions()
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,
                     offline=getattr(args, "offline", False), device=getattr(args, "device", "auto"),
-                    precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "torch"))
+                    precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "torch"),
+                    protect=protect)
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -194,7 +212,7 @@ class _Status:
 
 def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     """The interpolate subcommand: settings and paths checked first, then weights, then frames."""
-    from . import preflight, render
+    from . import loading, preflight, render
 
     job = render.Job(args.input, args.output, settings_from(args))
     if args.ray is not None:
@@ -207,10 +225,11 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     with contextlib.nullcontext() if job.video_out else render.open_output(prepared) as folder:
         part = '' if len(prepared.requested) == prepared.total else f' ({len(prepared.requested)} in this task)'
         sys.stderr.write(f"{prepared.source.describe()} -> {prepared.total} frames{part}\n")
-        for note in preflight.notes(prepared):
+        for note in preflight.notes(prepared) + ([prepared.masks.note] if prepared.masks and prepared.masks.note
+                                                 else []):
             render.stderr_note(note)
         preflight.check_memory(prepared)
-        model = render.load_model_for(job, progress=download_progress())
+        model = loading.load_model_for(job.settings, progress=download_progress())
         if folder is not None:  # the weights are here now: the record names them before the first frame
             folder.confirm(provenance.WEIGHTS_KEY, provenance.weights_sha256(job.settings))
         progress, count = _counting_progress(status)
@@ -226,6 +245,8 @@ def run_interpolate(args: argparse.Namespace, status: _Status) -> int:
     rotation = preflight.outcome(prepared.source, job.settings, job.video_out)
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(time.monotonic() - progress.started)}"
                      f"{kept}{_cuts_suffix(report.cuts)}{rotation}\n")
+    if report.protected:
+        sys.stderr.write(f"{report.protected}\n")
     return 0
 
 
@@ -265,7 +286,7 @@ def _cuts_suffix(found: Sequence[int]) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     """The plan subcommand: output frame count and task ranges, without loading the model."""
-    from . import preflight, render
+    from . import loading, preflight, render
 
     if args.tasks is not None and args.frames_per_task is not None:
         raise SettingsError("give --tasks or --frames-per-task, not both")

@@ -159,6 +159,13 @@ def retime_request(request: Request) -> Request:
     return Request(target_fps=fps * (request.multiplier or 2), source_fps=fps, method=request.method)
 
 
+def _checked_retime(request: Request, times: Sequence[Fraction] | None) -> Request:
+    """retime_request, after the checks that need no frames (so they fail before a clip is read)."""
+    if request.is_retime and request.source_fps is None and times is None:
+        raise ValueError("an fps retime needs the input frame rate: give the source fps (e.g. 24 or 24000/1001)")
+    return retime_request(request)
+
+
 def schedule_without_held(request: Request, n_frames: int, held: Sequence[int], arbitrary_t: bool,
                           times: Sequence[Fraction] | None = None) -> Schedule:
     """make_schedule over the kept frames at their true times (times: every source frame's; default i / fps).
@@ -166,9 +173,7 @@ def schedule_without_held(request: Request, n_frames: int, held: Sequence[int], 
     The plan numbers the kept frames 0..len(kept)-1 (see KeptFrames). Its output has the duration of the
     source; its out_fps is None where the source rate is unknown.
     """
-    if request.is_retime and request.source_fps is None and times is None:
-        raise ValueError("an fps retime needs the input frame rate: give the source fps (e.g. 24 or 24000/1001)")
-    retime = retime_request(request)
+    retime = _checked_retime(request, times)
     kept = kept_frames(n_frames, held)
     if times is None:
         step = 1 / retime.source_fps  # type: ignore[operator]
@@ -178,15 +183,26 @@ def schedule_without_held(request: Request, n_frames: int, held: Sequence[int], 
     return schedule if request.source_fps is not None or request.is_retime else replace(schedule, out_fps=None)
 
 
-def drop_held(frames: torch.Tensor, request: Request, arbitrary_t: bool, threshold: float | None = None,
-              cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD) -> tuple[torch.Tensor, Schedule, list[int]]:
-    """A clip in memory without its held frames: (kept frames [K,C,H,W], their schedule, held indices).
+@dataclass(frozen=True)
+class HeldTimeline:
+    """A clip's timeline without its held frames: which were dropped, which stay, and the schedule over the rest."""
 
-    For front ends holding the whole clip (the ComfyUI nodes): run the schedule on the kept frames.
+    held: list[int]  # source frames dropped as held
+    kept: list[int]  # source frame index of each timeline frame
+    schedule: Schedule  # numbers the kept frames 0..len(kept)-1
+
+
+def held_timeline(frames: Iterable[torch.Tensor], n: int, request: Request, arbitrary_t: bool, *,
+                  threshold: float | None, cut_threshold: float,
+                  times: Sequence[Fraction] | None = None) -> HeldTimeline:
+    """Held frames of the n source frames given in order as [C,H,W] -> kept frames -> their schedule.
+
+    The one held-frame timeline of the command line, the nodes and the VapourSynth filter: a request dedupe
+    cannot retime fails before any frame is read. times: every source frame's, for a variable frame rate.
     """
+    _checked_retime(request, times)
     held = find_held(frames, threshold, cut_threshold)
-    sched = schedule_without_held(request, frames.shape[0], held, arbitrary_t)
-    return frames[kept_frames(frames.shape[0], held)], sched, held
+    return HeldTimeline(held, kept_frames(n, held), schedule_without_held(request, n, held, arbitrary_t, times))
 
 
 class KeptFrames:

@@ -6,6 +6,8 @@ The ComfyUI nodes follow ComfyUI's own choices instead (nodes.loader.node_device
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Union
 
 import torch
@@ -15,6 +17,10 @@ from .errors import SettingsError
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
 DTypeLike = Union[torch.dtype, str]
 DeviceLike = Union[torch.device, str]
+# /proc/cpuinfo flags of x86 CPUs that compute bf16 natively, best first: AMX (Intel Xeon 4th generation on) and
+# AVX-512 BF16 (Intel Cooper Lake on, AMD Zen 4 on). Without either, PyTorch emulates bf16 and OpenVINO ignores
+# a bf16 hint and computes in f32 (benchmarks/RESULTS.md, "bf16 on the CPU").
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def as_dtype(dtype: DTypeLike) -> torch.dtype:
@@ -73,7 +79,39 @@ def run_device(name: str) -> torch.device:
 
 
 def run_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """A run's dtype from its precision setting: "auto" = fp16 on CUDA, fp32 elsewhere; else fp32 / fp16 / bf16."""
+    """A run's dtype from its precision setting: "auto" = fp16 on CUDA, fp32 elsewhere; else fp32 / fp16 / bf16
+    (bf16 on a CPU without native bf16: SettingsError, see cpu_bf16_problem)."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
+    if precision == "bf16" and device.type == "cpu":
+        reason = cpu_bf16_problem()
+        if reason:
+            raise SettingsError(reason)
     return DTYPES[precision]
+
+
+def cpu_flags() -> set[str]:
+    """This machine's CPU flags from /proc/cpuinfo (empty where there is none: other systems, or not x86)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def native_bf16(flags: Iterable[str] | None = None) -> str | None:
+    """The CPU's native bf16 instructions ("amx_bf16" or "avx512_bf16") from its flags (default: this machine's),
+    or None where it has neither and bf16 is emulated."""
+    found = set(cpu_flags() if flags is None else flags)
+    return next((flag for flag in NATIVE_BF16_FLAGS if flag in found), None)
+
+
+def cpu_bf16_problem(flags: Iterable[str] | None = None) -> str | None:
+    """Why bf16 on this CPU (flags as given, default this machine's) is refused, or None where the CPU has native bf16
+    (or is not x86: no flags to judge by). Measured: emulated bf16 is slower than fp32 and less exact."""
+    flags = cpu_flags() if flags is None else set(flags)
+    if not flags or native_bf16(flags) or not {"avx", "avx2", "sse2"} & flags:
+        return None
+    return ("--precision bf16 on the CPU needs native bf16 (AMX or AVX-512 BF16), which this CPU lacks: PyTorch "
+            "would emulate it, slower than fp32 and less exact, and OpenVINO would compute in f32 anyway; use "
+            "--precision fp32 (the default)")

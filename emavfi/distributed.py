@@ -5,9 +5,10 @@ weights are read, as in the one-process CLI), then reads the weights once and pu
 store; each worker (a Ray actor: one per GPU, or per `cpus_per_worker` CPUs) loads the model from there once,
 on its first task, and renders the output frames it is given with the same engine as the CLI (emavfi.engine,
 through emavfi.render), into the shared output folder. Output files are named by their global index and
-written atomically, and device batches follow the global pair grid, so the files are byte for byte those of
-a one-process run, whichever worker made them and however often a worker was restarted. The driver itself
-never touches the input or the output (with `ray://` it may be a laptop).
+written atomically, device batches follow the global pair grid, and every worker computes with the torch
+thread count of the driver (the one setting here that changes CPU arithmetic: see `render`), so the files are
+byte for byte those of a one-process run, whichever worker made them and however often a worker was
+restarted. The driver itself never touches the input or the output (with `ray://` it may be a laptop).
 
 Ray does the fault tolerance: actors restart (`max_restarts`) and re-run the calls they were given
 (`max_task_retries`). `import ray` happens only inside the functions here: Ray is an optional extra.
@@ -15,7 +16,6 @@ Ray does the fault tolerance: actors restart (`max_restarts`) and re-run the cal
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import uuid
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import EmaVfiError
-from .ray_cluster import DistributedError, connection, import_ray, one_line
+from .ray_cluster import DistributedError, connection, explain, import_ray, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +39,6 @@ QUEUED_PER_WORKER = 2  # calls queued at each actor: it never waits for the driv
 START_TIMEOUT_S = 300.0  # workers load torch and the model; a cluster may also have to find room for them
 CANCEL_GRACE_S = 30.0  # running calls stop at their next cancellation check (before each device batch)
 POLL_S = 0.5
-_ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w*(?:Error|Exception|Interrupt|Cancelled))(?:\(\w*\))?: (.+)$")
 
 
 class WorkCancelled(EmaVfiError):
@@ -66,11 +65,10 @@ class DistributedReport:
 class ShotWorker:
     """The body of one Ray actor: the job's model (loaded once, from the object store) and its prepared shot."""
 
-    def __init__(self, job: Job, threads: int | None) -> None:
+    def __init__(self, job: Job, threads: int) -> None:
         import torch
 
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # before the model exists: OpenVINO's and ONNX Runtime's threads follow it
         self._job = job
         self._model: Model | None = None
         self._prepared: Prepared | None = None
@@ -109,12 +107,12 @@ class ShotWorker:
         """
         import ray
 
-        from . import render
+        from . import loading, render
 
         if self._model is None:
             # Fetched here rather than passed to __init__: Ray warns about restartable actors whose constructor
             # arguments live in the object store, and a restarted worker gets the ref again with its next call.
-            self._model = render.load_model_for(self._job, dict(ray.get(weights[0])))
+            self._model = loading.load_model_for(self._job.settings, dict(ray.get(weights[0])))
         context = ray.get_runtime_context()
         is_canceled = getattr(context, "is_canceled", None)  # older Ray lacks it: the worker is then killed instead
 
@@ -134,16 +132,21 @@ def _worker_job(job: Job) -> Job:
 
 # ----------------------------------------------------------------------------------------------- driver
 
-def render(job: Job, *, address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
-           progress: Callable[[int, int], None] | None = None, task_frames: int = DEFAULT_TASK_FRAMES,
-           cancel: Callable[[], None] | None = None, runtime_env: Mapping[str, Any] | None = None
-           ) -> DistributedReport:
+def render(job: Job, *, address: str | None = None, workers: int | None = None, cpus_per_worker: int | None = None,
+           threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+           task_frames: int = DEFAULT_TASK_FRAMES, cancel: Callable[[], None] | None = None,
+           runtime_env: Mapping[str, Any] | None = None) -> DistributedReport:
     """Render `job` (an `emavfi.render.Job` with a folder output) on Ray workers; returns the counts.
 
     address: None = an embedded local cluster on 127.0.0.1 (shut down at the end); "auto" or "host:port" = join
     a running cluster; "ray://host:port" = Ray Client. A process already connected to Ray (ray.init) keeps
     that connection (an address given is only checked to be reachable).
     workers: how many (default: one per GPU, else one per `cpus_per_worker` CPUs of the cluster).
+    threads: torch threads each worker computes with; default: this process's (what `emavfi interpolate` uses
+    here). CPU arithmetic depends on it (oneDNN picks its blocking by thread count, and element-wise kernels
+    round a thread's last few values differently), so equal threads are what make the bytes equal.
+    cpus_per_worker: Ray CPUs each worker reserves; default: `threads`, fewer where the cluster has less room per
+    asked-for worker (those workers then share cores), 1 for GPU workers.
     progress(done, requested): output frames complete so far, called on this process as tasks finish.
     task_frames: output frames per task, rounded up to whole source pairs (the unit of hand-out, and what is
     re-run after a worker died).
@@ -152,11 +155,12 @@ def render(job: Job, *, address: str | None = None, workers: int | None = None, 
     runtime_env: Ray runtime environment for the workers (e.g. {"pip": [...]} on a cluster without emavfi).
     """
     ray = import_ray()
-    _check_arguments(job, workers, cpus_per_worker, task_frames)
+    _check_arguments(job, workers, cpus_per_worker, threads, task_frames)
     started = time.monotonic()
+    threads = threads or _driver_threads()
 
-    with connection(ray, address, workers, cpus_per_worker):
-        pool = _start_workers(ray, _worker_job(job), workers, cpus_per_worker, runtime_env)
+    with connection(ray, address, workers, cpus_per_worker or 1):
+        pool = _start_workers(ray, _worker_job(job), workers, cpus_per_worker, threads, runtime_env)
         try:
             total, requested, pairs = _call(ray, pool[0].actor.plan.remote(), pool[0].name)
             out = job.settings.output
@@ -176,19 +180,27 @@ def render(job: Job, *, address: str | None = None, workers: int | None = None, 
                              cuts=tuple(sorted(set(cuts))), frames_by_worker=by_worker)
 
 
-def _check_arguments(job: Job, workers: int | None, cpus_per_worker: int, task_frames: int) -> None:
+def _check_arguments(job: Job, workers: int | None, cpus_per_worker: int | None, threads: int | None,
+                     task_frames: int) -> None:
     if job.video_out:
         raise DistributedError(f"Ray workers write a folder of frames; {job.output} is a video file: render to a "
                                "folder (then encode it), or drop --ray")
     for name, value, low in (("workers", workers, 1), ("cpus per worker", cpus_per_worker, 1),
-                             ("task frames", task_frames, 1)):
+                             ("threads", threads, 1), ("task frames", task_frames, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise DistributedError(f"{name} must be a whole number >= {low}; got {value!r}")
 
 
+def _driver_threads() -> int:
+    """The torch threads a one-process run of this job would compute with here."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _state_for(job: Job) -> dict[str, torch.Tensor]:
     """The job's weights as a state dict, read here once (workers need neither the file nor the Hub)."""
-    from .render import weights_path
+    from .loading import weights_path
     from .weights import read_weights
 
     state, _ = read_weights(weights_path(job.settings), job.settings.model_variant)
@@ -204,11 +216,13 @@ class _Member:
     queued: int = 0
 
 
-def _start_workers(ray: Any, job: Job, workers: int | None, cpus_per_worker: int,
+def _start_workers(ray: Any, job: Job, workers: int | None, cpus_per_worker: int | None, threads: int,
                    runtime_env: Mapping[str, Any] | None) -> list[_Member]:
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
     on_gpu = gpus > 0 and job.settings.device != "cpu"
+    if cpus_per_worker is None:  # a worker reserves the cores it computes on, as far as the cluster has them
+        cpus_per_worker = 1 if on_gpu else max(1, min(threads, cpus // (workers or 1)))
     room = min(gpus, cpus // cpus_per_worker) if on_gpu else cpus // cpus_per_worker
     count = workers or room
     if count < 1 or count > room:
@@ -220,8 +234,8 @@ def _start_workers(ray: Any, job: Job, workers: int | None, cpus_per_worker: int
         options["runtime_env"] = dict(runtime_env)
     actor_class = ray.remote(ShotWorker)
     run_id = uuid.uuid4().hex[:8]
-    pool = [_Member(actor_class.options(name=f"emavfi-{run_id}-{k}", **options).remote(
-        job, None if on_gpu else cpus_per_worker), f"worker {k}") for k in range(count)]
+    pool = [_Member(actor_class.options(name=f"emavfi-{run_id}-{k}", **options).remote(job, threads),
+                    f"worker {k}") for k in range(count)]
     names = {pool[k].actor.describe.remote(): k for k in range(count)}
     try:
         ready, pending = ray.wait(list(names), num_returns=count, timeout=START_TIMEOUT_S)
@@ -308,23 +322,4 @@ def _call(ray: Any, ref: Any, who: str) -> Any:
     except ray.exceptions.RayError as exc:
         raise DistributedError(explain(exc, who)) from None
 
-
-def explain(exc: BaseException, who: str) -> str:
-    """One line for a failure on a worker: the package missing there, or the worker's own error message."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray"):
-        text = f"{type(cause).__name__}: {cause}" if isinstance(cause, (ImportError, KeyError)) else str(cause)
-    else:
-        text = _last_error_line(str(exc))
-    if "No module named 'emavfi" in text or "No module named \"emavfi" in text:
-        return (f"{who} cannot import emavfi ({one_line(text)}): install this package on every node of the Ray "
-                "cluster, or pass it with a runtime_env")
-    return f"{who} failed: {one_line(text)}"
-
-
-def _last_error_line(text: str) -> str:
-    """The final "SomeError: message" line of a traceback Ray put into an exception's text."""
-    lines = [one_line(line) for line in text.splitlines()]
-    found = [line for line in lines if _ERROR_LINE.match(line)]
-    return found[-1] if found else (lines[0] if lines else "unknown error")
 

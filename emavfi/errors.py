@@ -16,6 +16,10 @@ class HubError(EmaVfiError, OSError):
     """Downloading or verifying weights from the Hugging Face Hub failed."""
 
 
+class DistributedError(EmaVfiError):
+    """A distributed render could not start or a worker failed; the message names the worker and the fix."""
+
+
 class SettingsError(EmaVfiError, ValueError):
     """A setting has a value that cannot work (a usage error: exit code 2 in the CLI); the message names it and
     the fix. Raised by emavfi.settings, and where a setting meets this machine (emavfi.devices)."""

@@ -1,16 +1,21 @@
-"""`interpolate`: padding, validation, HR mode, TTA and multiple timesteps around the network."""
+"""`interpolate`: padding, validation, HR mode, TTA and multiple timesteps around the network; the backend seam.
+
+Every device call of the library goes through one seam, `backend_for`: a runtime model (OpenVINO, ONNX Runtime,
+TensorRT) supplies its own `Backend`, a PyTorch network runs through `ModelBackend`. `interpolate` and
+`interpolate_pairs` call it directly; the Runner (emavfi.runner) calls it for the engine.
+"""
 from __future__ import annotations
 
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .inference_checks import (Timesteps, check_aux, check_frames, check_image, check_indices, check_model,
-                               check_timesteps, is_runtime)
+                               check_timesteps)
 from .model import EMAVFI, Features
 from .model.network import blend
 from .model.flow import resize
@@ -125,17 +130,31 @@ class UntrainedTimestepWarning(UserWarning):
     """A model trained for t = 0.5 only was asked for another timestep (it works, but looks worse)."""
 
 
-def _on_runtime(model: Any, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, ts: list[float],
-                options: PassOptions, aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[T,P,3,H,W] frames (and fused aux) from a runtime model; TTA is one averaged rotated pass either way."""
-    return model.as_backend(options.tta or options.fast_tta, options.scale)(frames, first, second, ts, aux)
+class Backend(Protocol):
+    """Maps one device call to in-between frames: what the Runner and the library functions need from a network."""
+
+    def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+                 timesteps: Sequence[float], aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """frames [F,3,H,W] in 0..1 and aux [F,K,H,W] (or None); the pairs (frames[first[i]], frames[second[i]])
+        -> (rgb [T,P,3,H,W] in 0..1, aux [T,P,K,H,W] warped and fused the same way, or None), on frames' device."""
 
 
-def _warn_untrained_t(model: EMAVFI, ts: list[float]) -> None:
-    # A constant message and category: Python's own filter then shows it once per calling line. Level 4:
-    # this helper, the public function, torch's inference_mode wrapper, then the caller.
+def backend_for(model: Any, tta: bool = False, scale: float = 1.0, *, fast_tta: bool = False,
+                timesteps_per_call: int | None = None) -> Backend:
+    """The one place that picks how a model runs: its own `as_backend(tta, scale)` (a runtime model: TTA is one
+    averaged rotated pass either way), else ModelBackend (a PyTorch network)."""
+    as_backend = getattr(model, "as_backend", None)
+    if callable(as_backend):
+        return as_backend(tta=tta or fast_tta, scale=scale)
+    return ModelBackend(model, tta, scale, fast_tta, timesteps_per_call)
+
+
+def warn_untrained_t(model: Any, ts: Sequence[float], stacklevel: int = 2) -> None:
+    """Warn (UntrainedTimestepWarning) when a t = 0.5-only model is asked for other times; stacklevel as warnings'
+    counted from the caller of this function."""
+    # A constant message and category: Python's own filter then shows it once per calling line.
     if message := untrained_t_warning(model.config.arbitrary_t, ts):  # the one rule and text (the schedule's too)
-        warnings.warn(message, UntrainedTimestepWarning, stacklevel=4)
+        warnings.warn(message, UntrainedTimestepWarning, stacklevel=stacklevel + 1)
 
 
 def _preparation(model: EMAVFI, scale: float, size: torch.Size):
@@ -170,20 +189,11 @@ def interpolate(model: EMAVFI, img0: torch.Tensor, img1: torch.Tensor, timesteps
     check_model(model)
     ts = check_timesteps(timesteps)
     check_frames(img0, img1, aux0, aux1)
-    _warn_untrained_t(model, ts)
+    warn_untrained_t(model, ts, stacklevel=3)  # the caller, past torch's inference_mode wrapper
     b = img0.shape[0]
-    if is_runtime(model):
-        idx = torch.arange(2 * b)
-        aux_all = None if aux0 is None else torch.cat([aux0, aux1])
-        out = _on_runtime(model, torch.cat([img0, img1]), idx[:b], idx[b:], ts, PassOptions(tta, fast_tta, scale),
-                          aux_all)
-        return _finish(out, single, img0.device, img0.dtype)
-    prep, crop = _preparation(model, scale, img0.shape[-2:])
-    frames = prep(torch.cat([img0, img1]))
-    idx = torch.arange(2 * b, device=frames.device)
-    aux = None if aux0 is None else (prep(aux0), prep(aux1))
-    out = _run(model, frames, idx[:b], idx[b:], ts, PassOptions(tta, fast_tta, scale), aux, crop,
-               timesteps_per_call)
+    idx = torch.arange(2 * b, device=img0.device)
+    backend = backend_for(model, tta, scale, fast_tta=fast_tta, timesteps_per_call=timesteps_per_call)
+    out = backend(torch.cat([img0, img1]), idx[:b], idx[b:], ts, None if aux0 is None else torch.cat([aux0, aux1]))
     return _finish(out, single, img0.device, img0.dtype)
 
 
@@ -195,7 +205,7 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     """Frames [T,P,3,H,W] between frames[first[i]] and frames[second[i]] of frames [F,3,H,W] (float, 0..1).
 
     Each of the F frames gets its per-frame features once, however many pairs share it; this is what
-    `interpolate` and `interpolate_sequence` run. aux [F,K,H,W]: extra channels warped and fused with the
+    `interpolate` runs, and the Runner's device calls. aux [F,K,H,W]: extra channels warped and fused with the
     same flows; then returns (frames, aux [T,P,K,H,W]). Other options: see `interpolate`. It does not warn
     about untrained timesteps: its caller, the Runner, runs a schedule that already did (Schedule.warning).
     """
@@ -204,18 +214,9 @@ def interpolate_pairs(model: EMAVFI, frames: torch.Tensor, first: Sequence[int] 
     check_image("frames", frames)
     if aux is not None:
         check_aux("aux", aux, frames)
-    if is_runtime(model):
-        first, second = check_indices(first, second, frames.shape[0], torch.device("cpu"))
-        out = _on_runtime(model, frames, first, second, ts, PassOptions(tta, fast_tta, scale), aux)
-        return _finish(out, False, frames.device, frames.dtype)
-    prep, crop = _preparation(model, scale, frames.shape[-2:])
-    padded = prep(frames)
-    first, second = check_indices(first, second, frames.shape[0], padded.device)
-    pair_aux = None if aux is None else (prep(aux.index_select(0, first.to(aux.device))),
-                                         prep(aux.index_select(0, second.to(aux.device))))
-    out = _run(model, padded, first, second, ts, PassOptions(tta, fast_tta, scale), pair_aux, crop,
-               timesteps_per_call)
-    return _finish(out, False, frames.device, frames.dtype)
+    first, second = check_indices(first, second, frames.shape[0], frames.device)
+    backend = backend_for(model, tta, scale, fast_tta=fast_tta, timesteps_per_call=timesteps_per_call)
+    return _finish(backend(frames, first, second, ts, aux), False, frames.device, frames.dtype)
 
 
 def _finish(out: tuple[torch.Tensor, torch.Tensor | None], single: bool, device: torch.device, dtype: torch.dtype):
@@ -285,63 +286,29 @@ def _store(out: torch.Tensor, window: slice, padded: torch.Tensor, crop: tuple[i
     out[window] = (out[window] + rows) / 2 if average else rows
 
 
-@torch.inference_mode()
-def interpolate_sequence(model: EMAVFI, frames: torch.Tensor, timesteps: Timesteps = 0.5, *, tta: bool = False,
-                         fast_tta: bool = False, scale: float = 1.0, aux: torch.Tensor | None = None,
-                         timesteps_per_call: int | None = None, chunk: int | None = None):
-    """In-between frames for every consecutive pair of `frames` [N,3,H,W] (N >= 2).
-
-    Like `interpolate` with img0 = frames[:-1], img1 = frames[1:] (a float t gives [N-1,3,H,W], a sequence
-    [T,N-1,3,H,W]), but each frame's per-frame features are computed once although it belongs to two pairs.
-    aux [N,K,H,W]: extra channels warped and fused with the same flows; then returns (frames, aux).
-    chunk: pairs evaluated together, sharing their frames' features (default: all on CUDA, one on CPU).
-    """
-    if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[0] < 2:
-        raise ValueError("frames must be a tensor [N,3,H,W] with at least two frames "
-                         f"(got {list(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__})")
-    single = isinstance(timesteps, (int, float)) and not isinstance(timesteps, bool)
-    check_model(model)
-    ts = check_timesteps(timesteps)
-    check_frames(frames[:-1], frames[1:], None if aux is None else aux[:-1], None if aux is None else aux[1:])
-    _warn_untrained_t(model, ts)
-    pairs = frames.shape[0] - 1
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk must be a positive integer or None (pairs per call); got {chunk!r}")
-    if is_runtime(model):  # its graphs take one pair at a time: chunk changes nothing there
-        idx = torch.arange(pairs + 1)
-        out = _on_runtime(model, frames, idx[:-1], idx[1:], ts, PassOptions(tta, fast_tta, scale), aux)
-        return _finish(out, single, frames.device, frames.dtype)
-    prep, crop = _preparation(model, scale, frames.shape[-2:])
-    device = next(model.parameters()).device
-    per_call = chunk if chunk is not None else (pairs if device.type == "cuda" else 1)  # CPU: measured slower
-    out = aux_out = None
-    options = PassOptions(tta, fast_tta, scale)
-    for start in range(0, pairs, per_call):
-        window = slice(start, min(start + per_call, pairs) + 1)  # frames shared inside a window
-        k = window.stop - start
-        idx = torch.arange(k, device=device)
-        window_aux = None if aux is None else (prep(aux[window][:-1]), prep(aux[window][1:]))
-        part = _run(model, prep(frames[window]), idx[:-1], idx[1:], ts, options, window_aux, crop, timesteps_per_call)
-        if out is None:
-            out = part[0].new_empty((len(ts), pairs, *part[0].shape[2:]))
-            aux_out = None if part[1] is None else part[1].new_empty((len(ts), pairs, *part[1].shape[2:]))
-        out[:, start:start + k - 1] = part[0]
-        if aux_out is not None:
-            aux_out[:, start:start + k - 1] = part[1]
-    return _finish((out, aux_out), single, frames.device, frames.dtype)
-
-
 @dataclass(frozen=True)
 class ModelBackend:
-    """The network as a `runner.Backend`: one `interpolate_pairs` call per device call."""
+    """A PyTorch network as a `Backend`: frames cast to its device and dtype, padded, run, cropped, cast back.
+
+    Each of the F frames gets its per-frame features once, however many pairs share it. tta / fast_tta / scale /
+    timesteps_per_call: see `interpolate`.
+    """
 
     model: EMAVFI
     tta: bool = False
     scale: float = 1.0
+    fast_tta: bool = False
+    timesteps_per_call: int | None = None
 
+    @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, timesteps: Sequence[float],
                  aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """See runner.Backend."""
-        result: Any = interpolate_pairs(self.model, frames, first, second, timesteps, tta=self.tta,
-                                        scale=self.scale, aux=aux)
-        return result if aux is not None else (result, None)
+        """See Backend."""
+        prep, crop = _preparation(self.model, self.scale, frames.shape[-2:])
+        padded = prep(frames)
+        first, second = first.to(padded.device), second.to(padded.device)
+        pair_aux = None if aux is None else (prep(aux.index_select(0, first.to(aux.device))),
+                                             prep(aux.index_select(0, second.to(aux.device))))
+        out = _run(self.model, padded, first, second, list(timesteps),
+                   PassOptions(self.tta, self.fast_tta, self.scale), pair_aux, crop, self.timesteps_per_call)
+        return tuple(None if x is None else x.to(device=frames.device, dtype=frames.dtype) for x in out)

@@ -9,8 +9,8 @@ import torch
 Timesteps = float | Sequence[float]
 
 
-def check_image(name: str, img: object) -> None:
-    """img is a finite float tensor [B,3,H,W] with values in 0..1."""
+def check_image(name: str, img: object, hdr: bool = False) -> None:
+    """img is a finite float tensor [B,3,H,W] with values in 0..1 (any values with hdr: mapped into range later)."""
     if not isinstance(img, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor [B,3,H,W]; got {type(img).__name__}")
     if not img.is_floating_point():
@@ -23,10 +23,12 @@ def check_image(name: str, img: object) -> None:
         raise ValueError(f"{name} is empty: shape {list(img.shape)}")
     if not torch.isfinite(img).all():
         raise ValueError(f"{name} contains NaN or Inf values")
+    if hdr:
+        return
     lo, hi = img.min().item(), img.max().item()
     if lo < -1e-4 or hi > 1 + 1e-4:
         raise ValueError(f"{name} values must be in [0, 1]; got [{lo:.4g}, {hi:.4g}] (for HDR or linear-light "
-                         "frames use emavfi.runner.interpolate_clip, which maps them into range and back)")
+                         "frames use emavfi.clips.interpolate_clip, which maps them into range and back)")
 
 
 def check_aux(name: str, aux: object, like: torch.Tensor) -> None:
@@ -39,10 +41,11 @@ def check_aux(name: str, aux: object, like: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
-def check_frames(img0: torch.Tensor, img1: torch.Tensor, aux0: torch.Tensor | None, aux1: torch.Tensor | None) -> None:
-    """Two frame batches of one shape, and their extra channels given together or not at all."""
-    check_image("img0", img0)
-    check_image("img1", img1)
+def check_frames(img0: torch.Tensor, img1: torch.Tensor, aux0: torch.Tensor | None, aux1: torch.Tensor | None,
+                 hdr: bool = False) -> None:
+    """Two frame batches of one shape, and their extra channels given together or not at all (hdr: see check_image)."""
+    check_image("img0", img0, hdr)
+    check_image("img1", img1, hdr)
     if img0.shape != img1.shape:
         raise ValueError(f"img0 and img1 must have the same shape; got {list(img0.shape)} and {list(img1.shape)}")
     if img0.dtype != img1.dtype or img0.device != img1.device:

@@ -110,14 +110,12 @@ def check_memory(prepared: Any, free: int | None = None) -> None:
     """
     from .config import get_config
     from .devices import run_device, run_dtype
-    from .engine import rows_per_pair
     from .memory import free_memory_bytes
-    from .schedule import pair_timesteps
 
     s = prepared.job.settings
     device = run_device(s.device)
     height, width = prepared.source.size
-    rows = rows_per_pair(pair_timesteps(prepared.schedule.plan), prepared.schedule.bisection_depth)
+    rows = prepared.schedule.rows_per_pair()
     line = memory_refusal(get_config(s.model_variant), height, width, rows, run_dtype(s.precision, device), s.run,
                           free_memory_bytes(device) if free is None else free, device.type)
     if line is not None:

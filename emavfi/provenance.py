@@ -60,7 +60,7 @@ def record(prepared: Any) -> dict[str, Any]:
             "device_type": device.type, "chunk": s.run.chunk, "tta": s.run.tta, "scale": s.run.scale,
             "cut_threshold": s.run.cut_threshold, "dedupe": _dedupe(prepared),
             "schedule": schedule_digest(prepared.schedule),
-            "format": [s.output.format, s.output.bit_depth, s.output.colorspace]}
+            "format": [s.output.format, s.output.bit_depth, s.output.colorspace], **_protect(prepared)}
 
 
 def _dedupe(prepared: Any) -> Any:
@@ -69,3 +69,13 @@ def _dedupe(prepared: Any) -> Any:
     if not getattr(run, "dedupe", False):
         return False
     return {"threshold": run.dedupe_threshold, "held": len(prepared.source.held)}
+
+
+def _protect(prepared: Any) -> dict[str, Any]:
+    """Held regions (--protect, --protect-overlays): the mask's sha256, the feather, overlays; nothing when off."""
+    options = getattr(prepared.job.settings, "protect", None)
+    if options is None or not options.active:
+        return {}
+    masks = getattr(prepared, "masks", None)
+    return {"protect": {"mask_sha256": masks.sha256() if masks is not None else None, "feather": options.feather,
+                        "overlays": options.overlays}}

@@ -1,7 +1,8 @@
 """Where the Ray cluster comes from: this process's own Ray, an embedded one on 127.0.0.1 only, or a joined one.
 
 `probe` fails fast (one line) where nothing listens at an address, instead of ray.init's minutes of waiting;
-`start_local` keeps every Ray server and socket on the loopback. `import ray` happens only inside the functions here.
+`start_local` keeps every Ray server and socket on the loopback. `import ray` happens only inside the functions here
+and in emavfi.ray_private (what of Ray's private API this needs).
 """
 from __future__ import annotations
 
@@ -13,13 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import EmaVfiError, one_line  # one_line: also for distributed.py
+from . import ray_private
+from .errors import DistributedError, one_line  # both also for distributed.py
 
 RAY_MISSING = "Ray is an optional extra: pip install -r requirements-ray.txt"
-
-
-class DistributedError(EmaVfiError):
-    """A distributed render could not start or a worker failed; the message names the worker and the fix."""
 
 
 def import_ray() -> Any:
@@ -36,6 +34,7 @@ LOCALHOST = "127.0.0.1"
 # Clusters on this machine only. Ray resolves "127.0.0.1" as a node address to the machine's outward IP and
 # binds its servers there unless its multi-node mode is off; these variables (read by the processes Ray starts,
 # and inherited by theirs) keep every socket on the loopback, and turn usage reporting off.
+_ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w*(?:Error|Exception|Interrupt|Cancelled))(?:\(\w*\))?: (.+)$")
 _LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -70,7 +69,7 @@ def _loopback_only(ray: Any, active: bool = True) -> Iterator[None]:
     if not active:
         yield
         return
-    constants = ray._private.ray_constants
+    constants = ray_private.ray_constants(ray)
     saved_env = {name: os.environ.get(name) for name in _LOCAL_ONLY_ENV}
     saved_cluster_mode = getattr(constants, "ENABLE_RAY_CLUSTER", None)
     os.environ.update(_LOCAL_ONLY_ENV)
@@ -133,9 +132,24 @@ def _bootstrap_address(address: str) -> str | None:
         return rest if ":" in rest else f"{rest}:10001"
     if address != "auto":
         return address if ":" in address else f"{address}:6379"
-    from ray._private.services import canonicalize_bootstrap_address
+    return ray_private.auto_address(import_ray())
 
-    try:
-        return canonicalize_bootstrap_address("auto")
-    except ConnectionError:
-        return None
+
+def explain(exc: BaseException, who: str) -> str:
+    """One line for a failure on a worker: the package missing there, or the worker's own error message."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray"):
+        text = f"{type(cause).__name__}: {cause}" if isinstance(cause, (ImportError, KeyError)) else str(cause)
+    else:
+        text = _last_error_line(str(exc))
+    if "No module named 'emavfi" in text or "No module named \"emavfi" in text:
+        return (f"{who} cannot import emavfi ({one_line(text)}): install this package on every node of the Ray "
+                "cluster, or pass it with a runtime_env")
+    return f"{who} failed: {one_line(text)}"
+
+
+def _last_error_line(text: str) -> str:
+    """The final "SomeError: message" line of a traceback Ray put into an exception's text."""
+    lines = [one_line(line) for line in text.splitlines()]
+    found = [line for line in lines if _ERROR_LINE.match(line)]
+    return found[-1] if found else (lines[0] if lines else "unknown error")

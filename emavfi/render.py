@@ -81,6 +81,7 @@ class Prepared:
     requested: list[int]  # global output indices this process renders
     sink: FolderSink | None = None  # the folder of frames it writes (built once); None: a video output
     start_number: int = 0  # file number of output index 0 (--start-number, else the input's first frame number)
+    masks: Any = None  # --protect: emavfi.mask_files.MaskFiles, checked before the model loads
 
     @property
     def total(self) -> int:
@@ -134,6 +135,10 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
                                                        bit_depth=out.bit_depth, out_fps=schedule.out_fps,
                                                        compression=out.compression)
     prepared = Prepared(job, source, n, schedule, requested, sink, start_number)  # type: ignore[arg-type]
+    if job.settings.protect.mask is not None:
+        from .mask_files import open_masks
+
+        prepared.masks = open_masks(job.settings.protect.mask, files, files.count())
     preflight.check_prepared(prepared)
     return prepared
 
@@ -144,10 +149,11 @@ def _without_held(source: Source, request: Request, arbitrary_t: bool, settings:
 
     if settings.output.on_error == "skip":
         raise SettingsError("--dedupe reads every frame first and cannot skip damaged ones: use --on-error stop")
-    held = dedupe.find_held(source.frames(0), settings.run.dedupe_threshold, settings.run.cut_threshold)
     times = _variable_frame_times(source, dedupe.retime_request(request))
-    return dedupe.KeptFrames(source, held), dedupe.schedule_without_held(request, source.count(), held,
-                                                                          arbitrary_t, times)
+    timeline = dedupe.held_timeline(source.frames(0), source.count(), request, arbitrary_t,
+                                    threshold=settings.run.dedupe_threshold, cut_threshold=settings.run.cut_threshold,
+                                    times=times)
+    return dedupe.KeptFrames(source, timeline.held), timeline.schedule
 
 
 def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | None:
@@ -157,30 +163,6 @@ def _variable_frame_times(source: Source, request: Request) -> list[Fraction] | 
     if not request.is_retime or variable_rate is None or not variable_rate():
         return None
     return source.timestamps()
-
-
-def load_model_for(job: Job, state: dict[str, torch.Tensor] | None = None,
-                   progress: ProgressFn | None = None) -> Model:
-    """The job's model on its device and in its precision (resolved here, once): from `state` (a state dict,
-    e.g. from Ray's object store) or its weights. The render then runs where the model is."""
-    from .devices import run_device, run_dtype
-    from .weights import load_model
-
-    s = job.settings
-    device = run_device(s.device)
-    dtype = run_dtype(s.precision, device)
-    weights = state if state is not None else weights_path(s, progress)
-    return load_model(weights, variant=s.model_variant, device=device, dtype=dtype, backend=s.backend)
-
-
-def weights_path(settings: Settings, progress: ProgressFn | None = None) -> Path:
-    """The weights file for the settings: --weights, else `<variant>.safetensors` locally, else the Hub."""
-    if settings.weights is not None:
-        return Path(settings.weights)
-    from .local_weights import default_models_dir, resolve_weights
-
-    return Path(resolve_weights(settings.model_variant, models_dirs=[default_models_dir()],
-                                offline=settings.offline, progress=progress))
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -205,12 +187,17 @@ def _run(prepared: Prepared, model: Model, frames: SharedFrames, sink: Any, todo
     """emavfi.engine.run over the job's shared frames, runner and cut policy (progress counts commits: the sink's)."""
     from . import dedupe
     from .engine import CutFinder, run
+    from .mask_files import describe_overlays, protection_for
     from .runner import Runner
 
     s = prepared.job.settings
     runner = Runner(model, tta=s.run.tta, scale=s.run.scale, chunk=s.run.chunk)
-    return run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
-               CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, cancel=cancel)
+    protect, overlays = protection_for(prepared)
+    report = run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
+                 CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, cancel=cancel, protect=protect)
+    if overlays is not None:
+        report.protected = describe_overlays(overlays.found, len(overlays.decided))
+    return report
 
 
 def _frames(prepared: Prepared) -> SharedFrames:
@@ -226,7 +213,7 @@ def _pipelined(prepared: Prepared, model: Model, frames: SharedFrames, pool: Wri
                cancel: CancelFn | None, in_order: bool = False) -> Report:
     """_run into the writer pool (in output order: a video), drained at the end (aborted on any error or Ctrl-C),
     the decode thread stopped."""
-    from .engine import InOrder
+    from .clips import InOrder
 
     try:
         report = _run(prepared, model, frames, InOrder(pool, todo) if in_order else pool, todo, cancel)
@@ -337,10 +324,6 @@ def _audio_choice(prepared: Prepared, note: Callable[[str], None] | None) -> boo
 
 # ----------------------------------------------------------------------------------------------- the folder
 
-def _record(prepared: Prepared) -> dict[str, Any]:
-    return provenance.record(prepared)
-
-
 def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool | None = None,
                 overwrite: bool | None = None) -> OutputFolder:
     """The output folder (lock, run record, frame log) of a prepared folder job, not yet entered.
@@ -352,7 +335,7 @@ def open_output(prepared: Prepared, *, shared: bool | None = None, resume: bool 
     if sink is None:
         raise SettingsError(f"{prepared.job.output} is a video file, not an output folder")
     partial = bool(s.output.frames) or len(prepared.requested) != prepared.total
-    return OutputFolder(prepared.job.output, _record(prepared), sink.naming,
+    return OutputFolder(prepared.job.output, provenance.record(prepared), sink.naming,
                         shared=partial if shared is None else shared,
                         resume=s.output.resume if resume is None else resume,
                         overwrite=s.output.overwrite if overwrite is None else overwrite, verify=sink.verify,

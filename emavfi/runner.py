@@ -3,60 +3,43 @@
 Frames stay on the CPU; one batch of pairs is on the device at a time and every output frame is handed to
 `emit` as soon as it is made. Batches follow the global pair grid (`Runner.batch_of`), so a frame's arithmetic
 does not depend on how a clip was split into windows, `--frames` tasks or workers. Which frames to make, and
-where they go, is the engine's (emavfi.engine); `interpolate_clip` runs it on a clip held in memory.
+where they go, is the engine's (emavfi.engine, which drives this module and is never imported by it);
+emavfi.clips runs the engine on a clip held in memory.
 
-The backend seam: a device call goes to a `Backend`. `backend_for` is the one place that picks it: a model
-with `as_backend(tta, scale)` (an exported runtime: OpenVINO, ONNX Runtime, TensorRT) supplies its own; a
-PyTorch network runs through `inference.ModelBackend`.
+The backend seam: a device call goes to an `inference.Backend`. `inference.backend_for` is the one place that
+picks it (for the Runner and the library functions alike): a model with `as_backend(tta, scale)` (an exported
+runtime: OpenVINO, ONNX Runtime, TensorRT) supplies its own; a PyTorch network runs through
+`inference.ModelBackend`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import torch
 
-from . import engine
 from .config import ModelConfig
-from .engine import Emit, needed_nodes, rows_per_pair
 from .errors import one_line
 from .hdr import hdr_decode, hdr_encode
 from .host_copies import HostCopies
+from .inference import Backend, backend_for
 from .memory import (ClipMemoryError, auto_chunk_size, estimate_pair_bytes, free_memory_bytes, is_out_of_memory,
                      release_cached)
-from .schedule import MAX_BISECTION_DEPTH, OutputFrame, Schedule, dyadic_depth
+from .schedule import MAX_BISECTION_DEPTH, dyadic_depth, needed_nodes, rows_per_pair
 
 HdrMode = bool | Literal["auto"]
+Emit = Callable[[int, Fraction, torch.Tensor], None]  # (local pair, t, frame [C,H,W]): one made output frame
 
 
-# ----------------------------------------------------------------------------------------------- backend
-
-class Backend(Protocol):
-    """Maps one device call to in-between frames: what the Runner needs from a network."""
-
-    def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
-                 timesteps: Sequence[float], aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """frames [F,3,H,W] in 0..1 and aux [F,K,H,W] (or None) on the device; the pairs (frames[first[i]],
-        frames[second[i]]) -> (rgb [T,P,3,H,W] in 0..1, aux [T,P,K,H,W] warped and fused the same way, or None)."""
-
+# ----------------------------------------------------------------------------------------------- the model
 
 class Model(Protocol):
     """What the Runner needs from a model: its architecture. A PyTorch `EMAVFI` also has parameters (device and
     dtype come from them); a runtime model has `device`, `dtype` and `as_backend(tta, scale) -> Backend`."""
 
     config: ModelConfig
-
-
-def backend_for(model: Model, tta: bool = False, scale: float = 1.0) -> Backend:
-    """The one place that picks how a model runs: its own `as_backend(tta, scale)`, else inference.ModelBackend."""
-    as_backend = getattr(model, "as_backend", None)
-    if callable(as_backend):
-        return as_backend(tta=tta, scale=scale)
-    from .inference import ModelBackend  # lazy: the model code is only needed once a clip runs
-
-    return ModelBackend(model, tta, scale)  # type: ignore[arg-type]
 
 
 def _placement(model: Model) -> tuple[torch.device, torch.dtype]:
@@ -367,33 +350,3 @@ class _Emitter:
             self._pair = pair
         self.emit(pair, t, frame)
         self.done.add((pair, t))
-
-
-# ----------------------------------------------------------------------------------------------- whole clip
-
-def render_clip(model: Model, frames: torch.Tensor, schedule: Schedule | Sequence[OutputFrame], *,
-                cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
-                progress: engine.ProgressFn | None = None, cancel: engine.CancelFn | None = None,
-                **options: Any) -> engine.Clip:
-    """`interpolate_clip`, also returning the scene cuts it made the clip with (engine.Clip)."""
-    check_frames(frames)
-    return engine.run_clip(schedule, frames, Runner(model, **options), cuts=cuts, cut_threshold=cut_threshold,
-                           out=out, progress=progress, cancel=cancel)
-
-
-def interpolate_clip(model: Model, frames: torch.Tensor, schedule: Schedule | Sequence[OutputFrame], *,
-                     cuts: Iterable[int] = (), cut_threshold: float = 0.0, out: torch.Tensor | None = None,
-                     progress: engine.ProgressFn | None = None, cancel: engine.CancelFn | None = None,
-                     **options: Any) -> torch.Tensor:
-    """Make every frame of `schedule` from frames [N,C,H,W] (float, CPU; C = 3 RGB, more = alpha/mattes).
-
-    schedule: a `schedule.Schedule` from make_schedule (its plan, made directly or by bisection to its depth),
-    or a bare plan (list of OutputFrame, every t made directly). Returns [len(plan),C,H,W] in frames' dtype
-    (written into `out` when given). Copies (t = 0) are bit-exact. Scene cuts: `cuts` (pair indices), or
-    `cut_threshold` > 0 to detect them as the command line does (emavfi.cuts); a cut pair is not interpolated:
-    its frames repeat the nearer source frame. progress(done, total) counts output frames, once per frame;
-    cancel() cancels by raising (see Runner.run). options: Runner settings (device, dtype, tta, scale, chunk,
-    hdr, backend).
-    """
-    return render_clip(model, frames, schedule, cuts=cuts, cut_threshold=cut_threshold, out=out,
-                       progress=progress, cancel=cancel, **options).frames

@@ -5,7 +5,7 @@ cuts live in emavfi.cuts.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -18,9 +18,9 @@ from .plans import (MAX_BISECTION_DEPTH, MAX_FPS, MAX_MULTIPLIER, MAX_OUTPUTS_PE
 __all__ = ["BISECTION_DEPTH", "MAX_BISECTION_DEPTH", "MAX_FPS", "MAX_MULTIPLIER", "MAX_OUTPUTS_PER_PAIR",
            "MAX_PLAN_FRAMES", "METHODS", "SNAP_DENOMINATOR", "UNTRAINED_T", "OutputFrame", "Plan", "Request",
            "Schedule", "apply_cuts", "check_plan", "check_timesteps", "dyadic_depth", "is_power_of_two",
-           "make_schedule", "multiplier_plan", "multiplier_timesteps", "pair_timesteps", "parse_fps",
-           "parse_timesteps_exact", "recursive_levels", "retime_plan", "retime_plan_from_times", "timesteps_plan",
-           "untrained_t_warning"]
+           "make_schedule", "multiplier_plan", "multiplier_timesteps", "needed_nodes", "pair_timesteps", "parse_fps",
+           "parse_timesteps_exact", "recursive_levels", "retime_plan", "retime_plan_from_times", "rows_per_pair",
+           "timesteps_plan", "untrained_t_warning"]
 
 
 # Models trained for t = 0.5 only reach other times by repeated halving. Depth 4 (times snap to 1/16 of a
@@ -112,6 +112,30 @@ class Schedule:
     bisection_depth: int | None  # None: direct (all t from one feature pass)
     warning: str | None
     out_fps: Fraction | None
+
+    def rows_per_pair(self) -> int:
+        """Network rows the busiest pair of the whole plan needs (timesteps or bisection nodes): memory estimates."""
+        return rows_per_pair(pair_timesteps(self.plan), self.bisection_depth)
+
+
+def needed_nodes(ts: Iterable[Fraction]) -> list[Fraction]:
+    """All bisection points needed to reach every t (t and its ancestors), shallowest first."""
+    needed: set[Fraction] = set()
+    stack = list(ts)
+    while stack:
+        t = stack.pop()
+        if t in needed or t in (0, 1):
+            continue
+        needed.add(t)
+        step = Fraction(1, t.denominator)
+        stack += [t - step, t + step]
+    return sorted(needed, key=lambda t: (t.denominator, t))
+
+
+def rows_per_pair(work: Mapping[int, Sequence[Fraction]], bisection_depth: int | None) -> int:
+    """Network rows the busiest pair of `work` (pair -> timesteps) needs: its timesteps (direct) or bisection nodes."""
+    counts = [len(ts) if bisection_depth is None else len(needed_nodes(ts)) for ts in work.values()]
+    return max(counts, default=1)
 
 
 def _bisection_depth(timesteps: Iterable[Fraction], why: str) -> int:

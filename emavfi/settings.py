@@ -28,6 +28,9 @@ DEFAULT_DEDUPE_THRESHOLD = 2.0
 2 default, 4 lenient; 0 = bit-identical repeats only. Values around 1 would miss holds on noisy footage."""
 MAX_DEDUPE_THRESHOLD = 20.0
 ON_ERROR = ("stop", "skip")
+DEFAULT_PROTECT_FEATHER = 2
+"""Held regions (emavfi.protect): px over which a mask's edge blends into the interpolated picture."""
+MAX_PROTECT_FEATHER = 64
 BIT_DEPTHS = ("8", "10", "12", "16", "half", "float")  # which of them a format takes is checked by emavfi.media
 MAX_START_NUMBER = 10**8
 COMPRESSIONS = {  # --compression per output format, as OpenImageIO names them
@@ -46,7 +49,8 @@ MAX_IO_THREADS = 64
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 
 __all__ = ["BIT_DEPTHS", "COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_CUT_THRESHOLD", "DEFAULT_DEDUPE_THRESHOLD",
-           "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD",
+           "DEFAULT_PROTECT_FEATHER", "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD", "MAX_PROTECT_FEATHER", "ProtectOptions",
+           "check_feather",
            "ON_ERROR", "PRECISIONS", "SCALES", "OutputOptions", "RunOptions", "Settings", "SettingsError",
            "check_compression", "check_dedupe_threshold"]
 
@@ -153,6 +157,33 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
+class ProtectOptions:
+    """Held regions (emavfi.protect): a mask file, folder or video (--protect), detected overlays, the feather."""
+
+    mask: Path | None = None
+    feather: int = DEFAULT_PROTECT_FEATHER
+    overlays: bool = False
+    overlays_out: Path | None = None  # a folder for the detected overlay masks
+
+    def __post_init__(self) -> None:
+        try:
+            check_feather(self.feather)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if not isinstance(self.overlays, bool):
+            raise SettingsError(f"protect overlays must be true or false; got {self.overlays!r}")
+        if self.mask is not None and not Path(self.mask).exists():
+            raise SettingsError(f"--protect mask not found: {self.mask}")
+        if self.overlays_out is not None and not self.overlays:
+            raise SettingsError("--protect-overlays-out writes the detected overlays: add --protect-overlays")
+
+    @property
+    def active(self) -> bool:
+        """Whether any region is held."""
+        return self.mask is not None or self.overlays
+
+
+@dataclass(frozen=True)
 class Settings:
     """A complete, validated interpolation job description (without the input and output paths)."""
 
@@ -165,6 +196,7 @@ class Settings:
     device: str = "auto"
     precision: str = "auto"
     backend: str = "torch"
+    protect: ProtectOptions = field(default_factory=ProtectOptions)
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
@@ -231,6 +263,14 @@ def check_compression(extension: str, compression: str | None) -> str | None:
 
 def _compressions() -> str:
     return "; ".join(f"{e.lstrip('.').upper()}: {', '.join(names)}" for e, names in COMPRESSIONS.items())
+
+
+def check_feather(px: object) -> int:
+    """A feather width in px (0..MAX_PROTECT_FEATHER), or a one-line ValueError naming the bad value."""
+    if isinstance(px, bool) or not isinstance(px, int) or not 0 <= px <= MAX_PROTECT_FEATHER:
+        raise ValueError(f"protect feather must be a whole number of px from 0 to {MAX_PROTECT_FEATHER} "
+                         f"(default {DEFAULT_PROTECT_FEATHER}); got {px!r}")
+    return px
 
 
 def _number(value: object, name: str) -> float:

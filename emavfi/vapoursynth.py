@@ -32,10 +32,9 @@ except ImportError:
 
 from . import cuts, dedupe, engine
 from .config import get_config
-from .devices import run_device, run_dtype
-from .plans import OutputFrame, apply_cuts, pair_timesteps
+from .plans import OutputFrame, apply_cuts
 from .schedule import Request, Schedule, make_schedule
-from .settings import RunOptions, Settings, SettingsError
+from .settings import DEFAULT_PROTECT_FEATHER, RunOptions, Settings, SettingsError
 
 FORMATS = ("RGBS", "RGBH")
 CACHED_BATCHES = 2  # finished batches of output frames kept: the one being read and the next (parallel requests)
@@ -66,20 +65,23 @@ def interpolate(clip: vs.VideoNode, multiplier: int = 2, *, fps_num: int | None 
                 variant: str | None = None, weights: str | None = None, backend: str = "torch",
                 device: str = "auto", precision: str = "auto", scale: float = 1.0, tta: bool = False,
                 scene_change: bool = True, cut_threshold: float | None = None, dedupe: bool = False,
-                dedupe_threshold: float | None = None) -> vs.VideoNode:
+                dedupe_threshold: float | None = None, protect: vs.VideoNode | None = None,
+                protect_overlays: bool = False, protect_feather: int = DEFAULT_PROTECT_FEATHER) -> vs.VideoNode:
     """An RGBS/RGBH clip interpolated to multiplier x its rate, or retimed to fps_num/fps_den (same duration).
 
     scene_change: no blending across cuts found by emavfi.cuts (cut_threshold; 0 = only the clip's
     `_SceneChangeNext`/`_SceneChangePrev`) or marked upstream. dedupe: held frames dropped and the drawings
     retimed at their true times (the clip is read once when the filter is made). Weights: `weights`, else
-    `<variant>.safetensors` under $EMAVFI_HOME, else the Hub, as the CLI finds them.
+    `<variant>.safetensors` under $EMAVFI_HOME, else the Hub, as the CLI finds them. backend: any the CLI takes
+    (torch, openvino, onnxruntime, tensorrt, auto), loaded as the CLI loads it (emavfi.loading). protect: a GRAY
+    clip of masks (one per frame, or one frame for all; white = held: in-between frames show the nearest source
+    frame there), protect_overlays: burned-in overlays found and held (emavfi.overlays), protect_feather: px.
     """
-    if backend != "torch":
-        raise SettingsError(f"backend must be 'torch' (the backend the CLI runs); got {backend!r}")
     _check_clip(clip)
-    settings = _settings(clip, multiplier, fps_num, fps_den, variant, weights, device, precision, scale, tta,
-                         cut_threshold if scene_change else 0, dedupe, dedupe_threshold)
-    return _Filter(clip, settings, scene_change).output()
+    settings = _settings(clip, multiplier, fps_num, fps_den, variant, weights, backend, device, precision, scale,
+                         tta, cut_threshold if scene_change else 0, dedupe, dedupe_threshold)
+    held = _ClipMasks(protect, clip) if protect is not None else None
+    return _Filter(clip, settings, scene_change, (held, protect_overlays, protect_feather)).output()
 
 
 def ema_vfi(clip: vs.VideoNode, factor_num: int = 2, factor_den: int = 1, fps_num: int | None = None,
@@ -109,8 +111,8 @@ def _check_clip(clip: Any) -> None:
 
 
 def _settings(clip: vs.VideoNode, multiplier: int, fps_num: int | None, fps_den: int | None, variant: str | None,
-              weights: str | None, device: str, precision: str, scale: float, tta: bool, cut_threshold: float | None,
-              dedupe_on: bool, dedupe_threshold: float | None) -> Settings:
+              weights: str | None, backend: str, device: str, precision: str, scale: float, tta: bool,
+              cut_threshold: float | None, dedupe_on: bool, dedupe_threshold: float | None) -> Settings:
     """The request and options, validated with the CLI's rules (SettingsError, one line)."""
     source_fps = Fraction(clip.fps.numerator, clip.fps.denominator) if clip.fps else None
     try:
@@ -124,7 +126,8 @@ def _settings(clip: vs.VideoNode, multiplier: int, fps_num: int | None, fps_den:
                             "rate), or make it constant with core.std.AssumeFPS")
     run = RunOptions(tta=tta, scale=scale, cut_threshold=cut_threshold, dedupe=dedupe_on,
                      dedupe_threshold=dedupe_threshold)
-    return Settings(request=request, run=run, variant=variant, weights=weights, device=device, precision=precision)
+    return Settings(request=request, run=run, variant=variant, weights=weights, backend=backend, device=device,
+                    precision=precision)
 
 
 def _frame_times(clip: vs.VideoNode) -> list[Fraction] | None:
@@ -152,7 +155,11 @@ def to_tensor(frame: vs.VideoFrame) -> torch.Tensor:
 class _Filter:
     """One interpolated clip: its schedule, the engine's parts, caches and the ModifyFrame callback (thread-safe)."""
 
-    def __init__(self, clip: vs.VideoNode, settings: Settings, upstream_cuts: bool):
+    def __init__(self, clip: vs.VideoNode, settings: Settings, upstream_cuts: bool,
+                 protect: tuple[Any, bool, int] = (None, False, DEFAULT_PROTECT_FEATHER)):
+        from .loading import load_model_for
+        from .overlays import OverlayFinder
+        from .protect import HeldRegions
         from .runner import Runner
 
         self.clip, self.settings, self.upstream_cuts = clip, settings, upstream_cuts
@@ -160,15 +167,19 @@ class _Filter:
         self.index, self.schedule = self._timeline(settings.request)
         self.n = len(self.index)
         self.plan = self.schedule.plan
-        device = run_device(settings.device)
-        self.runner = Runner(self._model(device), tta=settings.run.tta, scale=settings.run.scale,
+        self.runner = Runner(load_model_for(settings), tta=settings.run.tta, scale=settings.run.scale,
                              chunk=settings.run.chunk)
-        rows = engine.rows_per_pair(pair_timesteps(self.plan), self.schedule.bisection_depth)
-        chunk = self.runner.resolve_chunk(clip.height, clip.width, rows)  # the whole shot's, as the CLI's
+        # the whole shot's chunk, as the CLI's
+        chunk = self.runner.resolve_chunk(clip.height, clip.width, self.schedule.rows_per_pair())
         self.frames = _ClipFrames(self, chunk + 2 * cuts.CUT_CONTEXT + 4)
         self.finder = engine.CutFinder(self.n, settings.run.cut_threshold)
         self._batches = _LRU(CACHED_BATCHES)
         self._lock = threading.RLock()  # one batch at a time: the device, the cut finder, the caches' makers
+        masks, overlays, feather_px = protect
+        if masks is not None:
+            masks.index = self.index
+        policies = [p for p in (masks, OverlayFinder(self.n) if overlays else None) if p is not None]
+        self.protect = HeldRegions(policies, feather_px) if policies else None
 
     def _timeline(self, request: Request) -> tuple[list[int], Schedule]:
         """Source index of each timeline frame (all, or the kept ones with dedupe) and the CLI's schedule."""
@@ -177,20 +188,12 @@ class _Filter:
         try:
             if not self.settings.run.dedupe:
                 return list(range(self.n_source)), make_schedule(request, self.n_source, arbitrary_t, times=times)
-            held = dedupe.find_held((to_tensor(f) for f in self.clip.frames()), self.settings.run.dedupe_threshold,
-                                    self.settings.run.cut_threshold)
-            sched = dedupe.schedule_without_held(request, self.n_source, held, arbitrary_t, times)
-            return dedupe.kept_frames(self.n_source, held), sched
+            timeline = dedupe.held_timeline((to_tensor(f) for f in self.clip.frames()), self.n_source, request,
+                                            arbitrary_t, threshold=self.settings.run.dedupe_threshold,
+                                            cut_threshold=self.settings.run.cut_threshold, times=times)
+            return timeline.kept, timeline.schedule
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-
-    def _model(self, device: torch.device) -> Any:
-        from .render import weights_path
-        from .weights import load_model
-
-        s = self.settings
-        return load_model(weights_path(s), variant=s.model_variant, device=device,
-                          dtype=run_dtype(s.precision, device))
 
     def output(self) -> vs.VideoNode:
         """The interpolated clip: constant rate, one frame per plan entry."""
@@ -235,7 +238,8 @@ class _Filter:
         lo = bisect.bisect_left(self.plan, pairs.start, key=self._pair_of)
         hi = bisect.bisect_left(self.plan, pairs.stop, key=self._pair_of)
         out = _DictSink(lo)
-        engine.run(replace(self.schedule, plan=self.plan[lo:hi]), self.frames, self.runner, out, self)
+        engine.run(replace(self.schedule, plan=self.plan[lo:hi]), self.frames, self.runner, out, self,
+                   protect=self.protect)
         return out.frames
 
     # -- the callback ---------------------------------------------------------------------------------------
@@ -283,6 +287,29 @@ class _ClipFrames:
         clip, index = self.owner.clip, self.owner.index
         return torch.stack([self._cache.get(j, lambda j=j: to_tensor(clip.get_frame(index[j])))
                             for j in range(lo, hi + 1)])
+
+
+class _ClipMasks:
+    """A GRAY clip of masks as a protect policy (emavfi.protect): frame index[j] for timeline frame j, 0..1."""
+
+    def __init__(self, masks: Any, clip: vs.VideoNode):
+        if not isinstance(masks, vs.VideoNode) or masks.format is None or masks.format.color_family != vs.GRAY:
+            got = masks.format.name if isinstance(masks, vs.VideoNode) and masks.format else type(masks).__name__
+            raise SettingsError(f"protect must be a GRAY clip of masks (white = held); got {got}: convert it, e.g. "
+                                "core.std.ShufflePlanes(mask, 0, vs.GRAY)")
+        if (masks.width, masks.height) != (clip.width, clip.height) or masks.num_frames not in (1, clip.num_frames):
+            raise SettingsError(f"the protect clip is {masks.width}x{masks.height} with {masks.num_frames} frames; "
+                                f"the clip is {clip.width}x{clip.height} with {clip.num_frames}: give one mask per "
+                                "frame (or one for all) of the clip's size")
+        self.clip, self.index = masks, list(range(clip.num_frames))
+        fmt = masks.format
+        self.scale = 1.0 if fmt.sample_type == vs.FLOAT else 1.0 / ((1 << fmt.bits_per_sample) - 1)
+
+    def masks(self, frames: Any, lo: int, hi: int) -> torch.Tensor:
+        """[hi - lo + 1, H, W] float32 of timeline frames lo..hi."""
+        pick = [0 if self.clip.num_frames == 1 else self.index[j] for j in range(lo, hi + 1)]
+        planes = [np.asarray(self.clip.get_frame(i)[0], dtype=np.float32) * self.scale for i in pick]
+        return torch.from_numpy(np.stack(planes)).clamp(0, 1)
 
 
 class _DictSink:

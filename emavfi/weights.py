@@ -187,21 +187,14 @@ def build_model(variant: VariantOrConfig = DEFAULT_VARIANT) -> EMAVFI:
 
 
 def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig | None = None,
-               device: DeviceLike = "cpu", dtype: DTypeLike = torch.float32,
-               channels_last: bool = True, backend: str = "torch", cache_dir: str | os.PathLike | None = None):
-    """Build the model for `weights` (a .safetensors path or a state dict) in eval mode on device/dtype.
+               device: DeviceLike = "cpu", dtype: DTypeLike = torch.float32, channels_last: bool = True) -> EMAVFI:
+    """The PyTorch network for `weights` (a .safetensors path or a state dict) in eval mode on device/dtype.
 
+    Only loads: a runtime backend, and settings' devices and weights files, are emavfi.loading's.
     dtype: see `devices.as_dtype`; device: see `devices.as_device`; both are checked before the weights are read.
     channels_last stores convolution weights NHWC, which is faster on CPU and GPU (see `emavfi.optimize`).
-    backend: torch (an EMAVFI), openvino, onnxruntime, tensorrt or auto (the fastest installed for the
-    device): a runtime model (emavfi.backends) that interpolate and the clip runner accept alike, its
-    compiled graphs cached under cache_dir (default $EMAVFI_HOME/compiled).
     """
     dtype, device = as_dtype(dtype), as_device(device)
-    if backend != "torch":
-        runtime = _load_runtime(weights, variant, device, dtype, backend, cache_dir)
-        if runtime is not None:
-            return runtime
     if isinstance(weights, Mapping):
         state = canonical_keys(weights)
         bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -220,24 +213,6 @@ def load_model(weights: str | os.PathLike | StateDict, variant: VariantOrConfig 
     model.load_state_dict(cast, strict=True, assign=True)
     return optimize(model.eval(), channels_last=channels_last)
 
-
-
-def _load_runtime(weights: str | os.PathLike | StateDict, variant: VariantOrConfig | None, device: torch.device,
-                  dtype: torch.dtype, backend: str, cache_dir: str | os.PathLike | None):
-    """load_model for a runtime backend: its compiled model, or None where `auto` picks torch here."""
-    from . import backends
-
-    # the CPU runtimes take frames from any device; only TensorRT needs the GPU named
-    reason = backends.problem(backend, device.type if backend == "tensorrt" else "auto")
-    if reason:
-        raise ValueError(reason)
-    backend = backends.resolve(backend, device.type)
-    if backend == "torch":
-        return None
-    state, name = (weights, variant) if isinstance(weights, Mapping) else read_weights(weights, variant)
-    network = load_model(state, name, "cpu", torch.float32, channels_last=False)
-    return backends.load_runtime(network, network.variant or "custom", canonical_keys(state), backend,
-                                 device, dtype, cache_dir)
 
 def save_safetensors(state: StateDict, path: str | os.PathLike, variant: str) -> None:
     """Write canonical weights atomically (mode from the umask), recording the variant in the file's metadata."""

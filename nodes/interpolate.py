@@ -11,7 +11,10 @@ from . import host, metabatch
 from .frames import check_images, check_mask
 from .model import require_model
 from .run import cut_text, placeholder_mask, run_clip, run_options, timeline
-from .spec import CLIP_INPUTS, META_BATCH_INPUT, Input, NodeBase, Output, dedupe_inputs, run_inputs
+from .spec import clip_node_schema, dedupe_inputs, io, run_inputs
+from .state import PackNode
+
+NAME = "EMA-VFI Interpolate"
 
 # auto: direct for `_t` models, bisection for t = 0.5-only ones (emavfi.schedule.make_schedule decides).
 MODES = ("auto", "direct", "recursive")
@@ -32,39 +35,43 @@ def make_request(multiplier: int, mode: str, timesteps: str = "", fps: float = 0
     return schedule.Request(multiplier=multiplier, source_fps=source_fps, method=_METHODS[mode])
 
 
-class InterpolateNode(NodeBase):
-    NODE_ID = "EMAVFI_Interpolate"
-    DISPLAY_NAME = "EMA-VFI Interpolate"
-    DESCRIPTION = ("Raises the frame rate of a clip: makes (N-1) x multiplier + 1 frames from N, keeping the "
-                   "original frames unchanged. Optional mask is interpolated with the same motion.")
-    INPUTS = (
-        *CLIP_INPUTS,
-        Input("multiplier", "INT", "Frame-rate factor: output has (N-1) x multiplier + 1 frames.",
-              {"default": 2, "min": 2, "max": schedule.MAX_MULTIPLIER, "step": 1}),
-        Input("mode", "COMBO", "auto: every in-between time from one feature pass with `_t` models, repeated "
-              "halving at t = 0.5 with the others. direct: one feature pass with any model. recursive: repeated "
-              "halving (any model; multiplier 2, 4, 8 or 16).", {"default": "auto"}, choices=MODES),
-        Input("timesteps", "STRING", "Optional explicit in-between times per frame pair, e.g. '0.25, 0.5, 0.75' "
-              "or '1/3, 2/3'; replaces the multiplier when set. Each in (0, 1), increasing.",
-              {"default": "", "placeholder": "e.g. 0.25, 0.5, 0.75 (empty: use multiplier)"}, optional=True),
-        *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
-        Input("fps", "FLOAT", "Frame rate of the input clip (link it from Get Video Components); fps out = "
-              "fps x multiplier. 0 = unknown.", {"default": 24.0, "min": 0.0, "max": 1000.0, "step": 0.001},
-              optional=True),
-        Input("mask", "MASK", "Optional mask per frame (same count and size as the images), interpolated with "
-              "the same motion and blending as the images.", optional=True),
-        *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
-        META_BATCH_INPUT,
-    )
-    OUTPUTS = (
-        Output("IMAGE", "images", "The interpolated clip, (N-1) x multiplier + 1 frames."),
-        Output("FLOAT", "fps", "Output frame rate: fps x multiplier (0 when fps is 0)."),
-        Output("MASK", "mask", "The interpolated mask (64x64 zeros per frame when no mask came in)."),
-    )
-    HIDDEN = {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"}
+class InterpolateNode(PackNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return clip_node_schema(
+            "EMAVFI_Interpolate", NAME,
+            description=("Raises the frame rate of a clip: makes (N-1) x multiplier + 1 frames from N, keeping the "
+                         "original frames unchanged. Optional mask is interpolated with the same motion."),
+            inputs=[
+                io.Int.Input("multiplier", default=2, min=2, max=schedule.MAX_MULTIPLIER, step=1,
+                             tooltip="Frame-rate factor: output has (N-1) x multiplier + 1 frames."),
+                io.Combo.Input("mode", options=list(MODES), default="auto", tooltip="auto: every in-between time "
+                               "from one feature pass with `_t` models, repeated halving at t = 0.5 with the others. "
+                               "direct: one feature pass with any model. recursive: repeated halving (any model; "
+                               "multiplier 2, 4, 8 or 16)."),
+                io.String.Input("timesteps", default="", placeholder="e.g. 0.25, 0.5, 0.75 (empty: use multiplier)",
+                                optional=True, tooltip="Optional explicit in-between times per frame pair, e.g. "
+                                "'0.25, 0.5, 0.75' or '1/3, 2/3'; replaces the multiplier when set. Each in (0, 1), "
+                                "increasing."),
+                *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
+                io.Float.Input("fps", default=24.0, min=0.0, max=1000.0, step=0.001, optional=True,
+                               tooltip="Frame rate of the input clip (link it from Get Video Components); fps out = "
+                               "fps x multiplier. 0 = unknown."),
+                io.Mask.Input("mask", optional=True, tooltip="Optional mask per frame (same count and size as the "
+                              "images), interpolated with the same motion and blending as the images."),
+                *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images",
+                                tooltip="The interpolated clip, (N-1) x multiplier + 1 frames."),
+                io.Float.Output(display_name="fps", tooltip="Output frame rate: fps x multiplier (0 when fps is 0)."),
+                io.Mask.Output(display_name="mask",
+                               tooltip="The interpolated mask (64x64 zeros per frame when no mask came in)."),
+            ],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, timesteps: str | None = None) -> bool | str:  # noqa: N802 (ComfyUI's name)
+    def validate_inputs(cls, timesteps: str | None = None) -> bool | str:
         """Reject a bad timesteps text when the prompt is queued, before anything runs. Only this input is
         checked here: ComfyUI then still checks the others' ranges itself, and reports the error once."""
         if not (timesteps or "").strip():  # empty, or linked (checked when the node runs)
@@ -75,27 +82,27 @@ class InterpolateNode(NodeBase):
             return str(exc)
         return True
 
-    def run(self, images: torch.Tensor, model: Any, multiplier: int, mode: str, timesteps: str = "",
-            tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
-            scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD,
-            fps: float = 24.0, mask: torch.Tensor | None = None, dedupe: bool = False,
-            dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None,
-            unique_id: str | None = None, prompt: Any = None) -> dict[str, Any]:
-        node = self.DISPLAY_NAME
-        frames = check_images(images, node, min_frames=1 if meta_batch is not None else 2)
-        mask = check_mask(mask, frames, node)
-        model = require_model(model, node)
-        options = run_options(tta, scale, chunk_size, scene_cut_threshold, node, dedupe, dedupe_threshold)
+    @classmethod
+    def execute(cls, images: torch.Tensor, model: Any, multiplier: int, mode: str, timesteps: str = "",
+                tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
+                scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD,
+                fps: float = 24.0, mask: torch.Tensor | None = None, dedupe: bool = False,
+                dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
+        frames = check_images(images, NAME, min_frames=1 if meta_batch is not None else 2)
+        mask = check_mask(mask, frames, NAME)
+        model = require_model(model, NAME)
+        options = run_options(tta, scale, chunk_size, scene_cut_threshold, NAME, dedupe, dedupe_threshold)
         request = make_request(multiplier, mode, timesteps, fps)
         if meta_batch is not None:
-            result, plan, carry, last = metabatch.run_batch(model, frames, mask, request, options, meta_batch, prompt,
-                                                            unique_id, node)
+            result, plan, carry, last = metabatch.run_batch(model, frames, mask, request, options, meta_batch,
+                                                            cls.hidden.prompt, unique_id, NAME, cls.pack().carries)
             fps_out = float(plan.out_fps or 0)
             out_mask = result.mask if result.mask is not None else placeholder_mask(result.images.shape[0])
             summary = metabatch.summary(frames.shape[0], result, carry, last, fps, fps_out)
             host.send_text(summary["report"], unique_id)
-            return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, out_mask)}
-        line = timeline(frames, mask, request, model.arbitrary_t, options, node)
+            return io.NodeOutput(result.images, fps_out, out_mask, ui={"emavfi": [summary]})
+        line = timeline(frames, mask, request, model.arbitrary_t, options, NAME)
         plan = line.plan
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
@@ -108,8 +115,8 @@ class InterpolateNode(NodeBase):
                    "cuts": found, "warning": plan.warning}
         if options.dedupe:
             summary["held"] = line.held
-            host.logger.info("%s: %s", node, line.held_text())
+            host.logger.info("%s: %s", NAME, line.held_text())
             host.send_text(line.held_text(), unique_id)
         if found:
             host.send_text(cut_text(found), unique_id)
-        return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, out_mask)}
+        return io.NodeOutput(result.images, fps_out, out_mask, ui={"emavfi": [summary]})

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +15,11 @@ from ..emavfi.errors import one_line
 from ..emavfi.settings import PRECISIONS
 from . import host, weights_folder
 from .model import EmaVfiModel
-from .spec import MODEL_TYPE, Input, NodeBase, Output
+from .spec import CATEGORY, MODEL, io
+from .state import PackNode, PackState
 
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 DOWNLOAD_EVENT = "emavfi.download"
-
-# Models stay cached while anything (ComfyUI's output cache, another loader node) still holds them; once
-# ComfyUI drops them they are freed, so the cache never grows beyond what the open workflows use.
-_LOADED: "weakref.WeakValueDictionary[tuple, EmaVfiModel]" = weakref.WeakValueDictionary()
-_LOAD_LOCK = threading.Lock()
-# Downloads in progress, by variant, for /emavfi/status (a download runs inside a node, the route elsewhere).
-_DOWNLOADS: dict[str, dict[str, Any]] = {}
 
 
 def device_choices() -> list[str]:
@@ -89,11 +81,12 @@ def hub_cache_dir() -> str:
     return os.path.join(weights_folder.download_dir(), ".hub")
 
 
-def weights_status(variant: str, repo: str = "") -> dict[str, Any]:
-    """State of a variant's weights for the web extension: local / cached / missing, or a running download."""
+def weights_status(variant: str, repo: str = "", downloads: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """State of a variant's weights for the web extension: local / cached / missing, or a running download (one
+    of `downloads`, PackState.downloads)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    running = _DOWNLOADS.get(variant)
+    running = (downloads or {}).get(variant)
     if running is not None:
         return dict(running)
     source = parse_repo(repo)
@@ -105,8 +98,8 @@ def weights_status(variant: str, repo: str = "") -> dict[str, Any]:
 class _DownloadReporter:
     """Relays download bytes to a ComfyUI ProgressBar and, a few times a second, to the web extension."""
 
-    def __init__(self, variant: str, repo: str, node_id: str | None):
-        self.variant, self.repo, self.node_id = variant, repo, node_id
+    def __init__(self, variant: str, repo: str, node_id: str | None, downloads: dict[str, dict[str, Any]]):
+        self.variant, self.repo, self.node_id, self.downloads = variant, repo, node_id, downloads
         self.bar = host.progress_bar(100, node_id)
         self.last_sent = 0.0
         self.percent = -1
@@ -114,7 +107,7 @@ class _DownloadReporter:
     def __call__(self, done: int, total: int) -> None:
         status = {"variant": self.variant, "state": "downloading", "downloaded": done, "total": total,
                   "node": self.node_id}
-        _DOWNLOADS[self.variant] = status
+        self.downloads[self.variant] = status
         percent = int(100 * done / total) if total else 0
         now = time.monotonic()
         if percent != self.percent or now - self.last_sent > 0.5:
@@ -126,9 +119,9 @@ class _DownloadReporter:
 
     def finish(self, error: BaseException | None = None) -> None:
         """Tell the web extension how it ended: the weights' state now (local / cached), or the error."""
-        _DOWNLOADS.pop(self.variant, None)
+        self.downloads.pop(self.variant, None)
         if error is None:
-            status = weights_status(self.variant, self.repo)
+            status = weights_status(self.variant, self.repo, self.downloads)
         else:
             message = one_line(error, first=True)
             status = {"variant": self.variant, "state": "error", "message": message}
@@ -144,12 +137,13 @@ def offline_remedy(variant: str, repo: str = "") -> str:
             "finds it without the Hub")
 
 
-def resolve_weights_path(variant: str, weights: str, repo: str, node_id: str | None) -> Path:
-    """The verified .safetensors file for the loader's inputs, downloading it when needed."""
+def resolve_weights_path(variant: str, weights: str, repo: str, node_id: str | None,
+                         downloads: dict[str, dict[str, Any]]) -> Path:
+    """The verified .safetensors file for the loader's inputs, downloading it when needed (reported in `downloads`)."""
     if weights and weights != weights_folder.DOWNLOAD_CHOICE:
         return local_weights.resolve_weights(variant, weights=weights, models_dirs=weights_folder.folders())
     source = parse_repo(repo)
-    reporter = _DownloadReporter(variant, repo, node_id)
+    reporter = _DownloadReporter(variant, repo, node_id, downloads)
     try:
         # An explicit repo means "these weights": a local <variant>.safetensors must not take precedence.
         path = local_weights.resolve_weights(
@@ -162,63 +156,81 @@ def resolve_weights_path(variant: str, weights: str, repo: str, node_id: str | N
     return path
 
 
-class LoadModelNode(NodeBase):
-    NODE_ID = "EMAVFI_LoadModel"
-    DISPLAY_NAME = "Load EMA-VFI Model"
-    DESCRIPTION = ("Loads EMA-VFI frame-interpolation weights (downloaded on first use into "
-                   "models/frame_interpolation/emavfi) for the EMA-VFI Interpolate and Retime nodes.")
-    FUNCTION = "load"
-    INPUTS = (
-        Input("variant", "COMBO", "Model size and training: ours_small_t (fast, any timestep), ours_t (larger, "
-              "better on big motion), ours / ours_small (trained for t = 0.5 only: use recursive mode).",
-              {"default": DEFAULT_VARIANT}, choices=VARIANTS),
-        Input("precision", "COMBO", "Weights and activations precision. auto: fp16 on GPUs that run it well, "
-              "fp32 otherwise and always on the CPU.", {"default": "auto"}, choices=PRECISION_CHOICES),
-        Input("device", "COMBO", "Where to run: auto follows ComfyUI (its GPU, or the CPU with --cpu).",
-              {"default": "auto"}, choices=device_choices),
-        Input("weights", "COMBO", "(download): the variant's official weights from the Hugging Face Hub, "
-              "cached in models/frame_interpolation/emavfi. Or a .safetensors file from that folder.",
-              {"default": weights_folder.DOWNLOAD_CHOICE}, choices=lambda: weights_folder.choices(), optional=True),
-        Input("repo", "STRING", "Optional Hugging Face repo to download from instead of the default, as "
-              "owner/name or owner/name@revision (file model.safetensors). Used with weights = (download).",
-              {"default": "", "placeholder": "owner/name[@revision]"}, optional=True),
-        Input("backend", "COMBO", "What runs the network. torch (default): PyTorch. openvino / onnxruntime: "
-              "compiled for the CPU (openvino is faster than torch there; onnxruntime is not), tensorrt: compiled for NVIDIA GPUs; each "
-              "compiles once per frame size (cached in models/frame_interpolation/emavfi/.compiled) and needs "
-              "requirements-runtimes.txt. auto: openvino on the CPU, tensorrt on CUDA, where installed; else torch.",
-              {"default": "torch"}, choices=backends.BACKENDS, optional=True),
-    )
-    OUTPUTS = (Output(MODEL_TYPE, "model", "The loaded EMA-VFI model, for EMA-VFI Interpolate / Retime."),)
-    HIDDEN = {"unique_id": "UNIQUE_ID"}
+def load(state: PackState, variant: str, precision: str, device: str, weights: str, repo: str, backend: str,
+         node_id: str | None) -> tuple[EmaVfiModel, dict[str, Any]]:
+    """The model for the loader's inputs, loaded once per file, variant, dtype, device and backend while anything
+    holds it (state.models), and the line the web extension shows."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    load_device = node_device(device)
+    backend, load_device = node_backend(backend, load_device)
+    dtype = torch.float32 if backend in backends.CPU_RUNTIMES else node_dtype(precision, load_device)
+    path = resolve_weights_path(variant, weights, repo, node_id, state.downloads)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, variant, dtype, str(load_device), backend)
+    with state.load_lock:
+        model = state.models.get(key)
+        if model is None:
+            model = _load_new(path, variant, dtype, load_device, backend)
+            state.models[key] = model
+    info = {"variant": variant, "dtype": str(dtype).removeprefix("torch."), "device": str(load_device),
+            "file": path.name, "state": "loaded", "backend": backend}
+    return model, info
 
-    def load(self, variant: str, precision: str = "auto", device: str = "auto",
-             weights: str = weights_folder.DOWNLOAD_CHOICE, repo: str = "",
-             unique_id: str | None = None, backend: str = "torch") -> dict[str, Any]:
-        """The model for the inputs, loaded once per file, variant, dtype, device and backend while anything holds it."""
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        load_device = node_device(device)
-        backend, load_device = node_backend(backend, load_device)
-        dtype = torch.float32 if backend in backends.CPU_RUNTIMES else node_dtype(precision, load_device)
-        path = resolve_weights_path(variant, weights, repo, unique_id)
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, variant, dtype, str(load_device), backend)
-        with _LOAD_LOCK:
-            model = _LOADED.get(key)
-            if model is None and backend != "torch":
-                host.logger.info("loading EMA-VFI %s for %s on %s from %s", variant, backend, load_device, path)
-                network = load_model(path, variant=variant, device=load_device, dtype=dtype, backend=backend,
-                                     cache_dir=os.path.join(weights_folder.download_dir(), ".compiled"))
-                model = EmaVfiModel(network, variant, dtype, load_device, load_device, str(path))
-                _LOADED[key] = model
-            if model is None:
-                host.logger.info("loading EMA-VFI %s (%s) from %s for %s", variant, dtype, path, load_device)
-                network = load_model(path, variant=variant, device="cpu", dtype=dtype)
-                mm = host.model_management()
-                offload = (torch.device(mm.unet_offload_device()) if load_device == torch.device(mm.get_torch_device())
-                           else torch.device("cpu"))
-                model = EmaVfiModel.create(network, variant, dtype, load_device, offload, str(path))
-                _LOADED[key] = model
-        info = {"variant": variant, "dtype": str(dtype).removeprefix("torch."), "device": str(load_device),
-                "file": path.name, "state": "loaded", "backend": backend}
-        return {"ui": {"emavfi": [info]}, "result": (model,)}
+
+def _load_new(path: Path, variant: str, dtype: torch.dtype, load_device: torch.device, backend: str) -> EmaVfiModel:
+    """Load the weights: a compiled runtime on its device, or a torch network handed to ComfyUI's model management."""
+    if backend != "torch":
+        host.logger.info("loading EMA-VFI %s for %s on %s from %s", variant, backend, load_device, path)
+        network = load_model(path, variant=variant, device=load_device, dtype=dtype, backend=backend,
+                             cache_dir=os.path.join(weights_folder.download_dir(), ".compiled"))
+        return EmaVfiModel(network, variant, dtype, load_device, load_device, str(path))
+    host.logger.info("loading EMA-VFI %s (%s) from %s for %s", variant, dtype, path, load_device)
+    network = load_model(path, variant=variant, device="cpu", dtype=dtype)
+    mm = host.model_management()
+    offload = (torch.device(mm.unet_offload_device()) if load_device == torch.device(mm.get_torch_device())
+               else torch.device("cpu"))
+    return EmaVfiModel.create(network, variant, dtype, load_device, offload, str(path))
+
+
+class LoadModelNode(PackNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="EMAVFI_LoadModel", display_name="Load EMA-VFI Model", category=CATEGORY,
+            description=("Loads EMA-VFI frame-interpolation weights (downloaded on first use into "
+                         "models/frame_interpolation/emavfi) for the EMA-VFI Interpolate and Retime nodes."),
+            inputs=[
+                io.Combo.Input("variant", options=list(VARIANTS), default=DEFAULT_VARIANT, tooltip="Model size and "
+                               "training: ours_small_t (fast, any timestep), ours_t (larger, better on big motion), "
+                               "ours / ours_small (trained for t = 0.5 only: use recursive mode)."),
+                io.Combo.Input("precision", options=list(PRECISION_CHOICES), default="auto", tooltip="Weights and "
+                               "activations precision. auto: fp16 on GPUs that run it well, fp32 otherwise and "
+                               "always on the CPU."),
+                io.Combo.Input("device", options=device_choices(), default="auto", tooltip="Where to run: auto "
+                               "follows ComfyUI (its GPU, or the CPU with --cpu)."),
+                io.Combo.Input("weights", options=weights_folder.choices(), default=weights_folder.DOWNLOAD_CHOICE,
+                               optional=True, tooltip="(download): the variant's official weights from the Hugging "
+                               "Face Hub, cached in models/frame_interpolation/emavfi. Or a .safetensors file from "
+                               "that folder."),
+                io.String.Input("repo", default="", placeholder="owner/name[@revision]", optional=True,
+                                tooltip="Optional Hugging Face repo to download from instead of the default, as "
+                                "owner/name or owner/name@revision (file model.safetensors). Used with weights = "
+                                "(download)."),
+                io.Combo.Input("backend", options=list(backends.BACKENDS), default="torch", optional=True,
+                               tooltip="What runs the network. torch (default): PyTorch. openvino / onnxruntime: "
+                               "compiled for the CPU (openvino is faster than torch there; onnxruntime is not), "
+                               "tensorrt: compiled for NVIDIA GPUs; each compiles once per frame size (cached in "
+                               "models/frame_interpolation/emavfi/.compiled) and needs requirements-runtimes.txt. "
+                               "auto: openvino on the CPU, tensorrt on CUDA, where installed; else torch."),
+            ],
+            outputs=[MODEL.Output(display_name="model",
+                                  tooltip="The loaded EMA-VFI model, for EMA-VFI Interpolate / Retime.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, variant: str, precision: str = "auto", device: str = "auto",
+                weights: str = weights_folder.DOWNLOAD_CHOICE, repo: str = "", backend: str = "torch") -> io.NodeOutput:
+        model, info = load(cls.pack(), variant, precision, device, weights, repo, backend, cls.hidden.unique_id)
+        return io.NodeOutput(model, ui={"emavfi": [info]})

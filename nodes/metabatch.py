@@ -69,11 +69,6 @@ class CarryStore:
         return len(self._items)
 
 
-# Process state, like the loader's model cache: ComfyUI runs each batch of a meta batch as a separate queued
-# prompt and gives a node nothing to pass to its next run, so the frames carried between them live here.
-STORE = CarryStore()
-
-
 def requeue_count(meta_batch: Any, prompt: Any) -> int | None:
     """Which batch this is (0 = the first), as VHS counts it in the manager's prompt inputs; None if unknown."""
     try:
@@ -83,10 +78,10 @@ def requeue_count(meta_batch: Any, prompt: Any) -> int | None:
 
 
 def _open(key: tuple[str, str], meta_batch: Any, prompt: Any, frames: torch.Tensor, context: int,
-          options: RunOptions, node: str) -> Carry:
+          options: RunOptions, node: str, store: CarryStore) -> Carry:
     """The carry for this batch: a fresh one on the first batch, else the previous batch's (checked)."""
     batch = requeue_count(meta_batch, prompt)
-    carry = STORE.take(key)
+    carry = store.take(key)
     shape = tuple(frames.shape[1:])
     if batch == 0 or (batch is None and carry is None):
         per_batch = int(getattr(meta_batch, "frames_per_batch", 0) or frames.shape[0])
@@ -147,9 +142,10 @@ def _ready(plan: schedule.Schedule, carry: Carry, count: int, context: int, fina
 
 
 def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | None, request: schedule.Request,
-              options: RunOptions, meta_batch: Any, prompt: Any, node_id: str | None,
-              node: str) -> tuple[ClipResult, schedule.Schedule, Carry, bool]:
-    """Make this batch's share of the whole run: (its frames, the plan so far, the carry, whether it was the last)."""
+              options: RunOptions, meta_batch: Any, prompt: Any, node_id: str | None, node: str,
+              store: CarryStore) -> tuple[ClipResult, schedule.Schedule, Carry, bool]:
+    """Make this batch's share of the whole run: (its frames, the plan so far, the carry, whether it was the last).
+    ComfyUI runs each batch as a separate prompt, so the frames carried between them wait in `store`."""
     if options.dedupe:
         raise ValueError(f"{node}: dedupe reads the whole clip first and does not work with a Meta Batch Manager "
                          "yet: turn dedupe off, or unlink meta_batch")
@@ -157,7 +153,7 @@ def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | Non
     context = cuts.CUT_CONTEXT if options.cut_threshold else 0
     height, width, channels = images.shape[1:]
     new = with_mask(images, mask).movedim(-1, 1).to("cpu", torch.float32)
-    carry = _open(key, meta_batch, prompt, new.movedim(1, -1), context, options, node)
+    carry = _open(key, meta_batch, prompt, new.movedim(1, -1), context, options, node, store)
     final = bool(getattr(meta_batch, "has_closed_inputs", False))
     frames = new if carry.frames is None else torch.cat([carry.frames, new])
     count = carry.base + frames.shape[0]
@@ -181,7 +177,7 @@ def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | Non
         model.release()
     _advance(carry, plan, frames, count, todo, context, report.cuts)
     if not final:
-        STORE.put(key, carry)
+        store.put(key, carry)
     return split_result(out, channels, mask is not None, sorted(report.cuts)), plan, carry, final
 
 
@@ -190,8 +186,8 @@ def _runner(network: torch.nn.Module, model: EmaVfiModel, options: RunOptions, c
     """The device side at the clip's chunk: picked on the first batch as a whole run picks it (capped), then kept."""
     settings = dict(device=model.load_device, dtype=model.dtype, tta=options.tta, scale=options.scale)
     if not carry.chunk:
-        rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
-        carry.chunk = min(runner.Runner(network, **settings).resolve_chunk(height, width, rows), carry.most)
+        carry.chunk = min(runner.Runner(network, **settings).resolve_chunk(height, width, plan.rows_per_pair()),
+                          carry.most)
     return runner.Runner(network, chunk=carry.chunk, **settings)
 
 

@@ -12,7 +12,10 @@ from . import host, metabatch
 from .frames import check_images
 from .model import require_model
 from .run import cut_text, run_clip, run_options, timeline
-from .spec import CLIP_INPUTS, META_BATCH_INPUT, Input, NodeBase, Output, dedupe_inputs, run_inputs
+from .spec import clip_node_schema, dedupe_inputs, io, run_inputs
+from .state import PackNode
+
+NAME = "EMA-VFI Retime"
 
 
 def cut_report(found: list[int], threshold: float, frames_in: int, frames_out: int, source_fps: float,
@@ -26,49 +29,50 @@ def cut_report(found: list[int], threshold: float, frames_in: int, frames_out: i
     return f"{head}; {cut_text(found)}"
 
 
-class RetimeNode(NodeBase):
-    NODE_ID = "EMAVFI_Retime"
-    DISPLAY_NAME = "EMA-VFI Retime"
-    DESCRIPTION = ("Converts a clip from one frame rate to another (e.g. 24 -> 60 fps), or slows it down, by "
-                   "making frames at the new times; frames that fall on source frames are copied unchanged.")
-    INPUTS = (
-        *CLIP_INPUTS,
-        Input("source_fps", "FLOAT", "Frame rate of the input clip (23.976 and 29.97 are read as 24000/1001 "
-              "and 30000/1001).", {"default": 24.0, "min": 0.001, "max": 1000.0, "step": 0.001}),
-        Input("target_fps", "FLOAT", "Frame rate of the output clip.",
-              {"default": 60.0, "min": 0.001, "max": 1000.0, "step": 0.001}),
-        Input("speed", "FLOAT", "Playback speed: 1 keeps the duration, 0.5 = half-speed slow motion.",
-              {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01}, optional=True),
-        *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
-        *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
-        META_BATCH_INPUT,
-    )
-    OUTPUTS = (
-        Output("IMAGE", "images", "The retimed clip."),
-        Output("FLOAT", "fps", "The output frame rate (target_fps)."),
-        Output("STRING", "cut_report", "Frame counts and the scene cuts found (pairs that were not blended)."),
-    )
-    HIDDEN = {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"}
+class RetimeNode(PackNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return clip_node_schema(
+            "EMAVFI_Retime", NAME,
+            description=("Converts a clip from one frame rate to another (e.g. 24 -> 60 fps), or slows it down, by "
+                         "making frames at the new times; frames that fall on source frames are copied unchanged."),
+            inputs=[
+                io.Float.Input("source_fps", default=24.0, min=0.001, max=1000.0, step=0.001, tooltip="Frame rate "
+                               "of the input clip (23.976 and 29.97 are read as 24000/1001 and 30000/1001)."),
+                io.Float.Input("target_fps", default=60.0, min=0.001, max=1000.0, step=0.001,
+                               tooltip="Frame rate of the output clip."),
+                io.Float.Input("speed", default=1.0, min=0.01, max=100.0, step=0.01, optional=True,
+                               tooltip="Playback speed: 1 keeps the duration, 0.5 = half-speed slow motion."),
+                *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
+                *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The retimed clip."),
+                io.Float.Output(display_name="fps", tooltip="The output frame rate (target_fps)."),
+                io.String.Output(display_name="cut_report",
+                                 tooltip="Frame counts and the scene cuts found (pairs that were not blended)."),
+            ],
+        )
 
-    def run(self, images: torch.Tensor, model: Any, source_fps: float, target_fps: float, speed: float = 1.0,
-            tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
-            scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD, dedupe: bool = False,
-            dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None,
-            unique_id: str | None = None, prompt: Any = None) -> dict[str, Any]:
-        node = self.DISPLAY_NAME
-        frames = check_images(images, node, min_frames=1 if meta_batch is not None else 2)
-        model = require_model(model, node)
-        options = run_options(tta, scale, chunk_size, scene_cut_threshold, node, dedupe, dedupe_threshold)
+    @classmethod
+    def execute(cls, images: torch.Tensor, model: Any, source_fps: float, target_fps: float, speed: float = 1.0,
+                tta: bool = False, scale: str = "1.0", chunk_size: int = 0,
+                scene_cut_threshold: float = cuts.DEFAULT_CUT_THRESHOLD, dedupe: bool = False,
+                dedupe_threshold: float = DEFAULT_DEDUPE_THRESHOLD, meta_batch: Any = None) -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
+        frames = check_images(images, NAME, min_frames=1 if meta_batch is not None else 2)
+        model = require_model(model, NAME)
+        options = run_options(tta, scale, chunk_size, scene_cut_threshold, NAME, dedupe, dedupe_threshold)
         request = schedule.Request(target_fps=schedule.parse_fps(target_fps), source_fps=schedule.parse_fps(source_fps),
                                    speed=Fraction(repr(float(speed))))
         if meta_batch is not None:
-            result, plan, carry, last = metabatch.run_batch(model, frames, None, request, options, meta_batch, prompt,
-                                                            unique_id, node)
+            result, plan, carry, last = metabatch.run_batch(model, frames, None, request, options, meta_batch,
+                                                            cls.hidden.prompt, unique_id, NAME, cls.pack().carries)
             fps_out = float(plan.out_fps or request.target_fps)
             summary = metabatch.summary(frames.shape[0], result, carry, last, source_fps, fps_out)
             host.send_text(summary["report"], unique_id)
-            return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, summary["report"])}
-        line = timeline(frames, None, request, model.arbitrary_t, options, node)
+            return io.NodeOutput(result.images, fps_out, summary["report"], ui={"emavfi": [summary]})
+        line = timeline(frames, None, request, model.arbitrary_t, options, NAME)
         plan = line.plan
         if plan.warning:
             host.logger.warning("%s: %s", model.name, plan.warning)
@@ -82,4 +86,4 @@ class RetimeNode(NodeBase):
         summary = {"frames_in": frames.shape[0], "frames_out": len(plan.plan), "source_fps": source_fps,
                    "target_fps": target_fps, "speed": speed, "fps_out": fps_out, "cuts": found,
                    "report": report, "warning": plan.warning, **({"held": line.held} if options.dedupe else {})}
-        return {"ui": {"emavfi": [summary]}, "result": (result.images, fps_out, report)}
+        return io.NodeOutput(result.images, fps_out, report, ui={"emavfi": [summary]})

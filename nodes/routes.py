@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 from . import host
+from .state import PackState
 
 STATUS_PATH = "/emavfi/status"
-_registered = False
 
 
-def register() -> None:
-    """Add the route to ComfyUI's server (before it starts serving); no-op outside ComfyUI."""
-    global _registered
+def register(state: PackState) -> bool:
+    """Add the route to ComfyUI's server (before it starts serving), reading downloads from `state`; False outside
+    ComfyUI or when the route is already there (the server's route table is the record, not a flag here)."""
     server = host.prompt_server()
-    if server is None or _registered:
-        return
+    if server is None or any(getattr(route, "path", None) == STATUS_PATH for route in server.routes):
+        return False
     from aiohttp import web
 
     from .loader import weights_status
@@ -21,9 +21,9 @@ def register() -> None:
     async def status(request: web.Request) -> web.Response:
         variant = request.query.get("variant", "")
         try:
-            body = weights_status(variant, request.query.get("repo", ""))
+            body = weights_status(variant, request.query.get("repo", ""), state.downloads)
         except ValueError as exc:
             return web.json_response({"variant": variant, "state": "error", "message": str(exc)}, status=400)
         return web.json_response(body)
 
-    _registered = True
+    return True

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..emavfi import cuts, dedupe, engine, memory, runner, schedule
+from ..emavfi import clips, cuts, dedupe, memory, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
@@ -56,13 +56,12 @@ def timeline(images: torch.Tensor, mask: torch.Tensor | None, request: schedule.
     if not options.dedupe:
         return Timeline(images, mask, schedule.make_schedule(request, n, arbitrary_t), list(range(n)), [])
     try:
-        dedupe.retime_request(request)  # a request dedupe cannot retime fails before the frames are read
-        held = dedupe.find_held(images.movedim(-1, 1), options.dedupe_threshold, options.cut_threshold)
-        plan = dedupe.schedule_without_held(request, n, held, arbitrary_t)
+        held = dedupe.held_timeline(images.movedim(-1, 1), n, request, arbitrary_t,
+                                    threshold=options.dedupe_threshold, cut_threshold=options.cut_threshold)
     except ValueError as exc:
         raise ValueError(f"{node}: {exc}") from None
-    keep = dedupe.kept_frames(n, held)
-    return Timeline(images[keep], None if mask is None else mask[keep], plan, keep, held)
+    keep = held.kept
+    return Timeline(images[keep], None if mask is None else mask[keep], held.schedule, keep, held.held)
 
 
 def cut_text(found: Sequence[int]) -> str:
@@ -77,9 +76,8 @@ def with_mask(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def pair_bytes(model: EmaVfiModel, plan: schedule.Schedule, height: int, width: int, options: RunOptions) -> int:
     """Device memory one frame pair of `plan` needs (asked of ComfyUI before the model is loaded)."""
-    rows = engine.rows_per_pair(schedule.pair_timesteps(plan.plan), plan.bisection_depth)
-    return memory.estimate_pair_bytes(model.network.config, height, width, rows, model.dtype, tta=options.tta,
-                                       scale=options.scale)
+    return memory.estimate_pair_bytes(model.network.config, height, width, plan.rows_per_pair(), model.dtype,
+                                       tta=options.tta, scale=options.scale)
 
 
 def split_result(out: torch.Tensor, channels: int, had_mask: bool, found: list[int]) -> ClipResult:
@@ -95,7 +93,7 @@ def split_result(out: torch.Tensor, channels: int, had_mask: bool, found: list[i
 def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, options: RunOptions, *,
              mask: torch.Tensor | None, node_id: str | None) -> ClipResult:
     """Make every frame of `plan` (the Schedule as make_schedule decided it, bisection depth included) from
-    images [N,H,W,C] (and mask [N,H,W]) with emavfi's one engine (`runner.render_clip`).
+    images [N,H,W,C] (and mask [N,H,W]) with emavfi's one engine (`clips.render_clip`).
 
     The output is preallocated on the CPU and written frame by frame; one batch of pairs is on the device at a
     time (RunOptions.chunk), and a device out-of-memory halves the batch and retries. Scene cuts are decided
@@ -110,7 +108,7 @@ def run_clip(model: EmaVfiModel, images: torch.Tensor, plan: schedule.Schedule, 
     bar = host.progress_bar(len(plan.plan), node_id)
     network = model.ready(memory_required=pair_bytes(model, plan, height, width, options) * max(1, options.chunk))
     try:
-        clip = runner.render_clip(
+        clip = clips.render_clip(
             network, frames.movedim(-1, 1), plan, cut_threshold=options.cut_threshold, out=out.movedim(-1, 1),
             progress=lambda done, total: bar.update_absolute(done, total),
             cancel=mm.throw_exception_if_processing_interrupted,

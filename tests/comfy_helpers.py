@@ -2,17 +2,17 @@
 
 - `load_pack()`: import this repository as a ComfyUI custom-node package, the way ComfyUI does
   (`spec_from_file_location(<dir>/__init__.py)`), so the nodes' relative imports resolve as in ComfyUI.
-- `install_standins()`: minimal stand-ins for `comfy.model_management`, `comfy.utils` and `folder_paths`,
-  installed only where the real modules cannot be imported (the library venv has no ComfyUI). They mirror the
-  behaviour the nodes rely on (ProgressBar updates are Cancel points, interrupts raise and clear the flag);
-  the real behaviour is proven by test_comfy_e2e.py against a real ComfyUI.
+- `install_standins()`: puts the real ComfyUI source (../shared/comfyui/ComfyUI) on the import path for
+  `comfy_api` (the nodes' V3 schema), and minimal stand-ins for `comfy.model_management`, `comfy.utils` and
+  `folder_paths` in front of it (the library venv cannot boot ComfyUI's device setup). They mirror the behaviour the
+  nodes rely on (ProgressBar updates are Cancel points, interrupts raise and clear the flag); the real behaviour is
+  proven by test_comfy_e2e.py against a real ComfyUI.
 - End-to-end helpers: locating ../shared/comfyui and its venv, and a small Chrome DevTools Protocol client
   for headless Chromium (stdlib only).
 """
 from __future__ import annotations
 
 import base64
-import importlib
 import importlib.util
 import json
 import os
@@ -32,6 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 PACK_MODULE = "emavfi_comfy_pack"
 STANDIN_MODULES = ("comfy", "comfy.model_management", "comfy.utils", "folder_paths")
+# ComfyUI modules the tests keep out: importing them boots devices or the server (the nodes treat them as absent).
+BLOCKED_MODULES = ("comfy.model_patcher", "server")
 
 
 # ----------------------------------------------------------------------------------------------- stand-ins
@@ -56,19 +58,27 @@ class StandinState:
         self.interrupted = False
 
 
-def _importable(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
+def comfy_source() -> Path:
+    """The ComfyUI source tree the nodes' `comfy_api` comes from (../shared/comfyui/ComfyUI)."""
+    return shared_comfy_dir() / "ComfyUI"
 
 
-def install_standins(models_dir: Path) -> StandinState | None:
-    """Install stand-ins for the ComfyUI modules the nodes use, unless the real ones import; returns their state
-    (None when the real ComfyUI modules are importable and nothing was installed)."""
-    if _importable("comfy.model_management") and _importable("comfy.utils") and _importable("folder_paths"):
-        return None
+def comfy_source_missing() -> str | None:
+    """Why the nodes cannot be imported here (a reason to skip with), or None."""
+    if not (comfy_source() / "comfy_api" / "v0_0_2").is_dir():
+        return (f"{comfy_source()} is absent: the nodes' V3 schema (comfy_api.v0_0_2) comes from ComfyUI's source "
+                "in ../shared/comfyui")
+    return None
+
+
+def install_standins(models_dir: Path) -> StandinState:
+    """Put ComfyUI's source on sys.path and install stand-ins for the ComfyUI modules the nodes call at run time;
+    returns their state. Raises RuntimeError when the source is absent (see comfy_source_missing)."""
+    missing = comfy_source_missing()
+    if missing:
+        raise RuntimeError(missing)
+    if str(comfy_source()) not in sys.path:
+        sys.path.append(str(comfy_source()))
     state = StandinState(models_dir)
 
     mm = types.ModuleType("comfy.model_management")
@@ -114,6 +124,7 @@ def install_standins(models_dir: Path) -> StandinState | None:
     utils.ProgressBar = ProgressBar
 
     comfy = types.ModuleType("comfy")
+    comfy.__path__ = [str(comfy_source() / "comfy")]  # the rest of `comfy` (cli_args, options) is ComfyUI's own
     comfy.model_management, comfy.utils = mm, utils
 
     fp = types.ModuleType("folder_paths")
@@ -130,7 +141,20 @@ def install_standins(models_dir: Path) -> StandinState | None:
     fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths[name][0])
 
     sys.modules.update({"comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils, "folder_paths": fp})
+    sys.modules.update(dict.fromkeys(BLOCKED_MODULES))  # None: `import` raises ImportError
     return state
+
+
+def remove_standins() -> None:
+    """Forget the stand-ins, ComfyUI's modules and the pack bound to them (other test modules start clean)."""
+    source = str(comfy_source())
+    ours = {*STANDIN_MODULES, *BLOCKED_MODULES}
+    for name, module in list(sys.modules.items()):
+        if (name in ours or name.split(".")[0] == PACK_MODULE
+                or str(getattr(module, "__file__", None) or "").startswith(source)):
+            del sys.modules[name]
+    if str(comfy_source()) in sys.path:
+        sys.path.remove(str(comfy_source()))
 
 
 def load_pack(name: str = PACK_MODULE) -> types.ModuleType:

@@ -42,15 +42,15 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture
 def tiny_cli(monkeypatch):
-    """CLI runs use a tiny random model in place of the weights; the list holds the job of each model load."""
+    """CLI runs use a tiny random model in place of the weights; the list holds the settings of each model load."""
     from helpers import tiny_model
 
-    from emavfi import render
+    from emavfi import loading
 
     model, loads = tiny_model(), []
 
-    def load(job, state=None, progress=None):
-        loads.append(job)
+    def load(settings, state=None, progress=None):
+        loads.append(settings)
         return model
-    monkeypatch.setattr(render, "load_model_for", load)
+    monkeypatch.setattr(loading, "load_model_for", load)
     return loads

@@ -73,7 +73,7 @@ def test_onnxruntime_odd_size_and_hr_scale(network, cache_dir):
 
 @pytest.mark.parametrize("name", CPU_RUNTIMES)
 def test_cached_files_run_in_the_runtimes_own_api(network, cache_dir, name):
-    from emavfi.export.graphs import ExtractGraph, feature_names
+    from emavfi.backends.graphs import ExtractGraph, feature_names
 
     model = _runtime(network, name, cache_dir)
     model.sessions(64, 96, 1.0)
@@ -204,7 +204,7 @@ def test_a_stalled_runtime_run_stops_the_job_with_one_line(network, cache_dir):
     assert "\n" not in message and "openvino" in message and "--backend torch" in message and "256x192" in message
     rgb, _ = model.as_backend()(frames, first, second, [0.5], None)
     assert (rgb[0, 0] - emavfi.interpolate(network, img0, img1, 0.5)[0]).abs().max().item() <= TOL
-    assert 120 <= stall_limit(64, 96) < stall_limit(2160, 3840) <= 720  # minutes, more for larger frames
+    assert 300 <= stall_limit(64, 96) < stall_limit(2176, 3840) <= 3600  # minutes, more for larger frames
 
 
 def test_auto_picks_an_installed_cpu_runtime():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import backends, cli, render
+from emavfi import backends, cli, loading, render
 from emavfi.config import ModelConfig
 
 from helpers import TINY, tiny_model
@@ -36,12 +36,11 @@ def models(monkeypatch, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "cli-compiled"
     net = tiny_model(11)
 
-    def load(job, state=None, progress=None):
-        s = job.settings
+    def load(s, state=None, progress=None):
         config = ModelConfig(width=TINY.width, depths=TINY.depths, arbitrary_t=s.model_variant.endswith("_t"))
         return emavfi.load_model(net.state_dict(), config, backend=s.backend, cache_dir=cache)
 
-    monkeypatch.setattr(render, "load_model_for", load)
+    monkeypatch.setattr(loading, "load_model_for", load)
 
 
 def _frames(folder) -> list[np.ndarray]:
@@ -75,7 +74,7 @@ def no_load(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded before the settings were checked")
 
-    monkeypatch.setattr(render, "load_model_for", fail)
+    monkeypatch.setattr(loading, "load_model_for", fail)
 
 
 def test_unknown_backend_lists_the_choices(tmp_path, clip, capsys, no_load):

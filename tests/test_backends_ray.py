@@ -1,14 +1,15 @@
-"""`--ray --backend openvino`: the files of a Ray render equal, byte for byte, those of one process with the
-same backend (embedded Ray, 2 CPUs, 127.0.0.1 only); the graphs are compiled once and shared via the cache."""
+"""`--ray --backend openvino` and `auto`: the files of a Ray render equal, byte for byte, those of one process with
+the same backend (embedded Ray, 2 CPUs, 127.0.0.1 only); the graphs are compiled once and shared via the cache."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import emavfi
-from emavfi import backends, distributed, ray_cluster, render
+from emavfi import backends, distributed, loading, ray_cluster, render
 from emavfi.schedule import Request
 from emavfi.settings import Settings
 
@@ -63,7 +64,7 @@ def test_ray_with_openvino_equals_one_process(cluster, home, tmp_path):
     source, weights = _shot(tmp_path)
     settings = Settings(request=Request(multiplier=2), weights=weights, device="cpu", backend="openvino")
     one = render.Job(source, tmp_path / "one", settings)
-    model = render.load_model_for(one)
+    model = loading.load_model_for(one.settings)
     assert model.backend == "openvino"
     assert render.render(render.prepare(one), model).written == 9
     report = distributed.render(render.Job(source, tmp_path / "ray", settings), workers=2, task_frames=2)
@@ -73,3 +74,20 @@ def test_ray_with_openvino_equals_one_process(cluster, home, tmp_path):
     assert [name for name in expected if got[name] != expected[name]] == []
     entries = [p for p in (home / "compiled" / "openvino").iterdir()]
     assert len(entries) == 1  # compiled once here; both workers loaded it from the cache
+
+
+def test_ray_with_auto_makes_the_files_of_one_process_with_the_backend_auto_picks(cluster, tmp_path):
+    # Two threads: OpenVINO's lanes and the automatic chunk they give exist on both sides, and `auto` is resolved
+    # in each worker on its own; the files must still be those of one process with the backend named.
+    source, weights = _shot(tmp_path)
+    torch.set_num_threads(2)  # the one_thread fixture restores it
+    auto = Settings(request=Request(multiplier=2), weights=weights, device="cpu", backend="auto")
+    picked = getattr(loading.load_model_for(auto), "backend", "torch")
+    assert picked in backends.BACKENDS and picked != "auto"
+    named = Settings(request=Request(multiplier=2), weights=weights, device="cpu", backend=picked)
+    one = render.Job(source, tmp_path / "one", named)
+    render.render(render.prepare(one), loading.load_model_for(one.settings))
+    report = distributed.render(render.Job(source, tmp_path / "ray", auto), workers=2, task_frames=2)
+    assert report.written == 9 and report.workers == 2
+    expected, got = _frames(tmp_path / "one"), _frames(tmp_path / "ray")
+    assert list(got) == list(expected) and [name for name in expected if got[name] != expected[name]] == []

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import cli, render, schedule
+from emavfi import cli, loading, schedule
 from emavfi.config import ModelConfig
 from emavfi.media import images
 from emavfi.inference import ModelBackend
-from emavfi.runner import interpolate_clip
+from emavfi.clips import interpolate_clip
 
 from helpers import weight_shapes
 
@@ -77,7 +77,7 @@ def _one_line(err: str) -> str:
 @pytest.fixture
 def tiny(monkeypatch):
     model = _tiny()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model)
     return model
 
 
@@ -236,7 +236,7 @@ def test_ctrl_c_leaves_complete_files_and_resume_verifies_and_finishes(tmp_path,
     partial = _outputs(out)
     assert 0 < len(partial) < len(reference)
     monkeypatch.undo()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: tiny)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: tiny)
 
     # damaged in the middle (end marker intact), a killed writer's temporary: both handled by --resume
     data = bytearray(partial[1].read_bytes())
@@ -255,12 +255,12 @@ def test_ctrl_c_leaves_complete_files_and_resume_verifies_and_finishes(tmp_path,
 
 _SLOW_RUN = """
 import sys, time, torch, emavfi
-from emavfi import cli, render
+from emavfi import cli, loading
 from emavfi.inference import ModelBackend
 from emavfi.config import ModelConfig
 torch.set_num_threads(1)
 model = emavfi.build_model(ModelConfig(width=4, depths=(1, 1, 1, 2, 2))).eval()
-render.load_model_for = lambda job, state=None, progress=None: model
+loading.load_model_for = lambda settings, state=None, progress=None: model
 real = ModelBackend.__call__
 def slow(self, *args, **kwargs):
     time.sleep(0.15)
@@ -329,7 +329,7 @@ def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path, after):
 
 def test_t05_only_model_rejects_other_multipliers_and_bisects_powers_of_two(tmp_path, monkeypatch, capsys):
     model = _tiny(arbitrary_t=False)
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model)
     _write_clip(tmp_path / "in", 3)
     base = ["interpolate", tmp_path / "in", "--device", "cpu", "--variant", "ours_small"]
     assert _run(*base, "-o", tmp_path / "a", "-m", "3") == 2
@@ -366,7 +366,7 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path, tiny, capsys, argv, frag
 
 def test_a_video_codec_is_checked_before_any_work(tmp_path, monkeypatch, capsys):
     _write_clip(tmp_path / "in", 2, w=64)
-    monkeypatch.setattr(render, "load_model_for", lambda *a, **k: pytest.fail("the model must not load"))
+    monkeypatch.setattr(loading, "load_model_for", lambda *a, **k: pytest.fail("the model must not load"))
     assert _run("interpolate", tmp_path / "in", "-o", tmp_path / "out.mp4", "--source-fps", "24",
                 "--codec", "prores_9000") == 2
     assert "unknown video codec 'prores_9000'; choose one of" in _one_line(capsys.readouterr().err)

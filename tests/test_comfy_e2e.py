@@ -1,9 +1,11 @@
-"""End to end in a real ComfyUI (../shared/comfyui, CPU): the pack imports and registers, the example API workflow
-downloads weights from a fake Hugging Face Hub and interpolates x4, an interrupt ends a long run cleanly, and the
-web extension shows its widgets in headless Chromium (screenshot in artifacts/).
+"""End to end in a real ComfyUI (../shared/comfyui, CPU): the pack (V3 schema) imports and registers, the example
+API workflows run as saved (x4 with weights from a fake Hugging Face Hub, retime 24 -> 60, and the meta-batch one
+with the real VideoHelperSuite), an interrupt ends a long run cleanly, and the web extension loads the UI-format
+example and shows its widgets in headless Chromium (screenshot in artifacts/).
 
-One server runs everything (run_comfy.py: two workflows, then the browser check while it is still up).
-Skips with the reason when ../shared/comfyui or its venv is absent; the browser part needs `chromium`.
+One server runs everything (run_comfy.py: the workflows in turn, then the browser check while it is still up).
+Skips with the reason when ../shared/comfyui or its venv is absent; the browser part needs `chromium`, the
+meta-batch part VideoHelperSuite's dependencies in ComfyUI's venv.
 """
 from __future__ import annotations
 
@@ -96,30 +98,57 @@ def _variant_workflows(tmp: Path) -> list[tuple[Path, str]]:
     return out
 
 
-METABATCH_PACK = REPO / "tests" / "comfy_metabatch_pack"
-META_RUNS = 6  # index of the first meta-batch workflow among the runs
+METABATCH_API = REPO / "examples" / "workflows" / "metabatch_x2_api.json"
+VHS_PACK = shared_comfy_dir() / "custom_nodes" / "ComfyUI-VideoHelperSuite"
+META_FRAMES, META_PER_BATCH = 24, 10  # 3 batches: 10, 10 and a short last one of 4 (CPU time: ~1 s per pair)
+META_RUNS = 6  # index of the meta-batch workflow among the runs; the whole run follows it
+
+
+def _vhs_missing() -> str | None:
+    """Why the meta-batch runs cannot use the real VideoHelperSuite here (a reason to skip with), or None."""
+    if not (VHS_PACK / "__init__.py").is_file():
+        return f"{VHS_PACK} is absent (VideoHelperSuite's source lives in ../shared/comfyui/custom_nodes)"
+    probe = subprocess.run([str(comfy_python()), "-c", "import cv2, imageio_ffmpeg"], capture_output=True)
+    if probe.returncode:
+        return (f"VideoHelperSuite needs opencv and imageio-ffmpeg in ComfyUI's venv: {comfy_python()} -m pip "
+                "install opencv-python-headless imageio-ffmpeg")
+    return None
+
+
+def _input_video(tmp: Path) -> Path:
+    """input.mp4 (the name the example loads): a pan over one photograph, a cut, a pan over another, 24 fps."""
+    import av
+    import torch
+
+    from test_nodes_metabatch import photo_clip
+
+    frames = (photo_clip(META_FRAMES, cut_at=12) * 255).round().to(torch.uint8).numpy()
+    path = tmp / "input.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
 
 
 def _metabatch_workflows(tmp: Path) -> list[tuple[Path, str]]:
-    """A 30-frame clip x2 in 3 meta batches of 10 (one prompt each, `requeue` counted as VHS counts it), then as
-    one whole run. The manager, loader and saver are the test-only nodes of tests/comfy_metabatch_pack."""
-    from test_nodes_metabatch import photo_clip
-
-    np.save(tmp / "metabatch_clip.npy", photo_clip(30, cut_at=12).numpy())
-    base = json.loads(WORKFLOW_API.read_text())
+    """The example meta-batch workflow as saved (VideoHelperSuite's manager, Load Video and Video Combine, which
+    queues the next batches itself; only frames_per_batch set smaller), with a Save Image beside Video Combine;
+    then the same graph as one whole run."""
+    meta = json.loads(METABATCH_API.read_text())
+    meta["1"]["inputs"]["frames_per_batch"] = META_PER_BATCH
+    meta["7"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "frames_meta"}}
+    whole = json.loads(json.dumps(meta))
+    del whole["1"]
+    for node in whole.values():
+        node["inputs"].pop("meta_batch", None)
+    whole["6"]["inputs"]["filename_prefix"] = "emavfi_whole"
+    whole["7"]["inputs"]["filename_prefix"] = "frames_whole"
     out = []
-    for batch in (0, 1, 2, None):
-        meta = {} if batch is None else {"meta_batch": ["20", 0]}
-        workflow = {"4": base["4"],
-                    "21": {"class_type": "EMAVFITest_LoadClip", "inputs": {"clip": "metabatch_clip.npy", **meta}},
-                    "22": {"class_type": "EMAVFI_Interpolate",
-                           "inputs": {**base["5"]["inputs"], "images": ["21", 0], "multiplier": 2,
-                                      "scene_cut_threshold": 2.5, **meta}},
-                    "23": {"class_type": "EMAVFITest_SaveClip",
-                           "inputs": {"images": ["22", 0], "fps": ["22", 1], "name": f"metabatch_{batch}"}}}
-        if batch is not None:
-            workflow["20"] = {"class_type": "VHS_BatchManager", "inputs": {"frames_per_batch": 10, "requeue": batch}}
-        path = tmp / f"metabatch_{batch}_api.json"
+    for name, workflow in (("metabatch", meta), ("whole", whole)):
+        path = tmp / f"{name}_api.json"
         path.write_text(json.dumps(workflow))
         out.append((path, "success"))
     return out
@@ -146,10 +175,12 @@ def e2e(tmp_path_factory):
            "--summary-json", str(summary_path), "--user-setting", "Comfy.TutorialCompleted=true",
            "--workflow", str(WORKFLOW_API), "--expect", "success",
            "--workflow", str(_interrupt_workflow(tmp)), "--expect", "interrupted", "--interrupt-after", "5",
-           "--timeout", "120", "--extra-arg=--disable-api-nodes", "--verbose-progress"]
-    for path, expect in _variant_workflows(tmp) + _metabatch_workflows(tmp):
+           "--timeout", "300", "--extra-arg=--disable-api-nodes", "--verbose-progress"]
+    vhs_missing = _vhs_missing()
+    for path, expect in _variant_workflows(tmp) + ([] if vhs_missing else _metabatch_workflows(tmp)):
         cmd += ["--workflow", str(path), "--expect", expect]
-    cmd += ["--node-pack", f"{METABATCH_PACK}=emavfi-test-metabatch", "--input-file", str(tmp / "metabatch_clip.npy")]
+    if not vhs_missing:
+        cmd += ["--node-pack", str(VHS_PACK), "--input-file", str(_input_video(tmp))]
     for f in frames:
         cmd += ["--input-file", str(f)]
     for node_id in NODE_IDS:
@@ -162,7 +193,7 @@ def e2e(tmp_path_factory):
         hub.add_repo(source.repo_id, {source.filename: weights.read_bytes()})
         env["EMAVFI_HF_ENDPOINT"] = hub.url
         started = time.monotonic()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
         seconds = time.monotonic() - started
         hub_requests = [(r.method, r.path, r.status) for r in hub.requests]
     (ARTIFACTS / "comfy_e2e_harness.log").write_text(proc.stderr)
@@ -173,7 +204,7 @@ def e2e(tmp_path_factory):
     return {"summary": summary, "frames": frames, "base": base, "out": tmp / "out", "seconds": seconds,
             "hub_requests": hub_requests,
             "browser": json.loads(browser_result.read_text()) if browser_result.exists() else None,
-            "browser_expected": browser, "stderr": proc.stderr}
+            "browser_expected": browser, "stderr": proc.stderr, "vhs_missing": vhs_missing}
 
 
 def _run(e2e, index: int) -> dict:
@@ -295,17 +326,38 @@ def test_web_extension_in_browser(e2e):
     assert not [line for line in result["console"] if "emavfi" in line.lower() and "error" in line.lower()]
 
 
-def test_meta_batch_of_three_equals_one_whole_run(e2e):
-    """The Meta Batch protocol in a real ComfyUI (with test-only stand-ins for VideoHelperSuite's manager,
-    loader and saver): 3 queued batches of 10 frames x2 join into the 59 frames of one whole run, bit for bit."""
-    runs = [_run(e2e, META_RUNS + i) for i in range(4)]
-    for run in runs:
+def _frames_saved(out: Path, prefix: str) -> np.ndarray:
+    """Every PNG Save Image wrote under `prefix` (NAME_00001_.png ...), in order: its counter runs on across prompts."""
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob(f"{prefix}_*_.png"))])
+
+
+def _video_frames(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_meta_batch_example_with_videohelpersuite_equals_one_whole_run(e2e):
+    """examples/workflows/metabatch_x2_api.json in a real ComfyUI with the real VideoHelperSuite: queued once, its
+    Video Combine queues the other batches; the frames of the 3 batches join into those of one whole run, bit for
+    bit, and both videos hold all (24 - 1) x 2 + 1 frames."""
+    if e2e["vhs_missing"]:
+        pytest.skip(e2e["vhs_missing"])
+    meta, whole = _run(e2e, META_RUNS), _run(e2e, META_RUNS + 1)
+    for run in (meta, whole):
         assert run["status"] == "success", run.get("execution_error") or run
-    batches = [np.load(e2e["out"] / f"metabatch_{i}.npy") for i in range(3)]
-    whole = np.load(e2e["out"] / "metabatch_None.npy")
-    assert whole.shape[0] == 59 and all(0 < len(b) for b in batches)
-    assert np.array_equal(np.concatenate(batches), whole)
-    saved = [next(o["value"] for o in run["outputs"] if o["node"] == "23") for run in runs]
-    assert {s["fps"] for s in saved} == {48.0}
-    reports = [next(o["value"] for o in run["outputs"] if o["node"] == "22")["report"] for run in runs[:3]]
-    assert reports[0].startswith("meta batch 1:") and reports[2].startswith("meta batch 3 (last):")
+    vhs = next(p for p in e2e["summary"]["packs"] if p["name"] == VHS_PACK.name)
+    assert not vhs["import_failed"] and {"VHS_BatchManager", "VHS_LoadVideo", "VHS_VideoCombine"} <= set(
+        vhs["registered_nodes"])
+    expected = (META_FRAMES - 1) * 2 + 1
+    batched, single = _frames_saved(e2e["out"], "frames_meta"), _frames_saved(e2e["out"], "frames_whole")
+    assert single.shape[0] == expected and batched.shape == single.shape
+    assert np.array_equal(batched, single)
+    first = next(o["value"] for o in meta["outputs"] if o["node"] == "5" and o.get("key") == "emavfi")
+    assert first["report"].startswith("meta batch 1:") and not first["last_batch"] and first["fps_out"] == 48.0
+    videos = {prefix: sorted(e2e["out"].glob(f"{prefix}_*.mp4")) for prefix in ("emavfi_x2", "emavfi_whole")}
+    assert all(len(v) == 1 for v in videos.values()), videos  # one file per clip, appended to batch by batch
+    joined, one = (_video_frames(v[0]) for v in videos.values())
+    assert joined.shape[0] == one.shape[0] == expected
+    assert np.array_equal(joined, one)

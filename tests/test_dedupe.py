@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from emavfi import cli, dedupe, render, schedule
+from emavfi import cli, cuts, dedupe, loading, render, schedule
 from emavfi.dedupe import HOLD_CONTEXT, decide_held, find_held, measure, schedule_without_held
 from emavfi.settings import DEFAULT_DEDUPE_THRESHOLD, RunOptions, SettingsError
 
@@ -156,10 +156,14 @@ def test_the_drawings_are_retimed_at_their_true_times_over_the_same_duration(req
 
 def test_a_clip_in_memory_loses_its_held_frames_and_keeps_its_duration(clips):
     frames, held = clips["coffee on threes"]
-    kept, sched, found = dedupe.drop_held(frames, schedule.Request(multiplier=2), arbitrary_t=True)
-    assert found == held and torch.equal(kept, frames[dedupe.kept_frames(len(frames), held)])
+    timeline = dedupe.held_timeline(frames, len(frames), schedule.Request(multiplier=2), True, threshold=None,
+                                    cut_threshold=cuts.DEFAULT_CUT_THRESHOLD)
+    assert timeline.held == held and timeline.kept == dedupe.kept_frames(len(frames), held)
+    sched = timeline.schedule
     assert len(sched.plan) == 2 * (len(frames) - 1) + 1 and sched.out_fps is None
-    schedule.check_plan(sched.plan, len(kept))
+    schedule.check_plan(sched.plan, len(timeline.kept))
+    with pytest.raises(ValueError, match="not timesteps"):  # before a frame is read
+        dedupe.held_timeline(iter(()), 5, schedule.Request(timesteps=(0.5,)), True, threshold=None, cut_threshold=0)
 
 
 def test_settings_and_bad_values():
@@ -182,7 +186,7 @@ def tiny(monkeypatch):
     from helpers import tiny_model
 
     model = tiny_model()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model)
     return model
 
 
@@ -246,7 +250,7 @@ def test_ray_workers_decide_the_same_holds_and_write_the_one_process_files(kit, 
     emavfi.weights.save_safetensors(random_state("ours_small_t"), weights, "ours_small_t")
     settings = Settings(request=Request(multiplier=2), run=RunOptions(dedupe=True), weights=weights, device="cpu")
     one = render.Job(tmp_path / "in", tmp_path / "one", settings)
-    render.render(render.prepare(one), render.load_model_for(one))
+    render.render(render.prepare(one), loading.load_model_for(one.settings))
     assert not ray.is_initialized()
     ray_cluster.start_local(num_cpus=2)
     try:

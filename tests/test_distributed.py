@@ -4,6 +4,8 @@ Every way of rendering a shot must give the same files, byte for byte: one proce
 order, Ray with one or two workers, Ray with a worker killed mid-run. The shot: 8 frames of 32x48 PNG cut
 from skimage's astronaut, then its cat (a moving crop, one scene cut), x4 (29 output frames numbered from
 1001), random ours_small_t weights (the smallest official architecture; speed is not the point here).
+Footage large enough for torch's CPU kernels to split work by thread (144x192, weights at PyTorch's own
+initialisation) checks that the workers compute with the driver's thread count.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import distributed, ranges, ray_cluster, render
+from emavfi import distributed, loading, ranges, ray_cluster, render
 from emavfi.files import is_partial
 from emavfi.schedule import Request
 from emavfi.settings import OutputOptions, Settings
@@ -65,10 +67,10 @@ def _job(shot: tuple[Path, Path], output: Path, **output_options) -> render.Job:
 def reference(shot, tmp_path_factory) -> Path:
     """The shot rendered in this process, in one go: what every other way must reproduce exactly."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers run one thread each (cpus_per_worker=1)
+    torch.set_num_threads(1)  # as the tests' driver: its workers compute with its thread count
     try:
         job = _job(shot, tmp_path_factory.mktemp("reference") / "out")
-        report = render.render(render.prepare(job), render.load_model_for(job))
+        report = render.render(render.prepare(job), loading.load_model_for(job.settings))
     finally:
         torch.set_num_threads(before)
     assert report.written == 29 and report.cuts == [3]  # the cut between frames 3 and 4 is found
@@ -109,7 +111,7 @@ def _closed_port() -> int:
 def test_frames_tasks_in_any_order_make_the_one_process_files(shot, reference, tmp_path):
     job = _job(shot, tmp_path / "out")
     total = render.prepare(job).total
-    model = render.load_model_for(job)
+    model = loading.load_model_for(job.settings)
     tasks = ranges.split_tasks(total, tasks=4)
     for task in reversed(tasks):  # as a farm might run them; each task is its own `--frames A-B` job
         text = ranges.format_range(task, START)
@@ -164,6 +166,48 @@ def test_two_ray_workers_make_the_one_process_files(cluster, shot, reference, tm
     assert len(report.frames_by_worker) == 2 and sum(report.frames_by_worker.values()) == 29
     assert seen[0] == (0, 29) and seen[-1] == (29, 29) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert _assert_identical(job.output, reference) == 29
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory) -> tuple[Path, Path]:
+    """(5 PNG frames of 144x192: the astronaut panning, a cut to the cat, ours_small_t weights at PyTorch's own
+    initialisation). At this size and scale the CPU arithmetic of 1 and 3 threads differs in a few 8-bit values."""
+    from PIL import Image
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("footage")
+    source = root / "plate"
+    source.mkdir()
+    for i in range(5):
+        image = data.astronaut() if i < 3 else data.chelsea()
+        Image.fromarray(image[40 + 2 * i:184 + 2 * i, 60 + 4 * i:252 + 4 * i]).save(source / f"plate.{START + i}.png")
+    weights = root / "ours_small_t.safetensors"
+    torch.manual_seed(0)
+    emavfi.weights.save_safetensors(emavfi.build_model("ours_small_t").state_dict(), weights, "ours_small_t")
+    return source, weights
+
+
+@pytest.mark.parametrize("multiplier", [2, 4])
+def test_ray_workers_compute_with_the_drivers_threads_and_make_its_files(cluster, footage, multiplier, tmp_path):
+    # As on a 3-core machine: one process computes with 3 threads, and workers on one CPU each used to compute
+    # with 1, which changed a few values by one level (oneDNN's blocking, element-wise kernels' thread tails).
+    source, weights = footage
+    torch.set_num_threads(3)  # the one_thread fixture restores it
+    settings = Settings(request=Request(multiplier=multiplier), weights=weights, device="cpu",
+                        output=OutputOptions(start_number=START))
+    one = render.Job(source, tmp_path / "one", settings)
+    assert render.render(render.prepare(one), loading.load_model_for(one.settings)).cuts == [2]
+    report = distributed.render(render.Job(source, tmp_path / "ray", settings), workers=2, task_frames=multiplier)
+    assert (report.workers, report.written, report.cuts) == (2, 4 * multiplier + 1, (2,))
+    assert len(report.frames_by_worker) == 2
+    assert _assert_identical(tmp_path / "ray", tmp_path / "one") == 4 * multiplier + 1
+
+
+def test_by_default_a_worker_reserves_as_many_cpus_as_it_computes_with_threads(cluster, shot, tmp_path):
+    # The 2-CPU cluster: workers of 2 threads get 2 CPUs each (one worker), of 1 thread one each (two workers).
+    two = distributed.render(_job(shot, tmp_path / "two"), threads=2, task_frames=8)
+    one = distributed.render(_job(shot, tmp_path / "one"), threads=1, task_frames=8)
+    assert (two.workers, two.written, one.workers, one.written) == (1, 29, 2, 29)
 
 
 def test_one_ray_worker_then_a_rerun_is_refused_or_resumed_like_one_process(cluster, shot, reference, tmp_path,
@@ -287,6 +331,8 @@ def test_missing_ray_and_bad_arguments_are_one_line(shot, tmp_path, monkeypatch)
     job = _job(shot, tmp_path / "out")
     with pytest.raises(distributed.DistributedError, match="workers must be a whole number >= 1; got 0"):
         distributed.render(job, workers=0)
+    with pytest.raises(distributed.DistributedError, match="threads must be a whole number >= 1; got 0"):
+        distributed.render(job, threads=0)
     video = render.Job(shot[0], tmp_path / "out.mp4", job.settings)
     with pytest.raises(distributed.DistributedError, match="Ray workers write a folder of frames"):
         distributed.render(video)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from emavfi import cuts, engine, memory, render, runner, schedule
+from emavfi import clips, cuts, engine, memory, render, runner, schedule
 from emavfi.inference import ModelBackend
 from emavfi.schedule import Request, Schedule
 from emavfi.settings import RunOptions, Settings
@@ -50,7 +50,7 @@ def test_file_path_and_tensor_path_write_identical_frames_with_the_same_cuts(tmp
     report = render.render(prepared, model)
 
     frames = torch.stack(list(prepared.source.frames()))
-    clip = runner.render_clip(model, frames, prepared.schedule, cut_threshold=settings.run.cut_threshold, chunk=2)
+    clip = clips.render_clip(model, frames, prepared.schedule, cut_threshold=settings.run.cut_threshold, chunk=2)
     assert report.cuts == clip.cuts == [4] == cuts.detect_cuts(frames, settings.run.cut_threshold)
     files = sorted((tmp_path / "out").glob("frame_*.png"))
     assert report.written == len(files) == len(prepared.schedule.plan) == 25
@@ -67,13 +67,13 @@ def test_cuts_decided_batch_by_batch_equal_whole_clip_detection(chunk: int):
     frames = torch.from_numpy(_shot(6, 6)).permute(0, 3, 1, 2).contiguous()
     plan = schedule.multiplier_plan(frames.shape[0], 2)
     fake = type("Fake", (), {"config": TINY})()
-    clip = runner.render_clip(fake, frames, plan, cut_threshold=cuts.DEFAULT_CUT_THRESHOLD, chunk=chunk,
+    clip = clips.render_clip(fake, frames, plan, cut_threshold=cuts.DEFAULT_CUT_THRESHOLD, chunk=chunk,
                               backend=_blend)
     assert clip.cuts == cuts.detect_cuts(frames) == [5]
-    given = runner.render_clip(fake, frames, plan, cuts=[5], chunk=chunk, backend=_blend)
+    given = clips.render_clip(fake, frames, plan, cuts=[5], chunk=chunk, backend=_blend)
     assert given.cuts == [5] and torch.equal(given.frames, clip.frames)
     with pytest.raises(ValueError, match="not both"):
-        runner.render_clip(fake, frames, plan, cuts=[5], cut_threshold=2.5, backend=_blend)
+        clips.render_clip(fake, frames, plan, cuts=[5], cut_threshold=2.5, backend=_blend)
 
 
 # ----------------------------------------------------------------------------------------------- backend seam
@@ -96,10 +96,10 @@ def test_a_model_with_as_backend_runs_through_its_own_backend(monkeypatch):
     frames = torch.rand(3, 3, 40, 56, generator=torch.Generator().manual_seed(1))
     plan = schedule.multiplier_plan(3, 2)
     runtime = RuntimeModel(network)
-    out = runner.interpolate_clip(runtime, frames, plan, tta=True)
+    out = clips.interpolate_clip(runtime, frames, plan, tta=True)
     assert runtime.asked == [(True, 1.0)]
     assert not hasattr(runtime, "parameters")
-    assert torch.equal(out, runner.interpolate_clip(network, frames, plan, tta=True))
+    assert torch.equal(out, clips.interpolate_clip(network, frames, plan, tta=True))
     # device, dtype and memory sizing come from the model's attributes, not from parameters
     monkeypatch.setattr(runner, "free_memory_bytes", lambda device: 5 * memory.estimate_pair_bytes(TINY, 40, 56))
     on_gpu = runner.Runner(runtime, device="cuda")
@@ -115,7 +115,7 @@ def test_in_order_sink_passes_frames_on_in_their_turn():
         def write(self, index, image, *, copy_of=None):
             got.append(index)
 
-    sink = engine.InOrder(Record(), [2, 3, 5, 6])
+    sink = clips.InOrder(Record(), [2, 3, 5, 6])
     for index in (3, 5, 2, 6):
         sink.write(index, torch.zeros(1))
         if index == 3:
@@ -125,9 +125,13 @@ def test_in_order_sink_passes_frames_on_in_their_turn():
 
 def test_rows_per_pair_counts_timesteps_or_bisection_nodes():
     quarter = (Fraction(1, 4),)
-    assert engine.needed_nodes(quarter) == [Fraction(1, 2), Fraction(1, 4)]
-    assert engine.rows_per_pair({0: quarter, 1: (Fraction(1, 3), Fraction(2, 3))}, None) == 2
-    assert engine.rows_per_pair({0: quarter}, 2) == 2 and engine.rows_per_pair({}, None) == 1
+    assert schedule.needed_nodes(quarter) == [Fraction(1, 2), Fraction(1, 4)]
+    assert schedule.rows_per_pair({0: quarter, 1: (Fraction(1, 3), Fraction(2, 3))}, None) == 2
+    assert schedule.rows_per_pair({0: quarter}, 2) == 2 and schedule.rows_per_pair({}, None) == 1
+    # the schedule's own count, over its whole plan: x4 direct makes 3 rows a pair, by bisection 3 nodes (1/2, 1/4, 3/4)
+    assert schedule.make_schedule(Request(multiplier=4), 5, True).rows_per_pair() == 3
+    assert schedule.make_schedule(Request(multiplier=8), 5, False).rows_per_pair() == 7
+    assert schedule.make_schedule(Request(multiplier=2), 1, True).rows_per_pair() == 1
 
 
 def test_a_source_that_ends_early_is_an_io_error_not_a_usage_error():
@@ -157,10 +161,10 @@ def test_the_engine_makes_only_the_batches_a_task_needs():
     sched = Schedule(schedule.multiplier_plan(9, 2), None, None, None)
     fake = type("Fake", (), {"config": TINY})()
     whole = torch.empty(17, 3, 8, 8)
-    engine.run(sched, engine.TensorFrames(frames), runner.Runner(fake, chunk=3, backend=_blend),
-               engine.TensorSink(whole), engine.GivenCuts([]))
+    engine.run(sched, clips.TensorFrames(frames), runner.Runner(fake, chunk=3, backend=_blend),
+               clips.TensorSink(whole), engine.GivenCuts([]))
     part = torch.zeros(17, 3, 8, 8)
-    report = engine.run(sched, engine.TensorFrames(frames), runner.Runner(fake, chunk=3, backend=counting),
-                        engine.TensorSink(part), engine.GivenCuts([]), todo=[7, 8])
+    report = engine.run(sched, clips.TensorFrames(frames), runner.Runner(fake, chunk=3, backend=counting),
+                        clips.TensorSink(part), engine.GivenCuts([]), todo=[7, 8])
     assert calls == [3] and report.written == 2  # pair 3 only, computed with its whole batch (pairs 3..5)
     assert torch.equal(part[7:9], whole[7:9]) and not part[:7].any() and not part[9:].any()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import emavfi
-from emavfi.export.writers import trace_nuke
+from emavfi.backends.writers import trace_nuke
 from emavfi.model.warp import sample_border
 
 from helpers import tiny_model

@@ -17,7 +17,7 @@ import emavfi
 from emavfi.config import ModelConfig
 from emavfi.loss import training_loss
 from emavfi.train.batches import make_batch
-from emavfi.train.checkpoint import latest_checkpoint, read_log, read_variant
+from emavfi.train.checkpoint import latest_checkpoint, read_log
 from emavfi.train.data import FrameReader, Triplets
 from emavfi.train.loop import build_start_model
 from emavfi.train.options import FinetuneOptions
@@ -154,7 +154,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_exactly_and_loads_in_the_cli(fo
     where = latest_checkpoint(run)
     step = json.loads((where / "state.json").read_text())["step"]
     assert 1 <= step < 5 and not (run / "final.safetensors").exists()
-    assert read_variant(where / "model.safetensors") == "ours_small_t"
+    assert emavfi.weights.check_weights_file(where / "model.safetensors") == "ours_small_t"
     emavfi.load_model(where / "model.safetensors")  # a complete, loadable checkpoint
 
     resumed = _cli("finetune", *args, "-o", str(run), "--resume", env=env)

@@ -172,7 +172,7 @@ def test_non_t_variant_warns_once_per_calling_line_with_a_stable_category():
 
 
 def test_a_scheduled_run_is_warned_once_by_its_schedule():
-    from emavfi.runner import interpolate_clip
+    from emavfi.clips import interpolate_clip
     from emavfi.schedule import Request, make_schedule
 
     model = tiny_model(arbitrary_t=False)
@@ -285,3 +285,21 @@ def test_a_wrong_model_argument_is_one_clear_type_error(model):
                  lambda: emavfi.interpolate_sequence(model, torch.cat([img0, img1]))):
         with pytest.raises(TypeError, match="model must be an EMA-VFI network"):
             call()
+
+
+def test_sequence_runs_the_engine_loop_with_hdr_cuts_and_exact_ends(model):
+    data = pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float() / 255
+    shot = [photo[:, 40 + 3 * i:104 + 3 * i, 30 + 2 * i:94 + 2 * i] for i in range(5)]
+    shot += [photo[:, 300 + 3 * i:364 + 3 * i, 330 - 2 * i:394 - 2 * i] for i in range(4)]  # a cut after frame 4
+    clip = torch.stack(shot)
+    from emavfi import clips, cuts, schedule
+
+    hdr = clip * 4  # linear light above 1: mapped into range and back, as the command line does
+    made = clips.interpolate_clip(model, hdr, schedule.multiplier_plan(9, 2))
+    assert torch.equal(emavfi.interpolate_sequence(model, hdr, 0.5), made[1::2])
+    out = emavfi.interpolate_sequence(model, clip, [0.25, 0.75], cut_threshold=cuts.DEFAULT_CUT_THRESHOLD)
+    assert torch.equal(out[0, 4], clip[4]) and torch.equal(out[1, 4], clip[5])  # the cut pair repeats its sides
+    assert not torch.equal(out[0, 3], clip[3])  # a pair inside the shot is interpolated
+    ends = emavfi.interpolate_sequence(model, clip, [0, 1])
+    assert torch.equal(ends[0], clip[:-1]) and torch.equal(ends[1], clip[1:])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emavfi import cli, render
+from emavfi import cli, loading
 from emavfi.errors import WeightsError
 from emavfi.outputs import file_record_path
 
@@ -141,12 +141,12 @@ def test_a_run_that_fails_before_its_first_frame_leaves_the_folder_unclaimed(tmp
 
     def no_weights(job, state=None, progress=None):
         raise WeightsError("no weights for ours_small_t (offline)")
-    monkeypatch.setattr(render, "load_model_for", no_weights)
+    monkeypatch.setattr(loading, "load_model_for", no_weights)
     assert run("interpolate", clip, "-o", out, "-m", "2", "--device", "cpu") == 1
     assert capsys.readouterr().err.splitlines()[-1] == "emavfi: error: no weights for ours_small_t (offline)"
     assert not out.exists() and not out.parent.exists()  # nothing claimed, no empty folders left
     model = tiny_model()
-    monkeypatch.setattr(render, "load_model_for", lambda job, state=None, progress=None: model)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model)
     assert run("interpolate", clip, "-o", out, "-m", "4", "--device", "cpu") == 0  # the corrected command
 
 

@@ -1,6 +1,6 @@
 """Long clips with VideoHelperSuite's Meta Batch Manager: the Interpolate and Retime nodes called batch by batch
 (in-process, ComfyUI stand-ins) with a stand-in manager that has the attributes and prompt protocol VHS's
-`BatchManager` has. VideoHelperSuite itself is not installable here (not on PyPI), so the real VHS is not run."""
+`BatchManager` has; test_comfy_e2e.py runs the real VideoHelperSuite (../shared/comfyui/custom_nodes)."""
 from __future__ import annotations
 
 import pytest
@@ -38,7 +38,7 @@ def in_batches(pack, node_id: str, images: torch.Tensor, per_batch: int, manager
                mask: torch.Tensor | None = None, **kwargs) -> list[dict]:
     """Run a node as a meta batch does: one queued prompt per batch, requeue counted in the manager's inputs."""
     manager = manager or StandinManager(per_batch)
-    node = pack.NODE_CLASS_MAPPINGS[node_id]()
+    node = pack.node(node_id)
     outs = []
     for batch, start in enumerate(range(0, images.shape[0], per_batch)):
         manager.has_closed_inputs = start + per_batch >= images.shape[0]  # Load Video sets it on the last batch
@@ -55,13 +55,13 @@ def joined(outs: list[dict], index: int = 0) -> torch.Tensor:
 
 
 def store(pack):
-    return pack.nodes.metabatch.STORE
+    return pack.state.carries
 
 
 def test_three_batches_of_ten_x2_equal_one_whole_run(env):
     pack, _ = env
     images, model = photo_clip(30, cut_at=12), wrap(pack)
-    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]()
+    node = pack.node("EMAVFI_Interpolate")
     whole = node.run(images, model, multiplier=2, mode="direct", fps=24.0, unique_id="7")
     outs = in_batches(pack, "EMAVFI_Interpolate", images, 10, model=model, multiplier=2, mode="direct", fps=24.0)
     frames = joined(outs)
@@ -80,7 +80,7 @@ def test_three_batches_of_ten_x2_equal_one_whole_run(env):
 def test_uneven_batches_and_a_one_frame_last_batch(env, n, per_batch):
     pack, _ = env
     images, model = photo_clip(n, cut_at=9), wrap(pack)
-    whole = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]().run(images, model, multiplier=3, mode="direct")
+    whole = pack.node("EMAVFI_Interpolate").run(images, model, multiplier=3, mode="direct")
     outs = in_batches(pack, "EMAVFI_Interpolate", images, per_batch, model=model, multiplier=3, mode="direct")
     assert torch.equal(joined(outs), whole["result"][0]) and joined(outs).shape[0] == 3 * (n - 1) + 1
 
@@ -91,7 +91,7 @@ def test_retime_in_batches_continues_the_global_plan(env, arbitrary_t):
     pack, _ = env
     images, model = photo_clip(30, cut_at=17), wrap(pack, arbitrary_t=arbitrary_t)
     kwargs = dict(source_fps=24.0, target_fps=60.0)
-    whole = pack.NODE_CLASS_MAPPINGS["EMAVFI_Retime"]().run(images, model, **kwargs)
+    whole = pack.node("EMAVFI_Retime").run(images, model, **kwargs)
     outs = in_batches(pack, "EMAVFI_Retime", images, 10, model=model, **kwargs)
     assert joined(outs).shape[0] == whole["result"][0].shape[0] == 29 * 60 // 24 + 1
     assert torch.equal(joined(outs), whole["result"][0])
@@ -102,7 +102,7 @@ def test_mask_rides_along_across_batches(env):
     pack, _ = env
     images, model = photo_clip(20), wrap(pack)
     mask = images[..., 0].clone()
-    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]()
+    node = pack.node("EMAVFI_Interpolate")
     whole = node.run(images, model, multiplier=2, mode="direct", mask=mask)
     outs = in_batches(pack, "EMAVFI_Interpolate", images, 10, mask=mask, model=model, multiplier=2, mode="direct")
     assert torch.equal(joined(outs, 2), whole["result"][2]) and torch.equal(joined(outs), whole["result"][0])
@@ -111,7 +111,7 @@ def test_mask_rides_along_across_batches(env):
 def test_two_nodes_and_two_managers_carry_separately_and_a_new_run_starts_fresh(env):
     pack, _ = env
     images, model = photo_clip(20), wrap(pack)
-    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]()
+    node = pack.node("EMAVFI_Interpolate")
     whole = node.run(images, model, multiplier=2, mode="direct")["result"][0]
     first = StandinManager(10)
     # an abandoned meta batch (cancelled after its first batch) leaves a carry; queuing again starts over
@@ -127,7 +127,7 @@ def test_two_nodes_and_two_managers_carry_separately_and_a_new_run_starts_fresh(
 def test_store_is_bounded(env):
     pack, _ = env
     images, model = photo_clip(20), wrap(pack)
-    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]()
+    node = pack.node("EMAVFI_Interpolate")
     limit = pack.nodes.metabatch.MAX_OPEN
     for i in range(limit + 3):  # first batches only: meta batches that never end
         manager = StandinManager(10, unique_id=str(100 + i))
@@ -141,7 +141,7 @@ def test_store_is_bounded(env):
 def test_errors_are_one_line_and_early(env):
     pack, _ = env
     images, model = photo_clip(20), wrap(pack)
-    node = pack.NODE_CLASS_MAPPINGS["EMAVFI_Interpolate"]()
+    node = pack.node("EMAVFI_Interpolate")
 
     def run(batch: int, frames: torch.Tensor, per_batch: int = 10, **kwargs):
         manager = StandinManager(per_batch, unique_id="60")

@@ -238,7 +238,8 @@ from helpers import tiny_model
 from emavfi import cli, render
 import emavfi.media.folder as folder
 model = tiny_model()
-render.load_model_for = lambda job, state=None, progress=None: model
+import emavfi.loading as loading
+loading.load_model_for = lambda job, state=None, progress=None: model
 write = folder.FolderSink.write
 def slow(self, *args, **kwargs):
     time.sleep(0.3)  # writes overlap the kill

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import engine, hdr, memory, runner, schedule
+from emavfi import clips, engine, hdr, memory, runner, schedule
 from emavfi.config import ModelConfig
 from emavfi.memory import ClipMemoryError
-from emavfi.runner import Runner, interpolate_clip
+from emavfi.clips import interpolate_clip
+from emavfi.runner import Runner
 from emavfi.schedule import OutputFrame
 
 from helpers import TINY
@@ -125,11 +126,11 @@ def test_batches_follow_the_global_pair_grid():
     plan = schedule.multiplier_plan(12, 2)
     whole, task = Blend(), Blend()
     engine_runner = Runner(FakeModel(), chunk=4, backend=whole)
-    engine.run(schedule.Schedule(plan, None, None, None), engine.TensorFrames(_frames(12)), engine_runner,
-               engine.TensorSink(torch.empty(23, 3, 8, 12)), engine.GivenCuts([]))
+    engine.run(schedule.Schedule(plan, None, None, None), clips.TensorFrames(_frames(12)), engine_runner,
+               clips.TensorSink(torch.empty(23, 3, 8, 12)), engine.GivenCuts([]))
     out = torch.empty(23, 3, 8, 12)
-    engine.run(schedule.Schedule(plan, None, None, None), engine.TensorFrames(_frames(12)),
-               Runner(FakeModel(), chunk=4, backend=task), engine.TensorSink(out), engine.GivenCuts([]),
+    engine.run(schedule.Schedule(plan, None, None, None), clips.TensorFrames(_frames(12)),
+               Runner(FakeModel(), chunk=4, backend=task), clips.TensorSink(out), engine.GivenCuts([]),
                todo=range(7, 19))  # outputs of pairs 3..9
     assert [pairs for _, pairs, _ in whole.calls] == [4, 4, 3]
     assert [pairs for _, pairs, _ in task.calls] == [4, 4, 3]

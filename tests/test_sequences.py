@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from emavfi import cli, render, sequences
-from emavfi.runner import interpolate_clip
+from emavfi import cli, loading, sequences
+from emavfi.clips import interpolate_clip
 from emavfi.schedule import timesteps_plan
 
 
@@ -80,7 +80,7 @@ def test_gaps_interpolate_makes_the_missing_frame_at_its_true_time(tmp_path, tin
         assert torch.equal(read(files[(n - 1001) * 2]), read(path)), n
     # the missing frame 1006 is the in-between of 1005 and 1007 at t = 1/2; 1005.5 at t = 1/4
     pair = torch.stack([read(sources[4]), read(sources[5])])
-    model = render.load_model_for(None)  # the tiny model the run used
+    model = loading.load_model_for(None)  # the tiny model the run used
     quarter, half = interpolate_clip(model, pair, timesteps_plan(2, [0.25, 0.5]))[1:3]
     assert float((read(files[9]) - quarter).abs().max()) <= 0.5 / 255 + 1e-6
     assert float((read(files[10]) - half).abs().max()) <= 0.5 / 255 + 1e-6

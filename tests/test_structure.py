@@ -3,6 +3,7 @@ functions, and one home for each constant (docs/architecture.md, "Layers" and "D
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,13 +18,13 @@ FLOORS = {
     0: "emavfi emavfi.errors emavfi.config emavfi.files emavfi.plans emavfi.schedule emavfi.ranges emavfi.hdr "
        "emavfi.memory emavfi.sequences",
     1: "emavfi.model emavfi.model.* emavfi.optimize emavfi.loss emavfi.devices emavfi.weights emavfi.hub_errors "
-       "emavfi.hub emavfi.local_weights emavfi.inference emavfi.inference_checks emavfi.backends emavfi.backends.* emavfi.export.graphs "
-       "emavfi.host_copies "
-       "emavfi.export.writers",
-    2: "emavfi.settings",
+       "emavfi.hub emavfi.local_weights emavfi.inference emavfi.inference_checks emavfi.backends emavfi.backends.* "
+       "emavfi.host_copies",
+    2: "emavfi.settings emavfi.loading",
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "
-       "emavfi.source_window emavfi.runner emavfi.engine emavfi.pipeline",
-    4: "emavfi.render emavfi.distributed emavfi.ray_cluster",
+       "emavfi.source_window emavfi.runner emavfi.engine emavfi.clips emavfi.protect emavfi.overlays emavfi.mask_files "
+       "emavfi.pipeline",
+    4: "emavfi.render emavfi.distributed emavfi.ray_cluster emavfi.ray_private",
     5: "emavfi.cli emavfi.__main__ emavfi.progress nodes nodes.*",
 }
 TOP = max(FLOORS)
@@ -182,3 +183,82 @@ def test_one_helper_per_shared_job():
     assert defined["one_line"] == ["emavfi.errors"]
     assert not any(defined[name] for name in ("_one_line", "_first_line", "first_line", "resolve_device",
                                                 "resolve_dtype", "_nice_rate", "nearest_dyadic", "expected_shapes"))
+
+
+def _defines(module: str, path: list[str]) -> bool:
+    """Whether `module` defines the dotted `path` (a function, class, method or module-level name)."""
+    body = MODULES[module][1].body
+    for name in path:
+        found = None
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+                found = node
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                found = node
+            if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+                found = node  # a re-export (schedule's plans names, local_weights' default_models_dir)
+        if found is None:
+            return False
+        body = getattr(found, "body", [])
+    return True
+
+
+def _table_homes() -> list[tuple[str, str]]:
+    """(decision, dotted name) for every `module.name` the "home" column of the decisions table names."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and " | " in line]
+    homes = []
+    for decision, home in ((row[0][2:], row[-1].rstrip(" |")) for row in rows[2:]):
+        for name in re.findall(r"`([A-Za-z_][\w.]*)`", home):
+            homes.append((decision, name))
+    return homes
+
+
+def _public_names() -> dict[str, str]:
+    """emavfi's public names (emavfi/__init__.py's _EXPORTS): name -> the module that defines it."""
+    assign = next(node for node in MODULES["emavfi"][1].body if isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets))
+    return {name: f"emavfi{module}" for name, module in ast.literal_eval(assign.value).items()}
+
+
+def test_every_home_the_decisions_table_names_exists():
+    missing = []
+    for decision, name in _table_homes():
+        parts = name.split(".")
+        if parts[0] == "emavfi" and len(parts) == 2:  # a public name: where emavfi/__init__.py sends it
+            module = _public_names().get(parts[1])
+            if module is None or not _defines(module, parts[1:]):
+                missing.append(f"{name} ({decision[:50]})")
+            continue
+        qualified = parts if parts[0] == "nodes" else ["emavfi", *parts]
+        if qualified[1] not in {m.split(".")[1] for m in MODULES if "." in m}:
+            continue  # a bare word or a member named after its module in the same row (`Schedule.out_fps`)
+        for cut in range(len(qualified), 1, -1):
+            module = ".".join(qualified[:cut])
+            if module in MODULES:
+                if not _defines(module, qualified[cut:]):
+                    missing.append(f"{name} ({decision[:50]})")
+                break
+        else:
+            missing.append(f"{name}: no such module ({decision[:50]})")
+    assert missing == [], "docs/architecture.md names a home that is not there"
+    named = {name for _, name in _table_homes()}
+    assert {"loading.load_model_for", "inference.backend_for", "schedule.Schedule.rows_per_pair",
+            "dedupe.held_timeline", "ray_private", "clips"} <= named
+
+
+def test_the_library_functions_have_no_backend_branch_and_runner_never_imports_engine():
+    graph = import_graph()
+    assert "emavfi.engine" not in graph["emavfi.runner"] and "emavfi.runner" in graph["emavfi.engine"]
+    for module in ("emavfi.inference", "emavfi.clips"):
+        source = MODULES[module][0].read_text(encoding="utf-8")
+        assert "is_runtime(" not in source, f"{module} branches on the kind of model: use inference.backend_for"
+    # every front end loads its model through emavfi.loading, never through weights.load_model or render
+    for module in ("emavfi.cli", "emavfi.distributed", "emavfi.vapoursynth", "emavfi.evaluate.session",
+                   "emavfi.export.cli"):
+        assert "emavfi.loading" in graph[module], module
+    assert "emavfi.backends" not in graph["emavfi.weights"]  # loading only loads
+    train_imports = set().union(*(targets for module, targets in graph.items() if module.startswith("emavfi.train")))
+    assert "emavfi.distributed" not in train_imports  # fine-tuning shares Ray's helpers through ray_cluster

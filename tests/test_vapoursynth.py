@@ -125,6 +125,20 @@ def test_the_same_frames_as_the_cli(tmp_path, frames, weights, args, options):
     assert torch.equal(got, expected), f"max difference {float((got - expected).abs().max())}"
 
 
+def test_every_backend_the_cli_takes_is_taken_and_loaded_as_the_cli_loads_it(tmp_path, frames, weights):
+    from emavfi.backends import problem
+
+    reason = problem("onnxruntime", "cpu")
+    if reason is not None:  # not installed in this venv: the CLI's own line, before any work
+        with pytest.raises(ValueError) as info:
+            interpolate(clip_of(frames), weights=weights, device="cpu", backend="onnxruntime")
+        assert str(info.value) == reason
+        return
+    expected = run_cli(tmp_path, frames[:4], weights, "-m", "2", "--backend", "onnxruntime")
+    got = every(interpolate(clip_of(frames[:4]), weights=weights, device="cpu", backend="onnxruntime"))
+    assert torch.equal(got, expected), f"max difference {float((got - expected).abs().max())}"
+
+
 def test_scene_change_props_mark_the_cut_on_the_output(frames, weights):
     out = interpolate(clip_of(frames), 2, weights=weights, device="cpu")
     marks = [(k, out.get_frame(k).props["_SceneChangeNext"], out.get_frame(k).props["_SceneChangePrev"])
@@ -213,7 +227,7 @@ def test_other_formats_are_refused_with_the_conversion(weights, fmt, name):
                                                ({"fps_num": 24 * 300}, "at most 256 are allowed"),
                                                ({"scale": 0.3}, "scale must be one of"),
                                                ({"device": "tpu"}, "unknown device"),
-                                               ({"backend": "onnx"}, "backend must be 'torch'"),
+                                               ({"backend": "onnx"}, "unknown backend 'onnx'; choose one of torch"),
                                                ({"dedupe_threshold": -1}, "dedupe threshold")])
 def test_bad_requests_are_refused_like_the_cli(frames, weights, options, fragment):
     with pytest.raises(ValueError, match=fragment):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from ..devices import DTYPES, cpu_bf16_problem
 from ..errors import EmaVfiError
 from ..files import default_models_dir
 from ..inference import pad_amounts, padding_divisor
@@ -31,9 +32,13 @@ MAX_LOADED_SIZES = 4  # compiled sizes kept loaded per model (each holds the run
 # where memory bandwidth bounds each stream and their buffers doubled the peak (benchmarks/RESULTS.md): larger
 # padded frames keep one run at a time on all threads.
 LANES_MAX_PIXELS = 480 * 640
-# The longest one runtime run (one graph, one pair) may go without a result before the job is stopped: generous
-# minutes, more for larger frames (ours_t at 2160x3840 with 2 busy cores takes well under a minute per run).
-STALL_BASE_SECONDS, STALL_SECONDS_PER_MEGAPIXEL = 120.0, 60.0
+# The longest one runtime run (one graph, one pair) may go without a result before the job is stopped: minutes,
+# more for larger frames. A run of ours_small_t at 480x640 takes about 1 s on 2 idle cores (benchmarks/RESULTS.md),
+# ours_t about 4x that; the limit is over 100x those, so a process starved on a busy machine is not taken for a
+# stalled one (5 min at 192x144, 47 min at 2160x3840).
+STALL_BASE_SECONDS, STALL_SECONDS_PER_MEGAPIXEL = 300.0, 300.0
+# what each runtime computes in besides fp32 (frames always come in and go out as float32)
+RUNTIME_PRECISIONS = {"tensorrt": ("fp32", "fp16"), "openvino": ("fp32", "bf16")}
 
 
 class Lanes(NamedTuple):
@@ -132,8 +137,8 @@ class RuntimeModel:
         return {part: self.adapter.load(folder, part, self.device, self.precision) for part in PARTS}
 
     def _build(self, out: Path, height: int, width: int, scale: float) -> None:
-        from ..export.graphs import ExtractGraph, SynthesisGraph, feature_names
-        from ..export.writers import onnx_export
+        from .graphs import ExtractGraph, SynthesisGraph, feature_names
+        from .writers import onnx_export
 
         names = feature_names(scale)
         g = torch.Generator().manual_seed(0)
@@ -176,7 +181,7 @@ class RuntimeBackend:
     def __call__(self, frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor, timesteps: Sequence[float],
                  aux: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """See runner.Backend: frames [F,3,H,W] -> (rgb [T,P,3,H,W], aux [T,P,K,H,W] or None)."""
-        from ..export.graphs import feature_names
+        from .graphs import feature_names
 
         height, width = frames.shape[-2:]
         left, right, top, bottom = pad_amounts(height, width, padding_divisor(self.scale))
@@ -254,16 +259,17 @@ def _rot180(x: torch.Tensor) -> torch.Tensor:
 def load_runtime(network: EMAVFI, variant: str, state: Mapping[str, torch.Tensor], backend: str,
                  device: torch.device, dtype: torch.dtype, cache_dir: str | Path | None = None) -> RuntimeModel:
     """A RuntimeModel of `network` (CPU, float32) for `backend` on `device`; compiled graphs cached under
-    cache_dir (default $EMAVFI_HOME/compiled). dtype: float16 gives an fp16 TensorRT engine; the CPU
-    runtimes run float32 only. The caller checks first that `backend` can run here (backends.load_runtime)."""
+    cache_dir (default $EMAVFI_HOME/compiled). dtype: float16 gives an fp16 TensorRT engine, bfloat16 OpenVINO's
+    bf16 inference; otherwise float32. The caller checks first that `backend` can run here (backends.load_runtime)."""
     if backend != "tensorrt" and not (backend == "onnxruntime" and device.type == "cuda"):
         device = torch.device("cpu")
-    if backend != "tensorrt" and dtype != torch.float32:
-        raise ValueError(f"the {backend} backend runs in fp32 only here; got {str(dtype).removeprefix('torch.')} "
-                         "(use precision fp32 or auto)")
-    if dtype not in (torch.float32, torch.float16):
-        raise ValueError(f"the tensorrt backend runs fp16 or fp32; got {str(dtype).removeprefix('torch.')}")
-    precision = "fp16" if dtype == torch.float16 else "fp32"
+    allowed = RUNTIME_PRECISIONS.get(backend, ("fp32",))
+    precision = next((name for name in allowed if DTYPES[name] == dtype), None)
+    if precision is None:
+        raise ValueError(f"the {backend} backend runs {' or '.join(allowed)} here; got "
+                         f"{str(dtype).removeprefix('torch.')} (use precision {', '.join(allowed)} or auto)")
+    if precision == "bf16" and (reason := cpu_bf16_problem()):  # OpenVINO would compute in f32 without a word
+        raise ValueError(reason)
     root = Path(cache_dir) if cache_dir is not None else default_models_dir() / "compiled"
     return RuntimeModel(network.float().cpu().eval(), variant, weights_digest(state), backend, device, precision,
                         CompiledCache(root))

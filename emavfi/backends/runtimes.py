@@ -6,6 +6,7 @@ adapter may also have `load_lanes(...)` -> (a Session that runs several feeds at
 """
 from __future__ import annotations
 
+import importlib
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -115,20 +116,24 @@ class OpenVinoRuntime:
         return run
 
 
-class OnnxRuntime:
+class _OneFile:
+    """An adapter whose compiled graph part is the one file `<part><suffix>`, versioned as its package `name`."""
+
+    name = suffix = ""
+
+    @classmethod
+    def files(cls, part: str) -> list[str]:
+        return [f"{part}{cls.suffix}"]
+
+    @classmethod
+    def version(cls) -> str:
+        return importlib.import_module(cls.name).__version__
+
+
+class OnnxRuntime(_OneFile):
     """ONNX Runtime: the exported ONNX graph itself; CUDA provider on a CUDA device where installed."""
 
-    name = "onnxruntime"
-
-    @staticmethod
-    def files(part: str) -> list[str]:
-        return [f"{part}.onnx"]
-
-    @staticmethod
-    def version() -> str:
-        import onnxruntime
-
-        return onnxruntime.__version__
+    name, suffix = "onnxruntime", ".onnx"
 
     @staticmethod
     def target(device: torch.device) -> str:
@@ -155,21 +160,11 @@ class OnnxRuntime:
         return sequential(run)
 
 
-class TensorRtRuntime:
+class TensorRtRuntime(_OneFile):
     """TensorRT engines built from the ONNX graph (fp16 by default), one per padded size; runs on CUDA tensors."""
 
-    name = "tensorrt"
+    name, suffix = "tensorrt", ".engine"
     WORKSPACE = 4 << 30
-
-    @staticmethod
-    def files(part: str) -> list[str]:
-        return [f"{part}.engine"]
-
-    @staticmethod
-    def version() -> str:
-        import tensorrt
-
-        return tensorrt.__version__
 
     @staticmethod
     def target(device: torch.device) -> str:

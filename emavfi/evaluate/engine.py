@@ -41,7 +41,7 @@ def predict(model: Any, frames: torch.Tensor, request: Request, *, tta: bool = F
     bgr: feed the network blue-green-red, as the official scripts do (they read frames with OpenCV); the
     outputs come back in RGB. options: further Runner settings (device, dtype, hdr, backend).
     """
-    from ..runner import interpolate_clip
+    from ..clips import interpolate_clip
 
     schedule = make_schedule(request, frames.shape[0], arbitrary_t(model))
     source = frames.flip(1) if bgr else frames

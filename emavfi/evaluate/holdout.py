@@ -7,7 +7,7 @@ frames: [N,3,H,W] float in 0..1 (RGB, CPU), N >= hold_out + 1. hold_out: K, 2..1
 kept frames 0, K, 2K, ...; frames after the last kept one are not scored). Each held-out frame is one sample
 named `names[i]` (default: its index in `frames`) with `psnr` (0..1 peak, the unrounded prediction) and
 `ssim` (the authors' ssim_matlab), both on values clamped to 0..1; the result's `psnr`/`ssim` are their
-means. tta / scale / chunk / options: as emavfi.runner.interpolate_clip; bgr: feed the network BGR (as
+means. tta / scale / chunk / options: as emavfi.clips.interpolate_clip; bgr: feed the network BGR (as
 the official scripts); extra(truth, pred) -> {metric: value}: further figures per frame (e.g. LPIPS);
 progress(done, total): output frames made. The model is put in eval mode
 for the call and restored after, so a training loop can validate with it. Stable API (used by finetune).

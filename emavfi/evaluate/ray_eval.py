@@ -36,7 +36,7 @@ class ScoreWorker:
         import ray
 
         from ..devices import run_device, run_dtype
-        from ..weights import load_model
+        from ..loading import load_model
         from .run import evaluate_items
 
         if self._model is None:

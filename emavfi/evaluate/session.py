@@ -60,20 +60,15 @@ class Session:
 
     def load_model(self) -> Any:
         """The model on its device, in the chosen precision (weights: --weights, local, or the Hub)."""
-        from ..devices import run_device, run_dtype
+        from ..loading import load_model_for
         from ..progress import download_progress
-        from ..render import weights_path
-        from ..weights import load_model
 
-        device = run_device(self.settings.device)
-        path = weights_path(self.settings, download_progress())
-        return load_model(path, variant=self.variant, device=device,
-                          dtype=run_dtype(self.settings.precision, device))
+        return load_model_for(self.settings, progress=download_progress())
 
     def load_state(self) -> tuple[dict[str, Any], Any]:
         """(state dict, variant) of the weights, read once on the driver for Ray workers."""
+        from ..loading import weights_path
         from ..progress import download_progress
-        from ..render import weights_path
         from ..weights import read_weights
 
         return read_weights(weights_path(self.settings, download_progress()), self.variant)

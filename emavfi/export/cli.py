@@ -113,13 +113,12 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, height: int, width: int, output: Path) -> tuple[str, Path]:
     """(variant, file written): load the weights, check the disk has room, write the export (a full disk: one
     line naming it)."""
-    from .. import render
+    from ..backends import writers
+    from ..loading import load_model, weights_path
     from ..settings import Settings
-    from ..weights import load_model
-    from . import writers
 
     settings = Settings(variant=args.variant, weights=args.weights, offline=args.offline)
-    model = load_model(render.weights_path(settings), variant=settings.model_variant, channels_last=False)
+    model = load_model(weights_path(settings), variant=settings.model_variant, channels_last=False)
     if not model.config.arbitrary_t:
         sys.stderr.write(f"note: {settings.model_variant} was trained for t = 0.5 only; other timesteps work but "
                          "look worse (use a `_t` variant to export for any timestep)\n")

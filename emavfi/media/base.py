@@ -47,11 +47,6 @@ class FrameFormat:
         return self.bit_depth in ("half", "float")
 
     @property
-    def max_code(self) -> int:
-        """Largest code value of an integer depth (1023 for 10-bit)."""
-        return (1 << int(self.bit_depth)) - 1
-
-    @property
     def is_gray(self) -> bool:
         return self.channels in (1, 2)
 

@@ -180,8 +180,7 @@ class Colour:
     reference: str = ""  # the config's path or URI, for messages
 
     def __post_init__(self) -> None:
-        self._to: Any = None
-        self._from: Any = None
+        self._processors: dict[tuple[str, str], Any] = {}  # (from, to) -> its CPU processor, made on first use
 
     @classmethod
     def open(cls, colorspace: str | None, fmt: FrameFormat, attributes: dict[str, Any], *,
@@ -218,26 +217,20 @@ class Colour:
 
     def to_working(self, rgb: np.ndarray) -> np.ndarray:
         """[H,W,3] float32 in this space -> a new [H,W,3] float32 array in the working encoding."""
+        return self._convert(rgb, self.name, self.working)
+
+    def from_working(self, rgb: np.ndarray) -> np.ndarray:
+        """[H,W,3] float32 in the working encoding -> a new [H,W,3] float32 array in this space."""
+        return self._convert(rgb, self.working, self.name)
+
+    def _convert(self, rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
         if self.identity:
             return rgb
-        if self._to is None:
-            self._to = self._processor(self.name, self.working)
-        return self._apply(self._to, rgb)
-
-    def from_working(self, rgb: np.ndarray, *, own: bool = False) -> np.ndarray:
-        """[H,W,3] float32 in the working encoding -> a new [H,W,3] float32 array in this space (own: rgb is the
-        caller's to overwrite, converted in place when it can be: a frame less in memory)."""
-        if self.identity:
-            return rgb
-        if self._from is None:
-            self._from = self._processor(self.working, self.name)
-        return self._apply(self._from, rgb, own)
-
-    @staticmethod
-    def _apply(processor: Any, rgb: np.ndarray, own: bool = False) -> np.ndarray:
+        if (src, dst) not in self._processors:
+            self._processors[(src, dst)] = self._processor(src, dst)
+        processor = self._processors[(src, dst)]
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"colour conversion takes [H,W,3] arrays; got {list(rgb.shape)}")
-        in_place = own and rgb.dtype == np.float32 and rgb.flags.c_contiguous and rgb.flags.writeable
-        out = rgb if in_place else np.array(rgb, dtype=np.float32, order="C", copy=True)
+        out = np.array(rgb, dtype=np.float32, order="C", copy=True)
         processor.applyRGB(out)  # in place
         return out

@@ -309,7 +309,7 @@ class FolderSink:
             raise ValueError(f"frames to write must be [{self.source.channels},{self.source.size[0]},"
                              f"{self.source.size[1]}] like the source; got {list(image.shape)}")
         values = image.detach().cpu().float().numpy().transpose(1, 2, 0)
-        rgb = self.colour.from_working(np.array(values[:, :, :3], dtype=np.float32, order="C"), own=True)
+        rgb = self.colour.from_working(np.ascontiguousarray(values[:, :, :3]))
         rest = values[:, :, 3:]
         if self.source.format.is_gray:
             equal = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])

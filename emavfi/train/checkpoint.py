@@ -23,7 +23,7 @@ from typing import IO, Any
 import torch
 
 from ..files import atomic_write, check_space, disk_full, no_space, try_lock
-from ..weights import METADATA_VARIANT, canonical_keys, save_safetensors
+from ..weights import canonical_keys, save_safetensors
 
 RECORD, LATEST, LOG, LOCK = "run.json", "latest.json", "log.csv", ".emavfi.lock"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
@@ -216,14 +216,6 @@ def load_checkpoint(where: Path, model: torch.nn.Module, optimizer: torch.optim.
         moments.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": moments, "param_groups": info["param_groups"]})
     return TrainState(step=int(info["step"]), best=dict(info.get("best") or {}))
-
-
-def read_variant(path: Path) -> str | None:
-    """The variant a weights file records in its metadata."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return (f.metadata() or {}).get(METADATA_VARIANT)
 
 
 class LossLog:

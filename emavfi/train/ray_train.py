@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..ray_cluster import DistributedError, connection, import_ray
+from ..ray_cluster import DistributedError, connection, explain, import_ray
+from ..ray_private import loopback_torch_config
 from .checkpoint import StopSwitch, latest_checkpoint, read_log
 from .loop import Job, Outcome, Worker, train
 
@@ -52,31 +53,6 @@ def _use_loopback_store(port: int) -> None:
     os.environ.update({"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "True"})
 
 
-def _loopback_config(backend: str) -> Any:
-    """TorchConfig whose process-group set-up keeps every socket on 127.0.0.1 (for the embedded cluster)."""
-    from ray.train.torch import TorchConfig
-    from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
-
-    class LoopbackBackend(_TorchBackend):
-        def on_start(self, worker_group: Any, backend_config: Any) -> None:
-            import ray
-
-            world = len(worker_group)
-            port = worker_group.execute_single(0, _host_loopback_store, world)
-            worker_group.execute(_use_loopback_store, port)
-            worker_group.execute(_set_torch_distributed_env_vars)
-            ray.get([worker_group.execute_single_async(
-                rank, _setup_torch_process_group, backend=backend_config.backend, world_rank=rank, world_size=world,
-                init_method="env://", timeout_s=backend_config.timeout_s) for rank in range(world)])
-
-    class LoopbackConfig(TorchConfig):
-        @property
-        def backend_cls(self) -> Any:
-            return LoopbackBackend
-
-    return LoopbackConfig(backend=backend)
-
-
 def _worker(config: dict[str, Any]) -> None:
     """Body of one Ray Train worker."""
     import ray.train
@@ -99,7 +75,7 @@ def train_on_ray(job: Job, folder: Path, address: str | None, workers: int | Non
     ray = import_ray()
     try:
         from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.train.torch import TorchTrainer
     except ImportError:
         raise DistributedError(RAY_TRAIN_MISSING) from None
     with connection(ray, address, workers, cpus_per_worker=1):
@@ -112,7 +88,7 @@ def train_on_ray(job: Job, folder: Path, address: str | None, workers: int | Non
         trainer = TorchTrainer(
             _worker, train_loop_config={"job": job, "folder": str(folder.resolve()), "threads": 1},
             scaling_config=ScalingConfig(num_workers=count, use_gpu=gpus > 0),
-            torch_config=(_loopback_config if address is None else TorchConfig)(backend="nccl" if gpus else "gloo"),
+            torch_config=_torch_config(ray, address, "nccl" if gpus else "gloo"),
             run_config=RunConfig(name="emavfi-finetune", storage_path=str((folder / ".ray-train").resolve())))
         try:
             with _stop_on_ctrl_c(stop):
@@ -150,9 +126,16 @@ def outcome_in(folder: Path, total: int) -> Outcome:
     return Outcome(step, step < total, rows[-1]["loss"] if rows else None)
 
 
-def _worker_error(exc: BaseException) -> str:
-    from ..distributed import explain
+def _torch_config(ray: Any, address: str | None, backend: str) -> Any:
+    """Ray Train's process-group set-up: its own on a cluster; on an embedded one, every socket on 127.0.0.1."""
+    from ray.train.torch import TorchConfig
 
+    if address is not None:
+        return TorchConfig(backend=backend)
+    return loopback_torch_config(ray, backend, _host_loopback_store, _use_loopback_store)
+
+
+def _worker_error(exc: BaseException) -> str:
     errors = getattr(exc, "worker_failures", None) or {}
     first = next(iter(errors.values()), None) if isinstance(errors, dict) else None
     return explain(first if isinstance(first, BaseException) else exc, "a Ray Train worker")

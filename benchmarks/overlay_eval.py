@@ -1,0 +1,96 @@
+"""Burned-in overlay detection (emavfi.overlays) scored on the seeded set of benchmarks/overlay_dataset.py.
+
+Run from the repository root:
+
+    PYTHONPATH=. .venv/bin/python benchmarks/overlay_eval.py            # print the table
+    PYTHONPATH=. .venv/bin/python benchmarks/overlay_eval.py --write    # and update benchmarks/RESULTS.md
+
+Per clip with an overlay: pixel precision and recall of the detected masks against the composited ones, over
+all frames. Per hard negative: frames with any detected pixel and detected pixels in all (both must be 0).
+Targets (issue 26): recall >= 0.95 and precision >= 0.9 on opaque overlays, >= 0.8 on the semi-transparent
+logo; no detected pixel on any negative.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPORT = HERE / "RESULTS.md"
+START, END = "<!-- overlay-eval:start -->", "<!-- overlay-eval:end -->"
+
+
+def score(clip, detected) -> dict:
+    """Pixel counts of one clip's detected masks [N,H,W] against its truth."""
+    truth = clip.truth
+    tp = int((detected & truth).sum())
+    return {"tp": tp, "fp": int((detected & ~truth).sum()), "fn": int((~detected & truth).sum()),
+            "false frames": int(detected.flatten(1).any(1).sum()), "frames": truth.shape[0]}
+
+
+def _ratio(a: int, b: int) -> str:
+    return f"{a / b:.3f}" if b else "-"
+
+
+def table(clips, rows: list[dict], seconds: float) -> str:
+    """The markdown report: overlays, then negatives."""
+    from benchmarks.overlay_dataset import NEGATIVE, OPAQUE
+
+    lines = ["| overlay | picture | precision | recall | target |", "|---|---|---:|---:|---|"]
+    for clip, row in zip(clips, rows):
+        if clip.kind == NEGATIVE:
+            continue
+        target = "P >= 0.9, R >= 0.95" if clip.kind in OPAQUE else "P, R >= 0.8"
+        lines.append(f"| {clip.kind} | {clip.category} ({clip.name.split(' over ', 1)[1]}) | "
+                     f"{_ratio(row['tp'], row['tp'] + row['fp'])} | {_ratio(row['tp'], row['tp'] + row['fn'])} | "
+                     f"{target} |")
+    lines += ["", "| hard negative (no overlay) | frames with held pixels | held pixels |", "|---|---:|---:|"]
+    for clip, row in zip(clips, rows):
+        if clip.kind == NEGATIVE:
+            lines.append(f"| {clip.name} | {row['false frames']} of {row['frames']} | {row['fp']} |")
+    frames = sum(row["frames"] for row in rows)
+    height, width = clips[0].frames.shape[-2:]
+    lines += ["", f"{len(clips)} clips, {frames} frames of {width}x{height}: {seconds:.1f} s of detection "
+                  f"({1000 * seconds / frames:.0f} ms a frame on this CPU)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="update the table in benchmarks/RESULTS.md")
+    parser.add_argument("--only", nargs="*", help="clip names")
+    args = parser.parse_args(argv)
+    import torch
+
+    from benchmarks.overlay_dataset import make_clips
+    from emavfi.overlays import detect_overlays
+
+    clips = make_clips(names=args.only)
+    rows, seconds = [], 0.0
+    for clip in clips:
+        started = time.perf_counter()
+        detected = detect_overlays(clip.frames)
+        seconds += time.perf_counter() - started
+        rows.append(score(clip, detected))
+        row = rows[-1]
+        print(f"{clip.name:55s} P {_ratio(row['tp'], row['tp'] + row['fp'])} R "
+              f"{_ratio(row['tp'], row['tp'] + row['fn'])} false frames {row['false frames']} fp {row['fp']}",
+              file=sys.stderr)
+    text = table(clips, rows, seconds)
+    print(text)
+    if args.write:
+        report = REPORT.read_text()
+        block = f"{START}\n{text}\n{END}"
+        if START in report:
+            head, rest = report.split(START, 1)
+            report = head + block + rest.split(END, 1)[1]
+        else:
+            report = report.rstrip("\n") + "\n\n" + block + "\n"
+        REPORT.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Ray's private API, fenced: every use emavfi makes of it lives here, each behind one check of Ray's version.
+
+Ray changes its private modules between releases without notice, so each accessor first checks that the
+installed Ray is one whose private names these functions were written and tested against (RAY_RANGE, also
+the bounds in requirements-ray.txt), and otherwise stops with one line naming that range. Used by
+emavfi.ray_cluster (a cluster on 127.0.0.1 only) and emavfi.train.ray_train (a loopback rendezvous).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .errors import DistributedError
+
+# Oldest and newest Ray (major, minor) whose private names below are known; the newest is the one tested.
+RAY_RANGE = ((2, 9), (2, 60))
+
+
+def supported_range() -> str:
+    """The supported Ray releases in words, e.g. "2.9 to 2.60"."""
+    (lo_major, lo_minor), (hi_major, hi_minor) = RAY_RANGE
+    return f"{lo_major}.{lo_minor} to {hi_major}.{hi_minor}"
+
+
+def check_version(version: str) -> None:
+    """DistributedError (one line) unless Ray `version` (e.g. "2.60.0") is in RAY_RANGE."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:2]]
+    if len(parts) < 2 or not RAY_RANGE[0] <= tuple(parts) <= RAY_RANGE[1]:
+        raise DistributedError(f"emavfi supports Ray {supported_range()} (it uses parts of Ray that change between "
+                               f"releases); this is Ray {version}: pip install -r requirements-ray.txt")
+
+
+def _checked(ray: Any) -> Any:
+    check_version(str(getattr(ray, "__version__", "unknown")))
+    return ray
+
+
+def ray_constants(ray: Any) -> Any:
+    """ray._private.ray_constants (ENABLE_RAY_CLUSTER decides how this process resolves 127.0.0.1)."""
+    return _checked(ray)._private.ray_constants
+
+
+def auto_address(ray: Any) -> str | None:
+    """The "host:port" of the Ray cluster `--ray auto` means (RAY_ADDRESS, else one started here), or None."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    _checked(ray)
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return None
+
+
+def loopback_torch_config(ray: Any, backend: str, host_store: Callable[[int], int],
+                          use_store: Callable[[int], None]) -> Any:
+    """A Ray Train TorchConfig whose process group meets through a store that rank 0 hosts (host_store(world) ->
+    port, on rank 0) and every worker joins (use_store(port)): Ray's own set-up, with our rendezvous."""
+    _checked(ray)
+    from ray.train.torch import TorchConfig
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
+
+    class LoopbackBackend(_TorchBackend):
+        def on_start(self, worker_group: Any, backend_config: Any) -> None:
+            world = len(worker_group)
+            port = worker_group.execute_single(0, host_store, world)
+            worker_group.execute(use_store, port)
+            worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(
+                rank, _setup_torch_process_group, backend=backend_config.backend, world_rank=rank, world_size=world,
+                init_method="env://", timeout_s=backend_config.timeout_s) for rank in range(world)])
+
+    class LoopbackConfig(TorchConfig):
+        @property
+        def backend_cls(self) -> Any:
+            return LoopbackBackend
+
+    return LoopbackConfig(backend=backend)

@@ -1,0 +1,78 @@
+"""Burned-in overlay detection (emavfi.overlays) on real photographs: found where composited, never on a moving
+picture without one, and decided the same however a clip is split."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emavfi import overlays
+
+pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
+pytest.importorskip("PIL", reason="the overlays' text is drawn with Pillow")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _clip(name: str, frames: slice = slice(None)):
+    from benchmarks.overlay_dataset import make_clips
+
+    clip = make_clips(names=[name])[0]
+    return clip.frames[frames], clip.truth[frames]
+
+
+def _scores(found: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    hit = int((found & truth).sum())
+    return hit / max(int(found.sum()), 1), hit / max(int(truth.sum()), 1)
+
+
+@pytest.mark.parametrize("name", ["hud over pan astronaut", "timecode over walking over pan stereo_motorcycle"])
+def test_opaque_overlays_over_a_moving_picture_are_found(name):
+    frames, truth = _clip(name, slice(0, 40))
+    precision, recall = _scores(overlays.detect_overlays(frames), truth)
+    assert precision >= 0.95 and recall >= 0.75, (precision, recall)
+
+
+def test_a_subtitle_is_found_while_it_is_shown_and_not_before_or_after():
+    frames, truth = _clip("subtitle over zoom chelsea")
+    found = overlays.detect_overlays(frames)
+    shown = truth.flatten(1).any(1)
+    assert not found[~shown].any()  # before it appears and after it goes: nothing held
+    precision, recall = _scores(found[shown], truth[shown])
+    assert precision >= 0.9 and recall >= 0.95, (precision, recall)
+
+
+@pytest.mark.parametrize("name", ["still camera noise 0.02", "fade out still chelsea", "fast ball over still astronaut",
+                                  "walking over still coffee", "slow pan astronaut 0.25 px", "cut still to still"])
+def test_nothing_is_held_without_an_overlay(name):
+    frames, _ = _clip(name, slice(8, 64))
+    assert not overlays.detect_overlays(frames).any()
+
+
+def test_a_frame_is_decided_the_same_in_any_batch_or_task():
+    frames, _ = _clip("several over pan astronaut", slice(0, 50))
+    whole = overlays.detect_overlays(frames)
+    assert whole.any()
+    finder = overlays.OverlayFinder(frames.shape[0])
+    source = overlays._TensorFrames(frames)
+    for lo in range(20, 49, 2):  # a task from frame 20 on, two frames a batch
+        assert torch.equal(finder.masks(source, lo, lo + 1) > 0, whole[lo:lo + 2]), lo
+    assert sorted(finder.decided) == list(range(20, 50)) and set(finder.found) <= set(range(20, 50))
+
+
+def test_masks_come_back_at_full_size_from_the_reduced_analysis():
+    assert overlays.analysis_factor(1080, 1920) == 2 and overlays.analysis_factor(144, 256) == 1
+    frames = torch.zeros(1, 3, 1081, 1919)
+    assert overlays.lumas(frames).shape == (1, 541, 960)
+    masks = torch.zeros(2, 541, 960, dtype=torch.bool)
+    masks[0, 540, 3] = True
+    big = overlays.full_size(masks, (1081, 1919))
+    assert big.shape == (2, 1081, 1919) and big[0, 1080, 6:8].all() and int(big.sum()) == 2
+
+
+def test_holes_are_filled_and_specks_dropped():
+    ring = torch.zeros(12, 12, dtype=torch.bool)
+    ring[2:9, 2:9] = True
+    ring[4:7, 4:7] = False  # a hole: filled
+    ring[0, 11] = True  # a speck: dropped
+    filled = overlays.fill_holes(ring)
+    assert filled[2:9, 2:9].all() and filled[0, 11]
+    assert not overlays.drop_specks(filled, 4)[0, 11] and overlays.drop_specks(filled, 4)[2:9, 2:9].all()

@@ -8,6 +8,7 @@ folder, and every way of splitting a shot gives the same files.
 """
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -240,7 +241,9 @@ class _Logged:
             self.sink.write(index, image, copy_of=copy_of, raw=raw)
         except FramesIOError:
             raise
-        except OSError as exc:  # e.g. a folder or a read-only file where the frame goes, a full disk
+        except OSError as exc:  # e.g. a folder or a read-only file where the frame goes
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise  # the one disk-full message (files.no_space) says it all
             raise FramesIOError(f"cannot write {self.sink.path(index).name} ({exc.strerror or exc}); the frames "
                                 "logged before it are complete: fix this and run again with --resume") from None
 

@@ -43,8 +43,8 @@ DEFAULT_COMPRESSION = {".png": "2", ".exr": "zip", ".tif": "zip"}
 the same format as the input keeps the input's compression. Chosen by measurement (benchmarks/RESULTS.md)."""
 PNG_DEFAULT_FILTER = 32
 """With the default PNG level only: libpng's Up row filter (OpenImageIO's png:filter), measured at 1080p 2x faster
-than the adaptive choice, the same size within 3 %. A level given with --compression keeps OpenImageIO's filters (level 6:
-the bytes of earlier versions)."""
+than the adaptive choice, the same size within 3 %. A level given with --compression keeps OpenImageIO's filters
+(level 6: the bytes of earlier versions)."""
 MAX_IO_THREADS = 64
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 

@@ -25,8 +25,8 @@ from .outputs import OutputFolderError, check_new_file, record_file
 from .progress import ProgressLine, clock, download_progress
 from .schedule import Request, parse_fps, parse_timesteps_exact
 from .sequences import GAPS
-from .settings import DEFAULT_PROTECT_FEATHER, ON_ERROR, PRECISIONS, OutputOptions, ProtectOptions, RunOptions, \
-    Settings, SettingsError
+from .settings import (COMPRESSIONS, DEFAULT_COMPRESSION, DEFAULT_PROTECT_FEATHER, ON_ERROR, PRECISIONS, OutputOptions,
+                       ProtectOptions, RunOptions, Settings, SettingsError)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -107,6 +107,11 @@ def _interpolate_parser(commands: Any) -> argparse.ArgumentParser:
                      "e.g. 1001-1100 or 1-50,101-150: one render-farm task")
     run.add_argument("--format", help="output file type for frame folders (exr, dpx, tif, png, jpg); default: the input's")
     run.add_argument("--bit-depth", help="output bit depth: 8, 10, 12, 16, half or float; default: the input's")
+    run.add_argument("--compression", help="frame compression (pixels unchanged): PNG zlib level 0-9 (default "
+                     f"{DEFAULT_COMPRESSION['.png']}); EXR {', '.join(COMPRESSIONS['.exr'])}; TIFF none, lzw, zip "
+                     "(default for EXR/TIFF: the input's, or zip from another format)")
+    run.add_argument("--io-threads", type=int, default=0, help="threads encoding and writing output frames "
+                     "(default 0: one per core this process may use)")
     run.add_argument("--codec", help="video codec: h264, h264_10bit, hevc_10bit, prores_422hq, prores_4444 (alpha), "
                      "ffv1 (alpha)")
     run.add_argument("--colorspace", help="colour space of the input (OpenColorIO name); default from the file")
@@ -185,7 +190,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                            gaps=args.gaps, pattern=args.pattern, redo_changed=getattr(args, "redo_changed", False),
                            apply_rotation=getattr(args, "apply_rotation", False),
                            codec=getattr(args, "codec", None), colorspace=getattr(args, "colorspace", None),
-                           ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"))
+                           ocio=getattr(args, "ocio", None), on_error=getattr(args, "on_error", "stop"),
+                           compression=getattr(args, "compression", None), io_threads=getattr(args, "io_threads", 0))
     protect = ProtectOptions(mask=args.protect, feather=args.protect_feather, overlays=args.protect_overlays,
                              overlays_out=args.protect_overlays_out) if interpolate else ProtectOptions()
     return Settings(request=request, run=run, output=output, variant=args.variant, weights=args.weights,

@@ -124,7 +124,12 @@ def cut_scores(frames: torch.Tensor) -> torch.Tensor:
     Units: median block mismatch / luma contrast. Motion and noise score about 0.02-0.4, cuts 0.5-5. The
     score of pair i reads frames i and i+1 only; memory beyond the input is thumbnails (~50 KB a frame).
     """
-    thumbs = thumbnails(frames)
+    return thumbnail_scores(thumbnails(frames))
+
+
+def thumbnail_scores(thumbs: torch.Tensor) -> torch.Tensor:
+    """[N-1] cut evidence per pair of thumbnails [N,3,h,w] (from `thumbnails`, made once per frame): cut_scores
+    without the frames."""
     pairs = thumbs.shape[0] - 1
     if pairs < 1:
         return torch.zeros(0)

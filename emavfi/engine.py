@@ -117,6 +117,9 @@ def run(schedule: Schedule, frames: Frames, runner: BatchRunner, sink: Sink, cut
         outputs = [(k, frame) for k, frame in zip(members, apply_cuts([plan[k] for k in members], found))
                    if not _needs_damaged(frame, frames.damaged, report)]
         _make_batch(runner, schedule.bisection_depth, window, pairs.start, outputs, wanted, write, cancel, held)
+    flush = getattr(runner, "flush", None)  # frames still being copied from a GPU while the next batch ran
+    if flush is not None:
+        flush()
     report.missing = len(wanted) - report.written
     return report
 
@@ -197,7 +200,9 @@ class CutFinder:
         lo, hi = max(0, first_pair - context), min(self.n - 2, end_pair - 1 + context)
         missing = [p for p in range(lo, hi + 1) if p not in self._scores]
         if missing:
-            scores = cut_rules.cut_scores(frames.get(missing[0], missing[-1] + 1))
+            thumbnails = getattr(frames, "thumbnails", None)  # a store that made each frame's thumbnail once
+            scores = cut_rules.cut_scores(frames.get(missing[0], missing[-1] + 1)) if thumbnails is None else \
+                cut_rules.thumbnail_scores(thumbnails(missing[0], missing[-1] + 1))
             for offset, score in enumerate(scores):
                 pair = missing[0] + offset
                 # a damaged frame stands in as black: its pairs are left out, not counted as cuts

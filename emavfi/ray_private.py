@@ -13,14 +13,15 @@ from typing import Any
 
 from .errors import DistributedError
 
-# Oldest and newest Ray (major, minor) whose private names below are known; the newest is the one tested.
-RAY_RANGE = ((2, 9), (2, 60))
+# Oldest and newest Ray (major, minor) these functions were tested against: the private names move between
+# releases, so only tested ones are accepted (widen both ends, and requirements-ray.txt, after testing another).
+RAY_RANGE = ((2, 60), (2, 60))
 
 
 def supported_range() -> str:
-    """The supported Ray releases in words, e.g. "2.9 to 2.60"."""
-    (lo_major, lo_minor), (hi_major, hi_minor) = RAY_RANGE
-    return f"{lo_major}.{lo_minor} to {hi_major}.{hi_minor}"
+    """The supported Ray releases in words: "2.60", or "2.59 to 2.60"."""
+    low, high = (f"{major}.{minor}" for major, minor in RAY_RANGE)
+    return low if low == high else f"{low} to {high}"
 
 
 def check_version(version: str) -> None:

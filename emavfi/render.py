@@ -8,6 +8,7 @@ folder, and every way of splitting a shot gives the same files.
 """
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # PyTorch and the engine load with the model: prepare (and `e
     from .engine import CancelFn, ProgressFn, Report
     from .media import Sink, Source
     from .media.folder import FolderSink
+    from .pipeline import SharedFrames, WriterPool
     from .runner import Model
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Job:
         if self.video_out and out.on_error == "skip":
             raise SettingsError("--on-error skip leaves out frames, and a video cannot have gaps: write a folder of "
                                 "frames, or use --on-error stop")
+        if self.video_out and out.compression is not None:
+            raise SettingsError("--compression applies to folders of frames (PNG, EXR, TIFF); for a video choose "
+                                "--codec")
         if self.video_out and out.codec is not None:
             from .media.video_out import check_codec
 
@@ -128,7 +133,8 @@ def prepare(job: Job, frames: Sequence[int] | None = None) -> Prepared:
         raise SettingsError("a video output needs a frame rate: add --source-fps (image folder input)")
     sink = None if job.video_out else media.open_sink(job.output, files, total=total,
                                                        start_number=start_number, format=out.format,
-                                                       bit_depth=out.bit_depth, out_fps=schedule.out_fps)
+                                                       bit_depth=out.bit_depth, out_fps=schedule.out_fps,
+                                                       compression=out.compression)
     prepared = Prepared(job, source, n, schedule, requested, sink, start_number)  # type: ignore[arg-type]
     if job.settings.protect.mask is not None:
         from .mask_files import open_masks
@@ -177,51 +183,97 @@ def render(prepared: Prepared, model: Model, *, folder: OutputFolder | None = No
         return _render_folder(prepared, model, opened, progress, cancel)
 
 
-def _run(prepared: Prepared, model: Model, sink: Sink, todo: Sequence[int], progress: ProgressFn | None,
+def _run(prepared: Prepared, model: Model, frames: SharedFrames, sink: Any, todo: Sequence[int],
          cancel: CancelFn | None) -> Report:
-    """emavfi.engine.run over the job's source window, runner and cut policy."""
+    """emavfi.engine.run over the job's shared frames, runner and cut policy (progress counts commits: the sink's)."""
     from . import dedupe
     from .engine import CutFinder, run
     from .mask_files import describe_overlays, protection_for
     from .runner import Runner
-    from .source_window import FrameBuffer
 
     s = prepared.job.settings
-    frames = FrameBuffer(prepared.source, prepared.n_source, skip_damaged=s.output.on_error == "skip")
     runner = Runner(model, tta=s.run.tta, scale=s.run.scale, chunk=s.run.chunk)
     protect, overlays = protection_for(prepared)
     report = run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
-                 CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, progress=progress, cancel=cancel,
-                 protect=protect)
+                 CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, cancel=cancel, protect=protect)
     if overlays is not None:
         report.protected = describe_overlays(overlays.found, len(overlays.decided))
     return report
 
 
+def _frames(prepared: Prepared) -> SharedFrames:
+    """The job's source frames, decoded once each, ahead of the device (emavfi.pipeline)."""
+    from .pipeline import SharedFrames
+
+    s = prepared.job.settings
+    return SharedFrames(prepared.source, prepared.n_source, skip_damaged=s.output.on_error == "skip",
+                        thumbnails=bool(s.run.cut_threshold) and prepared.n_source > 1)
+
+
+def _pipelined(prepared: Prepared, model: Model, frames: SharedFrames, pool: WriterPool, todo: Sequence[int],
+               cancel: CancelFn | None, in_order: bool = False) -> Report:
+    """_run into the writer pool (in output order: a video), drained at the end (aborted on any error or Ctrl-C),
+    the decode thread stopped."""
+    from .clips import InOrder
+
+    try:
+        report = _run(prepared, model, frames, InOrder(pool, todo) if in_order else pool, todo, cancel)
+        pool.close()
+    except BaseException:
+        pool.abort()
+        raise
+    finally:
+        frames.close()
+    return report
+
+
 class _Logged:
-    """The folder sink, each frame then logged in the output folder (what --resume and tasks trust)."""
+    """The folder sink in the writer pool: each frame written in a writer thread, then logged in the output folder
+    (what --resume and tasks trust) and counted, in order."""
 
-    def __init__(self, sink: FolderSink, folder: OutputFolder):
-        self.sink, self.folder = sink, folder
+    def __init__(self, sink: FolderSink, folder: OutputFolder, count: Callable[[int], None] | None):
+        self.sink, self.folder, self.count, self.committed = sink, folder, count, 0
 
-    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
-        self.sink.write(index, image, copy_of=copy_of)
+    def stage(self, index: int, image: torch.Tensor | None, copy_of: int | None, raw: Any) -> None:
+        from .media import FramesIOError
+
+        try:
+            self.sink.write(index, image, copy_of=copy_of, raw=raw)
+        except FramesIOError:
+            raise
+        except OSError as exc:  # e.g. a folder or a read-only file where the frame goes
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise  # the one disk-full message (files.no_space) says it all
+            raise FramesIOError(f"cannot write {self.sink.path(index).name} ({exc.strerror or exc}); the frames "
+                                "logged before it are complete: fix this and run again with --resume") from None
+
+    def commit(self, index: int, _: None) -> None:
         self.folder.wrote(index)
+        self.committed += 1
+        if self.count is not None:
+            self.count(self.committed)
 
 
 def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progress: ProgressFn | None,
                    cancel: CancelFn | None) -> Report:
+    from .media.folder import FolderSource
+    from .pipeline import WriterPool
+
     assert prepared.sink is not None
     done = folder.complete(prepared.requested)
     todo = [k for k in prepared.requested if k not in done]
     if progress is not None:
         progress(len(done), len(prepared.requested))
 
-    def count(written: int, _: int) -> None:
+    def count(committed: int) -> None:
         assert progress is not None
-        progress(len(done) + written, len(prepared.requested))
+        progress(len(done) + committed, len(prepared.requested))
 
-    report = _run(prepared, model, _Logged(prepared.sink, folder), todo, progress and count, cancel)
+    frames = _frames(prepared)
+    logged = _Logged(prepared.sink, folder, progress and count)
+    files = isinstance(prepared.source, FolderSource)  # not a dedupe view: copies name frames as `frames` does
+    pool = WriterPool(logged.stage, logged.commit, threads=_io_threads(prepared), raws=frames.raw if files else None)
+    report = _pipelined(prepared, model, frames, pool, todo, cancel)
     report.skipped = len(done)
     return report
 
@@ -229,20 +281,36 @@ def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progr
 def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None, cancel: CancelFn | None,
                   note: Callable[[str], None] | None) -> Report:
     from . import dedupe, media
-    from .clips import InOrder
+    from .pipeline import WriterPool
 
     s = prepared.job.settings
     depth = s.output.bit_depth
     sink = media.open_sink(prepared.job.output, dedupe.unwrap(prepared.source), fps=prepared.schedule.out_fps,
                            codec=s.output.codec, bit_depth=int(depth) if depth and depth.isdigit() else depth,
                            audio=_audio_choice(prepared, note))
+    committed = []
+
+    def append(index: int, frame: Any) -> None:  # encoded in order, in this thread
+        sink.append(index, frame)
+        committed.append(index)
+        if progress is not None:
+            progress(len(committed), len(prepared.requested))
+
+    pool = WriterPool(lambda index, image, *_: sink.convert(index, image), append, threads=_io_threads(prepared))
     try:
-        report = _run(prepared, model, InOrder(sink, prepared.requested), prepared.requested, progress, cancel)
+        report = _pipelined(prepared, model, _frames(prepared), pool, prepared.requested, cancel, in_order=True)
         sink.close()
     except BaseException:
         sink.abort()
         raise
     return report
+
+
+def _io_threads(prepared: Prepared) -> int:
+    """--io-threads, else one per core this process may use."""
+    from .pipeline import default_io_threads
+
+    return prepared.job.settings.output.io_threads or default_io_threads()
 
 
 def _audio_choice(prepared: Prepared, note: Callable[[str], None] | None) -> bool:

@@ -23,6 +23,7 @@ import torch
 from .config import ModelConfig
 from .errors import one_line
 from .hdr import hdr_decode, hdr_encode
+from .host_copies import HostCopies
 from .inference import Backend, backend_for
 from .memory import (ClipMemoryError, auto_chunk_size, estimate_pair_bytes, free_memory_bytes, is_out_of_memory,
                      release_cached)
@@ -136,6 +137,7 @@ class Runner:
         self._in_flight = getattr(self.backend, "pairs_in_flight", None)  # a runtime with lanes: pairs at once
         self._chunk = chunk or (1 if self.device.type == "cpu" and not callable(self._in_flight) else 0)
         self._rows_per_call: int | None = None  # set after one pair's timesteps did not fit in one call
+        self._copies = HostCopies()
         self._rows_tried = 0
 
     @property
@@ -184,14 +186,21 @@ class Runner:
                     self._run_batch(frames, todo, bisection_depth, _Emitter(emit, done, cancel))
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                     if not is_out_of_memory(exc):
+                        self._copies.clear()
                         raise
                     message = one_line(exc, first=True)
                 else:
                     position += len(batch)
                     continue
                 # Out of memory: the exception (and the tensors its traceback held) is gone here.
+                self._copies.flush()  # made before the call that ran out
                 release_cached(self.device)
                 self._back_off(len(batch), f"{height}x{width}", message)
+
+    def flush(self) -> None:
+        """Emit the frames whose device-to-host copies still run (CUDA: the last call's, copied while the next
+        batch starts); engine.run calls it when it has no batch left."""
+        self._copies.flush()
 
     # -- batching -------------------------------------------------------------------------------------
 
@@ -271,6 +280,7 @@ class Runner:
         index = [torch.tensor(rows, dtype=torch.long, device=x.device) for rows in (first, second)]
         aux = x[:, 3:] if x.shape[1] > 3 else None
         rgb, fused = self.backend(x[:, :3].contiguous(), *index, [float(t) for t in ts], aux)
+        self._copies.flush()  # frames of the calls before, copied while this one was queued
         expected = (len(ts), len(first), 3, *x.shape[-2:])
         if tuple(rgb.shape) != expected:
             raise RuntimeError(f"the backend returned shape {list(rgb.shape)}; expected {list(expected)}")
@@ -320,9 +330,11 @@ class Runner:
             rgb = hdr_decode(rgb, torch.cat([batch.peak[p] for p, _ in keys]))
         if batch.negatives:
             rgb, extra = rgb + extra[:, :3], extra[:, 3:]
-        frames = torch.cat([rgb, extra], 1).cpu()  # a new tensor, also on a CPU device
-        for k in sorted(range(len(keys)), key=keys.__getitem__):
-            out(*keys[k], frames[k])
+        def deliver(frames: torch.Tensor) -> None:
+            for k in sorted(range(len(keys)), key=keys.__getitem__):
+                out(*keys[k], frames[k])
+
+        self._copies.add(torch.cat([rgb, extra], 1), deliver)  # CUDA: copied while the next call computes
 
 
 class _Emitter:

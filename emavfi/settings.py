@@ -33,11 +33,26 @@ DEFAULT_PROTECT_FEATHER = 2
 MAX_PROTECT_FEATHER = 64
 BIT_DEPTHS = ("8", "10", "12", "16", "half", "float")  # which of them a format takes is checked by emavfi.media
 MAX_START_NUMBER = 10**8
+COMPRESSIONS = {  # --compression per output format, as OpenImageIO names them
+    ".png": tuple(str(level) for level in range(10)),  # zlib level
+    ".exr": ("none", "rle", "zips", "zip", "piz", "pxr24", "b44", "b44a", "dwaa", "dwab"),
+    ".tif": ("none", "lzw", "zip"),
+}
+DEFAULT_COMPRESSION = {".png": "2", ".exr": "zip", ".tif": "zip"}
+"""Without --compression: these for a format other than the input's (and for every PNG, which records no level);
+the same format as the input keeps the input's compression. Chosen by measurement (benchmarks/RESULTS.md)."""
+PNG_DEFAULT_FILTER = 32
+"""With the default PNG level only: libpng's Up row filter (OpenImageIO's png:filter), measured at 1080p 2x faster
+than the adaptive choice, the same size within 3 %. A level given with --compression keeps OpenImageIO's filters
+(level 6: the bytes of earlier versions)."""
+MAX_IO_THREADS = 64
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 
-__all__ = ["DEFAULT_PROTECT_FEATHER", "MAX_PROTECT_FEATHER", "ProtectOptions", "check_feather", "BIT_DEPTHS", "DEFAULT_CUT_THRESHOLD", "DEFAULT_DEDUPE_THRESHOLD", "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD",
+__all__ = ["BIT_DEPTHS", "COMPRESSIONS", "DEFAULT_COMPRESSION", "DEFAULT_CUT_THRESHOLD", "DEFAULT_DEDUPE_THRESHOLD",
+           "DEFAULT_PROTECT_FEATHER", "MAX_CHUNK", "MAX_DEDUPE_THRESHOLD", "MAX_PROTECT_FEATHER", "ProtectOptions",
+           "check_feather",
            "ON_ERROR", "PRECISIONS", "SCALES", "OutputOptions", "RunOptions", "Settings", "SettingsError",
-           "check_dedupe_threshold"]
+           "check_compression", "check_dedupe_threshold"]
 
 
 def _flag(name: str) -> str:
@@ -107,6 +122,8 @@ class OutputOptions:
     pattern: str | None = None  # which sequence of a folder holding several, e.g. "plate.####.exr"
     redo_changed: bool = False  # --resume/--overwrite re-render frames changed after we wrote them (else they stop)
     apply_rotation: bool = False  # rotate a video's pixels upright (else its display matrix is carried over)
+    compression: str | None = None  # frame folders: COMPRESSIONS of the output format (None: DEFAULT_COMPRESSION)
+    io_threads: int = 0  # threads encoding and writing output frames (0 = one per core this process may use)
 
     def __post_init__(self) -> None:
         if self.start_number is not None:
@@ -130,6 +147,13 @@ class OutputOptions:
             raise SettingsError(f"bit depth must be one of {', '.join(BIT_DEPTHS)}; got {self.bit_depth!r}")
         if self.format is not None:
             object.__setattr__(self, "format", "." + self.format.lower().lstrip("."))
+        _whole(self.io_threads, "io threads", 0, MAX_IO_THREADS, "0 = one per core")
+        if self.compression is not None:
+            object.__setattr__(self, "compression", str(self.compression).lower())
+            if self.format is not None:
+                check_compression({".tiff": ".tif"}.get(self.format, self.format), self.compression)
+            elif not any(self.compression in names for names in COMPRESSIONS.values()):
+                raise SettingsError(f"unknown compression {self.compression!r}; {_compressions()}")
 
 
 @dataclass(frozen=True)
@@ -220,6 +244,25 @@ def check_dedupe_threshold(threshold: float | None) -> float:
                          f"{DEFAULT_DEDUPE_THRESHOLD:g} default: times the difference noise alone makes); "
                          f"got {threshold!r}")
     return float(threshold)
+
+
+def check_compression(extension: str, compression: str | None) -> str | None:
+    """compression (lower case) when frames of `extension` (".png") take it; None stays None; else SettingsError."""
+    if compression is None:
+        return None
+    compression = str(compression).lower()
+    names = COMPRESSIONS.get(extension)
+    if names is None:
+        raise SettingsError(f"--compression applies to {', '.join(e.lstrip('.').upper() for e in COMPRESSIONS)} "
+                            f"frames, not {extension.lstrip('.').upper()}; leave it out")
+    if compression not in names:
+        raise SettingsError(f"{extension.lstrip('.').upper()} compression must be one of {', '.join(names)}; "
+                            f"got {compression!r}")
+    return compression
+
+
+def _compressions() -> str:
+    return "; ".join(f"{e.lstrip('.').upper()}: {', '.join(names)}" for e, names in COMPRESSIONS.items())
 
 
 def check_feather(px: object) -> int:

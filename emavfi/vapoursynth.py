@@ -169,7 +169,8 @@ class _Filter:
         self.plan = self.schedule.plan
         self.runner = Runner(load_model_for(settings), tta=settings.run.tta, scale=settings.run.scale,
                              chunk=settings.run.chunk)
-        chunk = self.runner.resolve_chunk(clip.height, clip.width, self.schedule.rows_per_pair())  # the whole shot's, as the CLI's
+        # the whole shot's chunk, as the CLI's
+        chunk = self.runner.resolve_chunk(clip.height, clip.width, self.schedule.rows_per_pair())
         self.frames = _ClipFrames(self, chunk + 2 * cuts.CUT_CONTEXT + 4)
         self.finder = engine.CutFinder(self.n, settings.run.cut_threshold)
         self._batches = _LRU(CACHED_BATCHES)

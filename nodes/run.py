@@ -130,8 +130,8 @@ def with_mask(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def pair_bytes(model: EmaVfiModel, plan: schedule.Schedule, height: int, width: int, options: RunOptions) -> int:
     """Device memory one frame pair of `plan` needs (asked of ComfyUI before the model is loaded)."""
-    return memory.estimate_pair_bytes(model.network.config, height, width, plan.rows_per_pair(), model.dtype, tta=options.tta,
-                                       scale=options.scale)
+    return memory.estimate_pair_bytes(model.network.config, height, width, plan.rows_per_pair(), model.dtype,
+                                       tta=options.tta, scale=options.scale)
 
 
 def split_result(out: torch.Tensor, channels: int, had_mask: bool, found: list[int]) -> ClipResult:

@@ -12,9 +12,9 @@ from test_structure import MODULES, REPO
 
 
 def test_the_supported_range_is_checked_with_one_line():
-    for version in ("2.9.0", "2.60.0", "2.33.1rc1"):
+    for version in ("2.60.0", "2.60.2", "2.60.1rc1"):
         ray_private.check_version(version)
-    for version in ("2.8.3", "2.61.0", "3.0.0.dev0", "unknown"):
+    for version in ("2.59.0", "2.9.0", "2.61.0", "3.0.0.dev0", "unknown"):
         with pytest.raises(DistributedError) as info:
             ray_private.check_version(version)
         message = str(info.value)

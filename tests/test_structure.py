@@ -18,10 +18,12 @@ FLOORS = {
     0: "emavfi emavfi.errors emavfi.config emavfi.files emavfi.plans emavfi.schedule emavfi.ranges emavfi.hdr "
        "emavfi.memory emavfi.sequences",
     1: "emavfi.model emavfi.model.* emavfi.optimize emavfi.loss emavfi.devices emavfi.weights emavfi.hub_errors "
-       "emavfi.hub emavfi.local_weights emavfi.inference emavfi.inference_checks emavfi.backends emavfi.backends.*",
+       "emavfi.hub emavfi.local_weights emavfi.inference emavfi.inference_checks emavfi.backends emavfi.backends.* "
+       "emavfi.host_copies",
     2: "emavfi.settings emavfi.loading",
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "
-       "emavfi.source_window emavfi.runner emavfi.engine emavfi.clips emavfi.protect emavfi.overlays emavfi.mask_files",
+       "emavfi.source_window emavfi.runner emavfi.engine emavfi.clips emavfi.protect emavfi.overlays emavfi.mask_files "
+       "emavfi.pipeline",
     4: "emavfi.render emavfi.distributed emavfi.ray_cluster emavfi.ray_private",
     5: "emavfi.cli emavfi.__main__ emavfi.progress nodes nodes.*",
 }

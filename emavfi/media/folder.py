@@ -19,11 +19,12 @@ import numpy as np
 from .. import files, sequences
 from ..outputs import Naming
 from ..sequences import FrameSequence
+from ..settings import DEFAULT_COMPRESSION, PNG_DEFAULT_FILTER, check_compression
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Source, import_oiio
 from .colour import Colour
 from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, attributes, canonical_extension,
-                     copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_raw, set_fps, to_values, verify,
-                     write_raw)
+                     copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_header, read_raw, set_fps,
+                     to_values, verify, write_raw)
 from .timecode import Timecode, advance_timecode, set_timecode, timecode_of
 
 if TYPE_CHECKING:
@@ -71,18 +72,17 @@ class FolderSource:
         self.path = Path(folder)
         self.sequence = find_sequence(self.path, pattern)
         self.paths = list(self.sequence.paths)
-        first = read_raw(self.paths[0])
-        self.first_spec = first.spec
-        self.format: FrameFormat = first.format
-        self.channel_names = first.channel_names
-        self.size: tuple[int, int] = (first.pixels.shape[0], first.pixels.shape[1])
+        spec, self.format = read_header(self.paths[0])  # its pixels are decoded once, with the others
+        self.first_spec = spec
+        self.channel_names: tuple[str, ...] = tuple(spec.channelnames)
+        self.size: tuple[int, int] = (spec.height, spec.width)
         self.order = _channel_order(self.channel_names)
         gray = self.format.is_gray
         self.channels: int = self.format.channels + (2 if gray else 0)
         self.count_hint: int = len(self.paths)
-        self.fps: Fraction | None = fps_of(first.spec)
-        self.timecode: Timecode | None = timecode_of(first.spec)
-        self.attributes = attributes(first.spec)
+        self.fps: Fraction | None = fps_of(spec)
+        self.timecode: Timecode | None = timecode_of(spec)
+        self.attributes = attributes(spec)
         self.colour = Colour.open(colorspace, self.format, self.attributes, ocio=ocio)
 
     @property
@@ -138,6 +138,10 @@ class FolderSource:
         """Frames from index start on, one file at a time."""
         for index in range(start, len(self.paths)):
             yield self.read(index)
+
+    def raw_frames(self, start: int = 0) -> Iterator[RawImage]:
+        """Frames from index start on as stored (`decode` makes each a tensor), one file at a time."""
+        return map(self.read_raw, range(start, len(self.paths)))
 
 
 class _Generic:
@@ -200,7 +204,8 @@ class FolderSink:
 
     def __init__(self, folder: str | os.PathLike, source: Source, *, total: int, start_number: int = 0,
                  format: str | None = None, bit_depth: str | None = None, out_fps: Fraction | None = None,
-                 timecode_rate: Fraction | None = None, colorspace: str | None = None, ocio: str | None = None):
+                 timecode_rate: Fraction | None = None, colorspace: str | None = None, ocio: str | None = None,
+                 compression: str | None = None):
         self.folder = Path(folder)
         if not isinstance(source, FolderSource):  # e.g. a video: frames only, no file metadata to carry
             source = _Generic(source, ocio=ocio)
@@ -226,6 +231,7 @@ class FolderSink:
             from .colour import guess_colorspace
             fmt = FrameFormat(self.extension, self.bit_depth, self.channels)
             self.colour = source.colour.like(guess_colorspace(source.colour.config, fmt, {}))
+        self.compression = check_compression(self.extension, compression)
         self.digits = max(6, len(str(self.start_number + self.total - 1)))
         self.naming = Naming("frame_", self.digits, self.extension, self.start_number, self.total)
 
@@ -274,8 +280,10 @@ class FolderSink:
             spec.attribute("oiio:ColorSpace", self.colour.interop_id)
             if self.extension == ".dpx":
                 spec.attribute("dpx:Transfer", "Logarithmic" if "log" in self.colour.name.lower() else "User defined")
-        if not same_format:
-            self._default_compression(spec)
+        # The same format keeps the source's compression (copied above) unless one is given; a PNG records no
+        # zlib level, so every PNG takes the one given or the default.
+        if self.compression is not None or not same_format or self.extension == ".png":
+            self._set_compression(spec)
         if self.out_fps:
             set_fps(spec, self.out_fps, extension=self.extension)
         timecode = self.timecode(index)
@@ -283,15 +291,17 @@ class FolderSink:
             set_timecode(spec, timecode)
         return spec
 
-    def _default_compression(self, spec: Any) -> None:
-        if self.extension == ".exr":
-            spec.attribute("compression", "zip")
-        elif self.extension == ".png":
-            spec.attribute("png:compressionLevel", 3)  # much faster than the default, files ~5 % larger
+    def _set_compression(self, spec: Any) -> None:
+        """--compression, else the format's default (settings.DEFAULT_COMPRESSION, chosen by measurement)."""
+        level = self.compression or DEFAULT_COMPRESSION.get(self.extension)
+        if self.extension == ".png":
+            spec.attribute("png:compressionLevel", int(level))
+            if self.compression is None:
+                spec.attribute("png:filter", PNG_DEFAULT_FILTER)
         elif self.extension == ".jpg":
             spec.attribute("compression", "jpeg:95")
-        elif self.extension == ".tif":
-            spec.attribute("compression", "zip")
+        elif level is not None:
+            spec.attribute("compression", level)
 
     def encode(self, image: torch.Tensor) -> np.ndarray:
         """[C,H,W] float working encoding -> [H,W,C] raw samples in the output's format and channel order."""
@@ -306,7 +316,9 @@ class FolderSink:
             # Channels that agree are taken as they are (a mean of three equal floats can round).
             rgb = rgb[:, :, :1] if equal else rgb.mean(axis=2, keepdims=True, dtype=np.float32)
         delivered = np.concatenate([rgb, rest], axis=2) if rest.shape[2] else rgb
-        if self.channels == self.source.format.channels:
+        if self.channels == self.source.format.channels and self.source.order == list(range(self.channels)):
+            file_order = delivered  # the file's order already
+        elif self.channels == self.source.format.channels:
             # Back to the file's channel order.
             file_order = np.empty_like(delivered)
             file_order[:, :, self.source.order] = delivered
@@ -314,9 +326,11 @@ class FolderSink:
             file_order = delivered[:, :, :self.channels]
         return from_values(file_order, self.bit_depth)
 
-    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
+    def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None,
+              raw: RawImage | None = None) -> None:
         """Write output frame index: image in the working encoding, or, for copy_of, source frame copy_of's own
-        samples (bit-exact) when the output has the source's format and depth."""
+        samples (bit-exact) when the output has the source's format and depth; raw: those samples already read
+        (SharedFrames.raw), so the file is not decoded again. Safe to call from several threads at once."""
         self.folder.mkdir(parents=True, exist_ok=True)  # here, not on construction: checks come first
         if copy_of is not None and self.same_format and self.colour is self.source.colour \
                 and self.channels == self.source.format.channels and isinstance(self.source, FolderSource):
@@ -324,6 +338,9 @@ class FolderSink:
                 files.atomic_write(self.path(index), self.source.paths[copy_of].read_bytes())
                 return
             source_path = self.source.paths[copy_of]
+            if raw is not None and self.extension != ".exr":  # EXR copies its compressed blocks: no decode either
+                write_raw(self.path(index), raw.pixels, self._spec(raw.spec, index, same_format=True))
+                return
 
             def make_spec(spec: Any) -> Any:
                 if (spec.height, spec.width, spec.nchannels) != (*self.source.size, self.source.format.channels):

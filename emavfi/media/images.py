@@ -7,6 +7,7 @@ largest code of the bit depth (a 10-bit DPX code 1023 -> 1.0) and float samples 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,6 +34,7 @@ DEPTHS = {
 IMAGE_EXTENSIONS = (".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MAX_CHANNELS = {".jpg": 3, ".png": 4}
 _SAME = {".jpeg": ".jpg", ".tiff": ".tif"}
+_EXR_CORE_SWITCH = threading.Lock()  # guards OpenImageIO's process-wide "openexr:core" while a copy opens
 # Attributes that describe how OpenImageIO read this file, not the image: never copied to an output.
 _READ_ONLY = ("oiio:subimages", "oiio:RowsPerChunk", "tiff:RowsPerStrip", "oiio:BitsPerSample",
               "oiio:UnassociatedAlpha")
@@ -103,6 +105,28 @@ def read_raw(path: str | Path) -> RawImage:
         pixels = pixels[:, :, None]
     fmt = FrameFormat(canonical_extension(path.suffix), bit_depth_of(spec, path), spec.nchannels)
     return RawImage(path, pixels, spec, fmt)
+
+
+@quietly
+def read_header(path: str | Path) -> tuple[Any, FrameFormat]:
+    """(ImageSpec, FrameFormat) of path's first subimage, without decoding its pixels; FramesIOError (one line
+    naming the file) when it is empty or not an image."""
+    path = Path(path)
+    oiio = import_oiio()
+    try:
+        if path.stat().st_size == 0:
+            raise FramesIOError(f"frame {path} is empty (0 bytes): an interrupted copy or render? replace it")
+    except OSError as exc:
+        raise FramesIOError(f"cannot read frame {path}: {exc.strerror or exc}") from None
+    image_input = oiio.ImageInput.open(str(path))
+    if image_input is None:
+        raise FramesIOError(f"cannot read frame {path}: {one_line(oiio.geterror(), 'not an image')}")
+    try:
+        spec = oiio.ImageSpec(image_input.spec())
+    finally:
+        image_input.close()
+        oiio.geterror()
+    return spec, FrameFormat(canonical_extension(path.suffix), bit_depth_of(spec, path), spec.nchannels)
 
 
 def to_values(raw: np.ndarray, bit_depth: str) -> np.ndarray:
@@ -177,12 +201,14 @@ def copy_frame(source: str | Path, path: str | Path, make_spec: Callable[[Any], 
     files.check_space(path.parent, source.stat().st_size + (1 << 16))
     # OpenImageIO copies compressed EXR blocks only with OpenEXR's C++ reader, not the default C core one.
     # Process-wide setting, so it is restored at once; the opened reader keeps the library it was opened with.
-    core = oiio.get_int_attribute("openexr:core", 0)
-    oiio.attribute("openexr:core", 0)
-    try:
-        image_input = oiio.ImageInput.open(str(source))
-    finally:
-        oiio.attribute("openexr:core", core)
+    # Writer threads copy at once: unguarded, one would restore the switch while another opens.
+    with _EXR_CORE_SWITCH:
+        core = oiio.get_int_attribute("openexr:core", 0)
+        oiio.attribute("openexr:core", 0)
+        try:
+            image_input = oiio.ImageInput.open(str(source))
+        finally:
+            oiio.attribute("openexr:core", core)
     if image_input is None:
         raise FramesIOError(f"cannot read frame {source}: {one_line(oiio.geterror(), 'not an image')}")
     try:

@@ -2,7 +2,10 @@
 back, so that a run's output is our lines only; `--verbose` (EMAVFI_VERBOSE=1) lets it through.
 
 The libraries write to file descriptor 2 directly, not through Python, so it is pointed at the null device
-around their calls (on the calling thread's process; our own lines are written between those calls).
+around their calls (on the calling thread's process; our own lines are written between those calls). Only the
+main thread does so: file descriptor 2 is one for the whole process, so writer threads (emavfi.pipeline) that
+pointed it away while the main thread prints its progress would hide those lines, and two threads restoring it
+in turn could leave it pointing at the null device. What writer threads call prints nothing in a healthy run.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
@@ -21,7 +25,7 @@ R = TypeVar("R")
 @contextlib.contextmanager
 def native_quiet() -> Iterator[None]:
     """Native libraries' writes to stderr are dropped meanwhile, unless EMAVFI_VERBOSE is set."""
-    if os.environ.get(VERBOSE_ENV):
+    if os.environ.get(VERBOSE_ENV) or threading.current_thread() is not threading.main_thread():
         yield
         return
     try:

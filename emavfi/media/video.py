@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import one_line
 from .base import FramesIOError
 
 if TYPE_CHECKING:
@@ -136,20 +137,61 @@ class VideoSource:
 
     def frames(self, start: int = 0) -> Iterator[torch.Tensor]:
         """Frames from index start on ([C,H,W] float32 0..1), until the stream really ends."""
+        return map(self.to_tensor, self.raw_frames(start))
+
+    def decode(self, frame: Any) -> torch.Tensor:
+        """A frame from `raw_frames` as a tensor (`to_tensor`)."""
+        return self.to_tensor(frame)
+
+    def raw_frames(self, start: int = 0) -> Iterator[Any]:
+        """Decoded PyAV frames from index start on (compact: the stream's own pixel format). A packet that does not
+        decode is a FramesIOError naming its frame (frames after it still decode when read from there on)."""
         av = _av()
-        index = -1
+        index = 0
         try:
             with av.open(str(self.path)) as container:
-                for index, frame in enumerate(self._decoded(container)):
-                    if index >= start:
-                        yield self.to_tensor(frame)
-        except Exception as exc:
-            if isinstance(exc, av.error.FFmpegError):
-                raise FramesIOError(f"cannot decode {self.path.name} after frame {index}: {exc}") from None
-            raise
-        self._count = index + 1  # the whole stream was decoded, whatever start was
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for packet in container.demux(stream):
+                    try:
+                        decoded = packet.decode()
+                    except av.error.FFmpegError as exc:
+                        if packet.size and index >= start:
+                            raise FramesIOError(f"cannot decode frame {index} of {self.path.name} (damaged): "
+                                                f"{one_line(exc)}") from None
+                        index += 1 if packet.size else 0
+                        continue
+                    for frame in decoded:
+                        if index >= start:
+                            yield frame
+                        index += 1
+        except av.error.FFmpegError as exc:
+            raise FramesIOError(f"cannot decode {self.path.name} after frame {index - 1}: {exc}") from None
 
     def _scan(self) -> None:
+        """Count and timestamps from the stream's packets, no frame decoded (frames are decoded once, by the
+        render); a stream whose packets carry no timestamps is decoded instead."""
+        av = _av()
+        stamps: list[Fraction] | None = []
+        try:
+            with av.open(str(self.path)) as container:
+                for packet in container.demux(container.streams.video[0]):
+                    if not packet.size or packet.is_discard:  # end marker, AVI null frame, edit-list leader
+                        continue
+                    if packet.pts is None or packet.time_base is None:
+                        stamps = None
+                        break
+                    stamps.append(packet.pts * Fraction(packet.time_base))
+        except av.error.FFmpegError as exc:
+            raise FramesIOError(f"cannot read {self.path.name}: {exc}") from None
+        if stamps is None:
+            stamps = self._decoded_stamps()
+        stamps.sort()  # packets come in decoding order
+        first = stamps[0] if stamps else Fraction(0)
+        self._timestamps = [stamp - first for stamp in stamps]
+        self._count = len(stamps)
+
+    def _decoded_stamps(self) -> list[Fraction]:
         av = _av()
         stamps: list[Fraction] = []
         try:
@@ -162,9 +204,7 @@ class VideoSource:
                         stamps.append(frame.pts * Fraction(frame.time_base))
         except av.error.FFmpegError as exc:
             raise FramesIOError(f"cannot decode {self.path.name} after frame {len(stamps) - 1}: {exc}") from None
-        first = stamps[0] if stamps else Fraction(0)
-        self._timestamps = [stamp - first for stamp in stamps]
-        self._count = len(stamps)
+        return stamps
 
     def _checked(self, stamps: list[Fraction]) -> list[Fraction]:
         """The timestamps, refused with the file and frame named where one is not after the one before."""
@@ -208,7 +248,7 @@ class VideoSource:
                 "--apply-rotation to rotate them upright)")
 
     def count(self) -> int:
-        """The exact number of decodable frames (decodes the whole stream once; cached)."""
+        """The number of frames (from the stream's packets, without decoding them; cached)."""
         if self._count is None:
             self._scan()
         return self._count  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -174,6 +175,7 @@ class VideoSink:
         self._pix_fmt = ""
         self._colour: dict[str, int] = {}
         self._first_index: int | None = None
+        self._opening = threading.Lock()
         self._rate = self.fps
         self._dts_from_pts = False
         self._written = 0
@@ -250,6 +252,11 @@ class VideoSink:
     @quietly
     def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None) -> None:
         """Append frame index ([C,H,W] float 0..1, C = 3 or 4); indices must follow each other."""
+        self.append(index, self.convert(index, image))
+
+    def convert(self, index: int, image: torch.Tensor | None) -> Any:
+        """Frame index as the encoder takes it (a PyAV frame in its pixel format); several threads may convert
+        at once (the first frame opens the file)."""
         if image is None:
             raise ValueError(f"a video sink needs the image for frame {index} (copy_of is not enough)")
         if image.dim() == 3 and image.shape[0] > 3:  # RGB and alpha; extra channels (depth, mattes) stay out
@@ -257,17 +264,23 @@ class VideoSink:
             image = image[[0, 1, 2, *alpha]]
         if image.dim() != 3 or image.shape[0] not in (3, 4):
             raise ValueError(f"image must be [3 or 4,H,W]; got {list(image.shape)}")
-        if self._first_index is None:
-            self._first_index = index
-            self._open(image.shape[0], image.shape[1], image.shape[2])
-        expected = self._first_index + self._written
-        if index != expected:
-            raise ValueError(f"video frames must arrive in order: expected frame {expected}, got {index}")
+        with self._opening:
+            if self._stream is None:
+                self._open(image.shape[0], image.shape[1], image.shape[2])
         height, width = self._stream.height, self._stream.width
         if tuple(image.shape[1:]) != (height, width):
             raise FramesIOError(f"frame {index} is {image.shape[2]}x{image.shape[1]}, but the video "
                                 f"{self.path.name} is {width}x{height}; all frames must match")
-        frame = self._to_frame(image)
+        return self._to_frame(image)
+
+    @quietly
+    def append(self, index: int, frame: Any) -> None:
+        """Encode a frame from `convert`; indices must follow each other."""
+        if self._first_index is None:
+            self._first_index = index
+        expected = self._first_index + self._written
+        if index != expected:
+            raise ValueError(f"video frames must arrive in order: expected frame {expected}, got {index}")
         frame.pts, frame.time_base = self._written, 1 / self._rate
         self._mux_video(self._stream.encode(frame))
         self._written += 1

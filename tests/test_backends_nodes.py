@@ -34,8 +34,8 @@ def test_onnxruntime_backend_runs_through_the_interpolate_node(env, small_t_weig
     assert loaded["ui"]["emavfi"][0]["backend"] == "onnxruntime"
     assert type(model.network).__name__ == "RuntimeModel" and model.arbitrary_t
     images = clip(n=3, h=32, w=48)
-    (expected, _, _), _ = interpolate(pack, images, torch_model, multiplier=2)
-    (got, _, _), _ = interpolate(pack, images, model, multiplier=2)
+    (expected, _, _, _), _ = interpolate(pack, images, torch_model, multiplier=2)
+    (got, _, _, _), _ = interpolate(pack, images, model, multiplier=2)
     assert got.shape == expected.shape == (5, 32, 48, 3)
     assert (got - expected).abs().max().item() <= 2e-4
     assert any((folder / ".compiled" / "onnxruntime").iterdir())  # cached in ComfyUI's models folder

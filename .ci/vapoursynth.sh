@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VapourSynth tests (tests/test_vapoursynth.py) in their own Python 3.12 venv: PyPI's vapoursynth wheel needs
+# VapourSynth tests (tests/test_vapoursynth*.py) in their own Python 3.12 venv: PyPI's vapoursynth wheel needs
 # CPython >= 3.12 while the main suite runs on the system's Python. The venv is cached like ComfyUI's; on a
 # fresh machine the install downloads PyPI's torch for 3.12 (the CUDA build, about 4.5 GB installed).
 # Usage: bash .ci/vapoursynth.sh   (from .ci/run; exits non-zero when a test fails)
@@ -32,4 +32,4 @@ if ! "$VS_VENV/bin/python" -c "import vapoursynth, torch, OpenImageIO, skimage, 
 fi
 # vspipe embeds Python: tell it which one (writes the user's VapourSynth configuration).
 "$VS_VENV/bin/vapoursynth" config >/dev/null
-PATH="$VS_VENV/bin:$PATH" "$VS_VENV/bin/python" -m pytest tests/test_vapoursynth.py -q
+PATH="$VS_VENV/bin:$PATH" "$VS_VENV/bin/python" -m pytest tests/test_vapoursynth.py tests/test_vapoursynth_protect.py -q

@@ -159,8 +159,18 @@ def _instrument(counts: _Counts, input_path: Path) -> None:
             yield frame
 
     video.VideoSource._decoded = decoded
+    if hasattr(video.VideoSource, "_decode_from"):  # the newest code decodes every frame there, the first one too
+        original_from = video.VideoSource._decode_from
+
+        def decode_from(self, container, start):
+            for frame in original_from(self, container, start):
+                counts.add("decodes")
+                yield frame
+
+        video.VideoSource._decode_from = decode_from
+        return _wrap(video_out.VideoSink, "_to_frame", lambda *a, **k: counts.add("encodes"))
     original_raw = getattr(video.VideoSource, "raw_frames", None)
-    if original_raw is not None:  # the new code decodes here (and in _decoded only for streams without timestamps)
+    if original_raw is not None:  # later code decodes here (and in _decoded only for streams without timestamps)
         def raw_frames(self, start=0):
             for frame in original_raw(self, start):
                 counts.add("decodes")

@@ -145,18 +145,19 @@ def test_a_video_is_decoded_once_and_counted_without_decoding(tmp_path, monkeypa
 
     video = write_video(tmp_path / "in.mkv")
     scans = count_calls(monkeypatch, VideoSource, "_decoded")
-    original = VideoSource.raw_frames
+    original = VideoSource._decode_from  # where every frame of a video is decoded (the first one too)
     decoded: list[int] = []
 
-    def raw_frames(self, start=0):
-        for frame in original(self, start):
+    def decode_from(self, container, start):
+        for frame in original(self, container, start):
             decoded.append(1)
             yield frame
-    monkeypatch.setattr(VideoSource, "raw_frames", raw_frames)
+    monkeypatch.setattr(VideoSource, "_decode_from", decode_from)
     prepared = render.prepare(job(video, tmp_path / "out"))
     assert prepared.n_source == 7 and scans == []  # the count comes from the packets
+    assert len(decoded) == 1  # opening the file decodes frame 0 (its display matrix)...
     render.render(prepared, tiny_model())
-    assert len(decoded) == 7 and len(logged(tmp_path / "out")) == 13
+    assert len(decoded) == 7 and len(logged(tmp_path / "out")) == 13  # ...and the render goes on from it
 
 
 def test_a_decoder_failure_mid_video_names_the_frame(tmp_path):

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..ray_cluster import DistributedError, connection, explain, import_ray
+from ..ray_cluster import DistributedError, compute_with, connection, explain, import_ray
 from ..ray_private import loopback_torch_config
 from .checkpoint import StopSwitch, latest_checkpoint, read_log
 from .loop import Job, Outcome, Worker, train
@@ -67,12 +67,11 @@ def _use_loopback_store(port: int) -> None:
 def _worker(config: dict[str, Any]) -> None:
     """Body of one Ray Train worker."""
     import ray.train
-    import torch
     from ray.train.torch import get_device
 
     context = ray.train.get_context()
     folder = Path(config["folder"])
-    torch.set_num_threads(config["threads"])
+    compute_with(config["threads"])
     stop = StopSwitch(folder)
     worker = Worker(rank=context.get_world_rank(), world=context.get_world_size(), device=get_device(),
                     stop_requested=lambda: stop.path.exists())

@@ -66,7 +66,7 @@ class Job:
             raise SettingsError("--compression applies to folders of frames (PNG, EXR, TIFF); for a video choose "
                                 "--codec")
         if self.video_out and out.codec is not None:
-            from .media.video_out import check_codec
+            from .media.codecs import check_codec
 
             check_codec(out.codec)
 

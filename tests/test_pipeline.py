@@ -334,3 +334,37 @@ def test_a_task_of_the_shot_reads_each_frame_it_needs_once_and_makes_the_same_by
     for index in range(8, 13):
         name = whole.sink.naming.name(index)
         assert (tmp_path / "task" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("fails", ["commit", "stage"])
+def test_a_commit_thread_commits_in_order_and_nothing_after_a_failure(fails):
+    import threading
+
+    from emavfi.pipeline import WriterPool
+
+    committed: list[tuple[int, str]] = []
+
+    def stage(index, image, copy_of, raw):
+        time.sleep(0.01 * (index % 3))  # writers finish out of order
+        if fails == "stage" and index == 5:
+            raise OSError("read-only")
+        return index
+
+    def commit(index, staged):
+        assert staged == index
+        if fails == "commit" and index == 5:
+            raise RuntimeError("encoder failed")
+        committed.append((index, threading.current_thread().name))
+
+    pool = WriterPool(stage, commit, threads=3, commit_thread=True)
+    with pytest.raises((OSError, RuntimeError)):
+        try:
+            for index in range(12):
+                pool.write(index, None)
+            pool.close()
+        except BaseException:
+            pool.abort()
+            raise
+    assert [index for index, _ in committed] == [0, 1, 2, 3, 4]
+    assert committed[0][1] == threading.current_thread().name  # the first opens the encoder here
+    assert {name for _, name in committed[1:]} == {"emavfi-commit_0"}

@@ -16,7 +16,7 @@ from .video import VideoSource, _av
 # Output container (FFmpeg muxer) by extension; anything else is refused before work starts.
 MUXERS = MappingProxyType({".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi",
                            ".ts": "mpegts"})
-ENCODER_THREADS = 8
+ENCODER_THREADS = 4
 """Frame threads of a reproducible encoder (x264): fixed, as its bytes depend on the count, not on the machine."""
 
 

@@ -133,7 +133,7 @@ class VideoSource:
         import torch
 
         values = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        values = values.float() / (65535.0 if deep else 255.0)
+        values = values.float().div_(65535.0 if deep else 255.0)
         if self.apply_rotation and self.rotation:  # upright: the display matrix turns the picture counter-clockwise
             values = torch.rot90(values, self.rotation // 90, dims=(1, 2)).contiguous()
         return values

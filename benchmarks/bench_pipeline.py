@@ -304,7 +304,11 @@ def worker(spec: dict) -> dict:
 
         from emavfi import pipeline
 
-        pipeline.reuse_frame_buffers = lambda: ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
+        def mapped():
+            ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
+            return lambda: None
+
+        pipeline.reuse_frame_buffers = mapped
     counts = _Counts()
     source = Path(spec["input"])
     output = Path(spec["output"])

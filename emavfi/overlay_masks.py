@@ -21,43 +21,53 @@ def shrink(mask: torch.Tensor, px: int = 1) -> torch.Tensor:
 
 
 def _runs(free: torch.Tensor, dim: int) -> torch.Tensor:
-    """[h,w] int64 id of each maximal run of `free` pixels along dim (blocked pixels get ids of their own)."""
+    """[h*w] int64 id of each maximal run of `free` pixels along dim (blocked pixels get ids of their own)."""
     length = free.shape[dim]
     breaks = (~free).long().cumsum(dim) * 2 + (~free).long()  # a blocked pixel is its own run
     lines = torch.arange(free.shape[1 - dim]).view((-1, 1) if dim == 1 else (1, -1))
-    return lines * (2 * length + 2) + breaks
+    return (lines * (2 * length + 2) + breaks).flatten()
 
 
-def _spread(values: torch.Tensor, free: torch.Tensor, dim: int, reduce: str) -> torch.Tensor:
-    """values reduced (amax/amin) over each run of free pixels along dim, broadcast back to the run."""
-    ids = _runs(free, dim).flatten()
-    initial = values.flatten()
-    out = torch.full((int(ids.max()) + 1,), 0 if reduce == "amax" else int(initial.max()) + 1, dtype=values.dtype)
-    out = out.scatter_reduce(0, ids, initial, reduce=reduce, include_self=False)
-    return torch.where(free, out[ids].view_as(values), values)
+def _spread_min(labels: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
+    """[n] labels replaced by the smallest label of their run (ids [n], fewer than size runs)."""
+    out = torch.full((size,), labels.numel(), dtype=labels.dtype)
+    return out.scatter_reduce(0, ids, labels, reduce="amin", include_self=False)[ids]
+
+
+def components(mask: torch.Tensor) -> torch.Tensor:
+    """[h,w] int64 label of each 4-connected region of mask (the smallest pixel index in it), -1 outside.
+
+    Labels spread along whole rows and columns at once and jump along their own chains (a pixel takes the label
+    of the pixel its label names), so a long thin rim needs few rounds."""
+    n = mask.numel()
+    flat_mask = mask.flatten()
+    rows, cols = _runs(mask, 1), _runs(mask, 0)
+    size = int(max(rows.max(), cols.max())) + 1
+    labels = torch.arange(n)
+    while True:
+        spread = _spread_min(_spread_min(labels, rows, size), cols, size)
+        spread = torch.where(flat_mask, spread[spread], spread)
+        if torch.equal(spread, labels):
+            return torch.where(flat_mask, labels, -1).view_as(mask)
+        labels = spread
+
+
+def enclosed(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([h,w] bool the regions of False that mask [h,w] encloses (not reaching the border), [h,w] int64 the area
+    of the region each such pixel is in, 0 elsewhere)."""
+    outside = ~mask
+    labels = components(outside) + 1
+    border = torch.cat([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    reaching = torch.zeros(mask.numel() + 1, dtype=torch.bool)
+    reaching[border] = True
+    holes = outside & ~reaching[labels]
+    areas = torch.bincount(labels[holes], minlength=mask.numel() + 1)
+    return holes, torch.where(holes, areas[labels], 0)
 
 
 def fill_holes(mask: torch.Tensor) -> torch.Tensor:
     """mask [h,w] bool with every region of False it encloses (not reaching the border) set True."""
-    outside = ~mask
-    reach = torch.zeros_like(mask, dtype=torch.long)
-    reach[0], reach[-1], reach[:, 0], reach[:, -1] = 1, 1, 1, 1
-    reach = reach * outside
-    while True:
-        spread = _spread(_spread(reach, outside, 1, "amax"), outside, 0, "amax")
-        if torch.equal(spread, reach):
-            return mask | (outside & (reach == 0))
-        reach = spread
-
-
-def components(mask: torch.Tensor) -> torch.Tensor:
-    """[h,w] int64 label of each 4-connected region of mask (the smallest pixel index in it), -1 outside."""
-    labels = torch.where(mask, torch.arange(mask.numel()).view_as(mask), torch.full_like(mask, -1, dtype=torch.long))
-    while True:
-        spread = _spread(_spread(labels, mask, 1, "amin"), mask, 0, "amin")
-        if torch.equal(spread, labels):
-            return labels
-        labels = spread
+    return mask | enclosed(mask)[0]
 
 
 def drop_specks(mask: torch.Tensor, min_area: int) -> torch.Tensor:

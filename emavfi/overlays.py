@@ -28,14 +28,14 @@ import torch.nn.functional as F
 
 from . import cuts
 from .dedupe import NOISE_FLOOR  # half an 8-bit code value: the quietest footage's noise
-from .overlay_masks import components, drop_specks, fill_holes, grow, shrink, trim_edges
+from .overlay_masks import components, drop_specks, enclosed, grow, shrink, trim_edges
 from .overlay_motion import Motion, estimate, predict
 
 RUN = 24
 """A run is RUN + 1 consecutive frames (a second at 24 fps); the runs of frame j hold it."""
 CONTEXT = RUN + cuts.CUT_CONTEXT
 """The decision for frame j reads only frames max(0, j - CONTEXT) .. min(n - 1, j + CONTEXT)."""
-ANALYSIS = 480  # long side of the analysis picture, px
+ANALYSIS = 384  # long side of the analysis picture, px
 STABLE_SIGMAS = 3.5  # a steady pixel differs from frame j by at most this x the noise of a difference
 SAME_SIGN = 0.85  # a rim's gradient points its mean way in this share of the run's frames at least
 RIM_SIGMAS = 4.0  # a rim's mean gradient, x the noise of one frame's gradient
@@ -49,7 +49,7 @@ SEEN_SHARE = 0.5  # of a region's seeds, frame j shows this share at least
 MIN_SEEDS = 10  # a region holds this many seeds at least (the picture makes a stray one now and then)
 LARGE_HOLE = 2e-3  # of the analysis picture's pixels: a hole this large is held whole
 BRIDGE = 2  # analysis px: gaps up to 2 x BRIDGE in a region's rim still enclose its holes
-MIN_AREA = 1.5e-4  # of the analysis picture's pixels, at least 12: smaller specks are dropped
+MIN_AREA = 3e-4  # of the analysis picture's pixels: a region's rims and seeds cover this much at least
 NOISE_BLOCK = 8
 
 
@@ -97,7 +97,7 @@ def run_evidence(y: torch.Tensor, g: torch.Tensor, sigma: float, motion: Motion)
     """Rims, seeds [h,w] bool and the luma range (low, high [h,w]) of one run: lumas y [RUN+1,h,w], their
     gradients g [RUN+1,2,h,w], the run's noise sigma and the picture's motion from its first frame to its last."""
     mean = g.mean(0)
-    strength = mean.norm(dim=0)
+    strength = (mean[0].square() + mean[1].square()).sqrt()  # (torch.norm over dim 0 is slow on CPU)
     direction = mean / strength.clamp(min=1e-9)
     low, high = y.amin(0), y.amax(0)
     steady = ((g * direction).sum(1) > 0).float().mean(0) >= SAME_SIGN
@@ -109,7 +109,7 @@ def run_evidence(y: torch.Tensor, g: torch.Tensor, sigma: float, motion: Motion)
     rims = steady & (strength > RIM_SIGMAS * gradient_noise) & (beside <= SHARP * strength)
     travel = motion.displacement(*y.shape[-2:])
     across = (direction * travel).sum(0).abs()  # how far the picture moved across the edge
-    seeds = rims & (across >= MIN_TRAVEL) & (across * strength > SEED_SIGMAS * gradient_noise * travel.norm(dim=0))
+    seeds = rims & (across >= MIN_TRAVEL) & (across * strength > SEED_SIGMAS * gradient_noise * (travel[0].square() + travel[1].square()).sqrt())
     apart = unexplained(y[0], y[-1], motion) > EXPLAINED_SIGMAS * math.sqrt(2) * sigma
     seeds &= apart
     return {"rims": rims, "seeds": seeds, "low": low, "high": high, "mean": mean, "apart": apart}
@@ -146,24 +146,35 @@ def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overlaid:
     """[h,w] bool overlay regions of a frame: the rims connected to MIN_SEEDS seeds or more, most of them seen in
     the frame's own picture [h,w] (an overlay that has not appeared yet is not), gaps up to 2 x BRIDGE bridged,
     enclosed holes filled (narrow ones where `overlaid`: steady or not explained by the picture's motion), the
-    outermost pixel kept where the edge lies outside it, specks dropped."""
+    outermost pixel kept where the edge lies outside it; specks (under MIN_AREA) are not regions."""
     if int(seen.sum()) < MIN_SEEDS:
         return torch.zeros_like(seeds)
+    rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+    margin = max(seen.shape) // 8  # a region reaches this far from its seen seeds at most (work on that part)
+    y0, y1 = max(0, int(rows[0]) - margin), min(seen.shape[0], int(rows[-1]) + margin + 1)
+    x0, x1 = max(0, int(cols[0]) - margin), min(seen.shape[1], int(cols[-1]) + margin + 1)
+    found = torch.zeros_like(seeds)
+    found[y0:y1, x0:x1] = _regions(*(t[y0:y1, x0:x1] for t in (seeds, seen, rims, overlaid, picture)),
+                                   MIN_AREA * seeds.numel(), LARGE_HOLE * seeds.numel())
+    return found
+
+
+def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overlaid: torch.Tensor,
+             picture: torch.Tensor, min_area: float, large_hole: float) -> torch.Tensor:
+    """shape() on a part of the frame."""
     connected = seeds | rims
     labels = components(connected) + 1
     count = torch.bincount(labels[seeds], minlength=labels.numel() + 1)
     count_seen = torch.bincount(labels[seen], minlength=labels.numel() + 1)
-    kept = (count_seen >= MIN_SEEDS) & (count_seen >= SEEN_SHARE * count)
+    area = torch.bincount(labels[connected], minlength=labels.numel() + 1)
+    kept = (count_seen >= MIN_SEEDS) & (count_seen >= SEEN_SHARE * count) & (area >= min_area)
     region = kept[labels] & connected
     bridged = region | shrink(grow(region, BRIDGE), BRIDGE)
-    filled = fill_holes(bridged)
+    holes, hole_area = enclosed(bridged)
     # a bridge or a small hole (between two subtitle lines, inside a letter) is held only where it stays put or
     # the picture's motion does not explain it; a large hole (inside a logo's plate) is held whole
-    holes = filled & ~bridged
-    labels = components(holes) + 1
-    large = torch.bincount(labels[holes], minlength=labels.numel() + 1) >= LARGE_HOLE * holes.numel()
-    region = trim_edges(region | (filled & (large[labels] & holes | overlaid)), picture)
-    return drop_specks(region, max(12, round(MIN_AREA * region.numel())))
+    region = trim_edges(region | holes & (hole_area >= large_hole) | (bridged | holes) & overlaid, picture)
+    return drop_specks(region, max(12, round(min_area)))  # bits a bridge or a trim left on their own
 
 
 # ----------------------------------------------------------------------------------------------- a clip

@@ -72,13 +72,13 @@ def test_a_frame_is_decided_the_same_in_any_batch_or_task():
 
 
 def test_masks_come_back_at_full_size_from_the_reduced_analysis():
-    assert overlays.analysis_factor(1080, 1920) == 4 and overlays.analysis_factor(144, 256) == 1
+    assert overlays.analysis_factor(1080, 1920) == 5 and overlays.analysis_factor(144, 256) == 1
     frames = torch.zeros(1, 3, 1081, 1919)
-    assert overlays.lumas(frames).shape == (1, 271, 480)
-    masks = torch.zeros(2, 271, 480, dtype=torch.bool)
-    masks[0, 270, 3] = True
+    assert overlays.lumas(frames).shape == (1, 217, 384)
+    masks = torch.zeros(2, 217, 384, dtype=torch.bool)
+    masks[0, 216, 3] = True  # the last row: one of five full-size rows is left
     big = overlays.full_size(masks, (1081, 1919))
-    assert big.shape == (2, 1081, 1919) and big[0, 1080, 12:16].all() and int(big.sum()) == 4
+    assert big.shape == (2, 1081, 1919) and big[0, 1080, 15:20].all() and int(big.sum()) == 5
 
 
 def test_the_pictures_motion_is_measured_under_an_overlay():

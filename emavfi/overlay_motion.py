@@ -181,7 +181,8 @@ def predict(earlier: torch.Tensor, later: torch.Tensor, motion: Motion) -> torch
     ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
     xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
     sx, sy = back.scale * xs + back.dx, back.scale * ys + back.dy
-    grid = torch.stack([(sx * 2 / max(w - 1, 1))[None].expand(h, -1), (sy * 2 / max(h - 1, 1))[:, None].expand(-1, w)], -1)
+    grid = torch.stack([(sx * 2 / max(w - 1, 1))[None].expand(h, -1),
+                        (sy * 2 / max(h - 1, 1))[:, None].expand(-1, w)], -1)
     carried = F.grid_sample(earlier[None, None], grid[None], mode="bilinear", padding_mode="border",
                             align_corners=True)[0, 0]
     gain = later.std() / carried.std().clamp(min=1e-6)

@@ -2,17 +2,20 @@
 
 Every frame gets its luma at analysis size (ANALYSIS px on the long side at most), its noise, its signed
 gradients and the picture's motion from the frame before (emavfi.overlay_motion: a scale and a shift). A run is
-RUN + 1 consecutive frames of one shot. Over a run, a pixel is on an overlay's rim when its gradient points the
-same way in every frame and their mean is clearly above noise (RIM_SIGMAS): an opaque overlay's edges are
-constant, and a semi-transparent logo's edges show through a moving picture with a steady sign. It is a seed
-when, besides, the picture's own motion carries it at least MIN_TRAVEL px during the run and its mean gradient
-has a clear part along that motion (SEED_SIGMAS): a zoom's still centre, a slow pan and an edge sliding along
-itself are explained by the motion, an overlay is not.
+RUN + 1 consecutive frames of one shot; its evidence is computed once. Over a run, a pixel is on a rim when its mean
+gradient is clearly above noise (RIM_SIGMAS), sharp (SHARP: the motion blurs the picture's mean edges, not an
+overlay's) and steady: it points the same way in most frames (SAME_SIGN: a semi-transparent logo's edges show
+through a moving picture that way) or the pixel's value stays put (an opaque box, whatever lies beside it). A rim
+pixel is a seed when the picture's motion carries the picture at least MIN_TRAVEL px across its edge during the run,
+mostly across (ACROSS: a zoom's still centre, a slow pan and an edge sliding along itself are not) and the run's last
+frame is not its first carried by that motion there (EXPLAINED_SIGMAS).
 
-The overlays of frame j are the rims connected to seeds over the runs that hold j (runs never cross a scene
-cut, emavfi.cuts), with small gaps bridged (BRIDGE), the holes they enclose filled (the changing digits of a
-timecode box, a health bar, a logo's plate) and specks dropped; the outermost pixel of a region is kept only where
-it stays put (a central difference marks both sides of an edge).
+The overlays of frame j: over the runs that hold j (runs never cross a scene cut, emavfi.cuts), the rims connected
+to MIN_SEEDS seeds or more, most of them shown in frame j itself (SEEN_SHARE: an overlay that has not appeared yet
+is not), gaps up to 2 x BRIDGE bridged, enclosed holes filled (the changing digits of a timecode box, a health bar,
+a logo's plate; small holes and the bridges only where the pixels stay put or do not move with the picture, so
+the picture between two subtitle lines is not held), and the outermost pixel trimmed where the edge lies inside
+it (a central difference marks both sides of an edge).
 
 The decision for frame j reads only frames j - CONTEXT .. j + CONTEXT, so any batch, task or worker decides a
 frame the same. Masks come back at full size.
@@ -41,6 +44,7 @@ SAME_SIGN = 0.85  # a rim's gradient points its mean way in this share of the ru
 RIM_SIGMAS = 4.0  # a rim's mean gradient, x the noise of one frame's gradient
 SEED_SIGMAS = 3.0  # a seed's mean gradient along the picture's motion, x the same
 MIN_TRAVEL = 8.0  # analysis px the picture under a seed moves across it during the run
+ACROSS = 0.7  # and this share of its whole travel at least (a straight line sliding nearly along itself: no seed)
 SIDE = 2.0  # px either side of a seed where its mean gradient (across the edge) is read
 SHARP = 0.3  # and is at most this x the seed's own: the motion blurs the picture's mean edges, not an overlay's
 EXPLAINED_SIGMAS = 3.5  # a seed's last frame differs from its first carried by the picture's motion by more
@@ -109,7 +113,9 @@ def run_evidence(y: torch.Tensor, g: torch.Tensor, sigma: float, motion: Motion)
     rims = steady & (strength > RIM_SIGMAS * gradient_noise) & (beside <= SHARP * strength)
     travel = motion.displacement(*y.shape[-2:])
     across = (direction * travel).sum(0).abs()  # how far the picture moved across the edge
-    seeds = rims & (across >= MIN_TRAVEL) & (across * strength > SEED_SIGMAS * gradient_noise * (travel[0].square() + travel[1].square()).sqrt())
+    distance = (travel[0].square() + travel[1].square()).sqrt()
+    seeds = rims & (across >= MIN_TRAVEL) & (across >= ACROSS * distance) \
+        & (across * strength > SEED_SIGMAS * gradient_noise * distance)
     apart = unexplained(y[0], y[-1], motion) > EXPLAINED_SIGMAS * math.sqrt(2) * sigma
     seeds &= apart
     return {"rims": rims, "seeds": seeds, "low": low, "high": high, "mean": mean, "apart": apart}

@@ -159,8 +159,18 @@ def _instrument(counts: _Counts, input_path: Path) -> None:
             yield frame
 
     video.VideoSource._decoded = decoded
+    if hasattr(video.VideoSource, "_decode_from"):  # the newest code decodes every frame there, the first one too
+        original_from = video.VideoSource._decode_from
+
+        def decode_from(self, container, start):
+            for frame in original_from(self, container, start):
+                counts.add("decodes")
+                yield frame
+
+        video.VideoSource._decode_from = decode_from
+        return _wrap(video_out.VideoSink, "_to_frame", lambda *a, **k: counts.add("encodes"))
     original_raw = getattr(video.VideoSource, "raw_frames", None)
-    if original_raw is not None:  # the new code decodes here (and in _decoded only for streams without timestamps)
+    if original_raw is not None:  # later code decodes here (and in _decoded only for streams without timestamps)
         def raw_frames(self, start=0):
             for frame in original_raw(self, start):
                 counts.add("decodes")
@@ -289,6 +299,12 @@ def worker(spec: dict) -> dict:
     from emavfi.schedule import Request
     from emavfi.settings import OutputOptions, RunOptions, Settings
 
+    if spec.get("buffers") == "map":  # the former policy: every buffer over 4 MiB mapped afresh (and unmapped)
+        import ctypes
+
+        from emavfi import pipeline
+
+        pipeline.reuse_frame_buffers = lambda: ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
     counts = _Counts()
     source = Path(spec["input"])
     _instrument(counts, source)
@@ -426,6 +442,8 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="for --model: where the network runs")
     parser.add_argument("--precision", default="fp16", help="for --model: fp16, bf16 or fp32")
     parser.add_argument("--compression-table", action="store_true", help="only the size/time of each --compression")
+    parser.add_argument("--buffers", default="reuse", help="new code's memory policy: reuse (the code's), map "
+                        "(every buffer over 4 MiB mapped afresh, as before), or reuse,map for both")
     args = parser.parse_args()
     if args.compression_table:
         h, w = (int(v) for v in args.size.lower().split("x"))
@@ -436,7 +454,9 @@ def main() -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     h, w = (int(v) for v in args.size.lower().split("x"))
-    codes = [("new", ROOT)] + ([(args.base, base_tree(args.base))] if args.base else [])
+    policies = args.buffers.split(",")
+    codes = [("new" if policy == "reuse" else f"new, {policy}", ROOT, policy) for policy in policies]
+    codes += [(args.base, base_tree(args.base), "")] if args.base else []
     print(f"CPU: {cpu_line()}")
     print(f"{args.frames} input frames {w}x{h}, x2, cuts on; per output frame: wall ms, around the network ms, "
           "CPU ms (all threads, network included), decodes per input frame, encodes per output frame, copies "
@@ -454,15 +474,15 @@ def main() -> int:
                 for repeat in range(args.repeats):
                     order = codes if turn % 2 == 0 else codes[::-1]  # alternate which code goes first
                     turn += 1
-                    for label, tree in order:
+                    for label, tree, policy in order:
                         out = root / f"{label}-{case}-{delay}-{repeat}" / out_name
                         spec = {"input": str(footage[kind]), "output": str(out), "delay": delay / 1000,
                                 "model": args.model, "weights": args.weights, "device": args.device,
-                                "precision": args.precision}
+                                "precision": args.precision, "buffers": policy}
                         result = run_one(tree, spec, args.timeout)
                         if label not in best or result["wall"] < best[label]["wall"]:
                             best[label] = result
-                for label, _ in codes:
+                for label, *_ in codes:
                     print(_row(case, delay, label, best[label]), flush=True)
     return 0
 

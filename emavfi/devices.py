@@ -114,4 +114,4 @@ def cpu_bf16_problem(flags: Iterable[str] | None = None) -> str | None:
         return None
     return ("--precision bf16 on the CPU needs native bf16 (AMX or AVX-512 BF16), which this CPU lacks: PyTorch "
             "would emulate it, slower than fp32 and less exact, and OpenVINO would compute in f32 anyway; use "
-            "--precision fp32 (the default)")
+            "--precision fp32 or auto (the default, fp32 on the CPU)")

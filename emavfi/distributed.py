@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import EmaVfiError
-from .ray_cluster import DistributedError, connection, explain, import_ray, one_line
+from .ray_cluster import (DistributedError, compute_with, connection, explain, import_ray, one_line, worker_slots,
+                          worker_threads)
 
 if TYPE_CHECKING:
     import torch
@@ -66,9 +67,7 @@ class ShotWorker:
     """The body of one Ray actor: the job's model (loaded once, from the object store) and its prepared shot."""
 
     def __init__(self, job: Job, threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)  # before the model exists: OpenVINO's and ONNX Runtime's threads follow it
+        compute_with(threads)
         self._job = job
         self._model: Model | None = None
         self._prepared: Prepared | None = None
@@ -157,7 +156,7 @@ def render(job: Job, *, address: str | None = None, workers: int | None = None, 
     ray = import_ray()
     _check_arguments(job, workers, cpus_per_worker, threads, task_frames)
     started = time.monotonic()
-    threads = threads or _driver_threads()
+    threads = worker_threads(threads)
 
     with connection(ray, address, workers, cpus_per_worker or 1):
         pool = _start_workers(ray, _worker_job(job), workers, cpus_per_worker, threads, runtime_env)
@@ -191,13 +190,6 @@ def _check_arguments(job: Job, workers: int | None, cpus_per_worker: int | None,
             raise DistributedError(f"{name} must be a whole number >= {low}; got {value!r}")
 
 
-def _driver_threads() -> int:
-    """The torch threads a one-process run of this job would compute with here."""
-    import torch
-
-    return torch.get_num_threads()
-
-
 def _state_for(job: Job) -> dict[str, torch.Tensor]:
     """The job's weights as a state dict, read here once (workers need neither the file nor the Hub)."""
     from .loading import weights_path
@@ -218,17 +210,9 @@ class _Member:
 
 def _start_workers(ray: Any, job: Job, workers: int | None, cpus_per_worker: int | None, threads: int,
                    runtime_env: Mapping[str, Any] | None) -> list[_Member]:
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    on_gpu = gpus > 0 and job.settings.device != "cpu"
-    if cpus_per_worker is None:  # a worker reserves the cores it computes on, as far as the cluster has them
-        cpus_per_worker = 1 if on_gpu else max(1, min(threads, cpus // (workers or 1)))
-    room = min(gpus, cpus // cpus_per_worker) if on_gpu else cpus // cpus_per_worker
-    count = workers or room
-    if count < 1 or count > room:
-        what = f"{gpus} GPU(s)" if on_gpu else f"{cpus} CPU(s), {cpus_per_worker} per worker"
-        raise DistributedError(f"the Ray cluster has room for {room} worker(s) ({what}); asked for {count}")
-    options: dict[str, Any] = {"num_cpus": cpus_per_worker, "num_gpus": 1 if on_gpu else 0,
+    slots = worker_slots(ray, job.settings.device, workers, cpus_per_worker, threads)
+    count = slots.workers
+    options: dict[str, Any] = {"num_cpus": slots.cpus, "num_gpus": 1 if slots.gpu else 0,
                                "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_RESTARTS}
     if runtime_env is not None:
         options["runtime_env"] = dict(runtime_env)

@@ -21,14 +21,30 @@ def hdr_encode(x: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
     The shoulder u / (1 + u / c) has slope 1 at the knee, so the curve is smooth, and is exactly invertible.
     """
     span, stiffness = _hdr_curve(peak)
-    u = ((x - HDR_KNEE) / span).clamp(min=0)
-    mapped = torch.where(x > HDR_KNEE, HDR_KNEE + span * u / (1 + u / stiffness), x)
-    return torch.where((peak > 1).view(-1, 1, 1, 1), mapped.clamp(max=1), x)
+    # In place on one working copy: the same operations, in the same order, as the formula above.
+    u = x.sub(HDR_KNEE).div_(span).clamp_(min=0)
+    shoulder = u.div(stiffness).add_(1)
+    u.mul_(span).div_(shoulder).add_(HDR_KNEE)
+    del shoulder
+    torch.where(x > HDR_KNEE, u, x, out=u)
+    u.clamp_(max=1)
+    return _unchanged_rows(u, x, peak)
 
 
 def hdr_decode(y: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
     """Inverse of hdr_encode: [0, 1] back to [0, peak] (rows with peak <= 1 are left unchanged)."""
     span, stiffness = _hdr_curve(peak)
-    g = ((y - HDR_KNEE) / span).clamp(0, 1)
-    mapped = torch.where(y > HDR_KNEE, HDR_KNEE + span * g / (1 - g / stiffness), y)
-    return torch.where((peak > 1).view(-1, 1, 1, 1), mapped, y)
+    g = y.sub(HDR_KNEE).div_(span).clamp_(0, 1)
+    shoulder = g.div(stiffness).neg_().add_(1)  # 1 - g / c
+    g.mul_(span).div_(shoulder).add_(HDR_KNEE)
+    del shoulder
+    torch.where(y > HDR_KNEE, g, y, out=g)
+    return _unchanged_rows(g, y, peak)
+
+
+def _unchanged_rows(mapped: torch.Tensor, x: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """mapped with the rows whose peak is at most 1 put back to x (they are not mapped)."""
+    keep = peak <= 1
+    if bool(keep.any()):
+        mapped[keep] = x[keep]
+    return mapped

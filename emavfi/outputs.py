@@ -22,13 +22,16 @@ from typing import IO, Any
 
 from .errors import EmaVfiError
 from .files import atomic_write, default_mode, sha256_of, stale_partials, try_lock
+from .provenance import THREADS_KEY, WEIGHTS_KEY
 from .sequences import describe_numbers
 
 LOCK_NAME = ".emavfi.lock"
 RECORD_NAME = ".emavfi-run.json"
 LOG_NAME = ".emavfi-frames.log"
 # Record entries learnt only once the weights are resolved (after the folder was checked and locked).
-LATE_KEYS = ("weights_sha256",)  # = provenance.WEIGHTS_KEY
+LATE_KEYS = (WEIGHTS_KEY,)
+# Record entries added since the first release: a folder whose record lacks one is resumed without judging it.
+ADDED_KEYS = (THREADS_KEY,)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".dpx", ".webp", ".bmp"})
 
 
@@ -148,7 +151,8 @@ class OutputFolder:
         ours = self._recorded_files(before) if before else {}
         if before is not None:  # facts not known yet (weights not downloaded) are taken as the folder has them
             known = {k: before[k] for k in LATE_KEYS if k in before and self.record.get(k) is None}
-            self.record = {**self.record, **known}
+            unrecorded = () if self.overwrite else {k for k in ADDED_KEYS if k not in before}
+            self.record = {k: v for k, v in {**self.record, **known}.items() if k not in unrecorded}
         if before is None:
             foreign = [p.name for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if foreign:
@@ -159,7 +163,8 @@ class OutputFolder:
             if not self.overwrite:
                 raise OutputFolderError(
                     f"{self.folder} holds the output of a different run ({describe_differences(before, self.record)}); "
-                    "use the same command to resume it, --overwrite to replace its frames, or another folder")
+                    f"use {_same_command(before, self.record)} to resume it, --overwrite to replace its frames, or "
+                    "another folder")
             self._delete(self._replaceable(before, ours))
         elif self.overwrite:
             self._delete(self._replaceable(before, ours))
@@ -318,6 +323,14 @@ def describe_differences(before: dict[str, Any], now: dict[str, Any]) -> str:
     a, b = _comparable(before), _comparable(now)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return "; ".join(f"{k} {_short(a.get(k))} there, {_short(b.get(k))} now" for k in keys)
+
+
+def _same_command(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """How to repeat the recorded run: the same command, with the recorded torch threads where they differ."""
+    threads = before.get(THREADS_KEY)
+    if threads is not None and now.get(THREADS_KEY) not in (None, threads):
+        return f"the same command with OMP_NUM_THREADS={threads}"
+    return "the same command"
 
 
 def _missing_folders(folder: Path) -> list[Path]:

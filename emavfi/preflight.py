@@ -174,7 +174,7 @@ def channels_note(source: Any, path: Path, codec: str | None) -> str | None:
         shown = [names[order[k]] if names and order and k < len(order) else f"channel {k}" for k in extra]
         notes.append(f"channels {', '.join(shown)} left out: a video holds RGB and alpha only")
     if alpha is not None:
-        from .media.video_out import codec_keeps_alpha
+        from .media.codecs import codec_keeps_alpha
 
         if not codec_keeps_alpha(codec, path):
             if codec is not None:
@@ -190,7 +190,13 @@ def check_prepared(prepared: Any) -> None:
     headers were checked as the input was opened (`check_frame_headers`)."""
     out = prepared.job.settings.output
     if prepared.job.video_out:
+        from .dedupe import unwrap
+        from .media.codecs import check_frame_width
+
         channels_note(prepared.source, prepared.job.output, out.codec)  # refuses alpha to a codec without it
+        depth = out.bit_depth
+        check_frame_width(out.codec, prepared.job.output, unwrap(prepared.source),
+                          int(depth) if depth and depth.isdigit() else None)
 
 
 def notes(prepared: Any) -> list[str]:

@@ -1,8 +1,9 @@
 """What decides the pixels of a run, recorded in its output folder (emavfi.outputs' run record).
 
-Weights (sha256), variant, precision, backend, device type, batch size, flow scale, TTA, cut threshold,
-dedupe, the schedule itself, input and output format: a farm task or a `--resume` whose value differs is refused
-with a line naming the difference, so one folder never mixes frames of two models or two precisions.
+Weights (sha256), variant, precision, backend, device type, torch's thread count on a CPU, batch size, flow scale,
+TTA, cut threshold, dedupe, the schedule itself, input and output format: a farm task or a `--resume` whose value
+differs is refused with a line naming the difference, so one folder never mixes frames of two models or two
+precisions. A record written before a key existed is resumed as it is (emavfi.outputs.ADDED_KEYS).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from .files import sha256_of
 
 WEIGHTS_KEY = "weights_sha256"
+THREADS_KEY = "torch_threads"
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,6 +49,18 @@ def schedule_digest(schedule: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def cpu_threads(device_type: str, backend: str) -> int | None:
+    """torch's thread count where a run computes on the CPU, else None: on a CPU it decides the last bits (oneDNN
+    picks its blocking by it, element-wise kernels round each thread's tail; OpenVINO and ONNX Runtime take it)."""
+    from .backends import CPU_RUNTIMES
+
+    if device_type != "cpu" and backend not in CPU_RUNTIMES:
+        return None
+    import torch
+
+    return torch.get_num_threads()
+
+
 def record(prepared: Any) -> dict[str, Any]:
     """The run record of a prepared job: everything that decides its output pixels and names."""
     from .devices import run_device, run_dtype
@@ -54,11 +68,12 @@ def record(prepared: Any) -> dict[str, Any]:
     s = prepared.job.settings
     device = run_device(s.device)
     precision = str(run_dtype(s.precision, device)).removeprefix("torch.")
+    backend = getattr(s, "backend", "torch")
     return {"tool": "emavfi", "input": str(prepared.job.input.resolve()), "input_frames": prepared.n_source,
             "output_frames": prepared.total, "request": repr(s.request), "variant": s.model_variant,
-            WEIGHTS_KEY: weights_sha256(s), "precision": precision, "backend": getattr(s, "backend", "torch"),
-            "device_type": device.type, "chunk": s.run.chunk, "tta": s.run.tta, "scale": s.run.scale,
-            "cut_threshold": s.run.cut_threshold, "dedupe": _dedupe(prepared),
+            WEIGHTS_KEY: weights_sha256(s), "precision": precision, "backend": backend, "device_type": device.type,
+            THREADS_KEY: cpu_threads(device.type, backend), "chunk": s.run.chunk, "tta": s.run.tta,
+            "scale": s.run.scale, "cut_threshold": s.run.cut_threshold, "dedupe": _dedupe(prepared),
             "schedule": schedule_digest(prepared.schedule),
             "format": [s.output.format, s.output.bit_depth, s.output.colorspace], **_protect(prepared)}
 

@@ -12,7 +12,7 @@ import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import ray_private
 from .errors import DistributedError, one_line  # both also for distributed.py
@@ -133,6 +133,50 @@ def _bootstrap_address(address: str) -> str | None:
     if address != "auto":
         return address if ":" in address else f"{address}:6379"
     return ray_private.auto_address(import_ray())
+
+
+class Slots(NamedTuple):
+    """How many Ray workers a job starts, and what each reserves."""
+
+    workers: int
+    cpus: int  # Ray CPUs each reserves
+    gpu: bool  # one GPU each
+
+
+def worker_slots(ray: Any, device: str, workers: int | None, cpus_per_worker: int | None, threads: int) -> Slots:
+    """Workers for a job (render, evaluate) on the connected cluster: one per GPU (unless `device` is "cpu"), else
+    one per `cpus_per_worker` CPUs, by default `threads` (fewer where the cluster has less room per asked-for worker:
+    those then share cores); DistributedError where the `workers` asked for do not fit."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    on_gpu = gpus > 0 and device != "cpu"
+    if cpus_per_worker is None:  # a worker reserves the cores it computes on, as far as the cluster has them
+        cpus_per_worker = 1 if on_gpu else max(1, min(threads, cpus // (workers or 1)))
+    room = min(gpus, cpus // cpus_per_worker) if on_gpu else cpus // cpus_per_worker
+    count = workers or room
+    if count < 1 or count > room:
+        what = f"{gpus} GPU(s)" if on_gpu else f"{cpus} CPU(s), {cpus_per_worker} per worker"
+        raise DistributedError(f"the Ray cluster has room for {room} worker(s) ({what}); asked for {count}")
+    return Slots(count, cpus_per_worker, on_gpu)
+
+
+def worker_threads(threads: int | None = None) -> int:
+    """The torch threads every Ray worker computes with: `threads`, by default this process's (what a one-process
+    run uses here). CPU arithmetic depends on the count (oneDNN picks its blocking by it, and element-wise kernels
+    round a thread's last few values differently), so workers with the driver's count make its bytes."""
+    if threads is not None:
+        return threads
+    import torch
+
+    return torch.get_num_threads()
+
+
+def compute_with(threads: int) -> None:
+    """In a Ray worker, before its model exists: torch computes with `threads` threads (OpenVINO's and ONNX Runtime's
+    threads follow torch's)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def explain(exc: BaseException, who: str) -> str:

@@ -53,23 +53,34 @@ def auto_address(ray: Any) -> str | None:
         return None
 
 
-def loopback_torch_config(ray: Any, backend: str, host_store: Callable[[int], int],
+def loopback_torch_config(ray: Any, backend: str, open_store: Callable[[int], Any],
                           use_store: Callable[[int], None]) -> Any:
-    """A Ray Train TorchConfig whose process group meets through a store that rank 0 hosts (host_store(world) ->
-    port, on rank 0) and every worker joins (use_store(port)): Ray's own set-up, with our rendezvous."""
+    """A Ray Train TorchConfig whose process group meets through a store that Ray Train's set-up opens
+    (open_store(world) -> an object with `port` and `close()`, held by the backend until it shuts down) and every
+    worker joins (use_store(port)): Ray's own set-up, with our rendezvous."""
     _checked(ray)
     from ray.train.torch import TorchConfig
     from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
 
     class LoopbackBackend(_TorchBackend):
+        store: Any = None  # the open rendezvous store of this run, owned by this backend instance
+
         def on_start(self, worker_group: Any, backend_config: Any) -> None:
             world = len(worker_group)
-            port = worker_group.execute_single(0, host_store, world)
-            worker_group.execute(use_store, port)
+            self.store = open_store(world)
+            worker_group.execute(use_store, self.store.port)
             worker_group.execute(_set_torch_distributed_env_vars)
             ray.get([worker_group.execute_single_async(
                 rank, _setup_torch_process_group, backend=backend_config.backend, world_rank=rank, world_size=world,
                 init_method="env://", timeout_s=backend_config.timeout_s) for rank in range(world)])
+
+        def on_shutdown(self, worker_group: Any, backend_config: Any) -> None:
+            try:
+                super().on_shutdown(worker_group, backend_config)
+            finally:
+                if self.store is not None:
+                    self.store.close()
+                    self.store = None
 
     class LoopbackConfig(TorchConfig):
         @property

@@ -66,7 +66,7 @@ class Job:
             raise SettingsError("--compression applies to folders of frames (PNG, EXR, TIFF); for a video choose "
                                 "--codec")
         if self.video_out and out.codec is not None:
-            from .media.video_out import check_codec
+            from .media.codecs import check_codec
 
             check_codec(out.codec)
 
@@ -290,13 +290,14 @@ def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None,
                            audio=_audio_choice(prepared, note))
     committed = []
 
-    def append(index: int, frame: Any) -> None:  # encoded in order, in this thread
+    def append(index: int, frame: Any) -> None:  # encoded in order, in the pool's commit thread
         sink.append(index, frame)
         committed.append(index)
         if progress is not None:
             progress(len(committed), len(prepared.requested))
 
-    pool = WriterPool(lambda index, image, *_: sink.convert(index, image), append, threads=_io_threads(prepared))
+    pool = WriterPool(lambda index, image, *_: sink.convert(index, image), append, threads=_io_threads(prepared),
+                      commit_thread=True)
     try:
         report = _pipelined(prepared, model, _frames(prepared), pool, prepared.requested, cancel, in_order=True)
         sink.close()

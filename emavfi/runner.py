@@ -246,11 +246,11 @@ class Runner:
     def _send(self, frames: torch.Tensor, pairs: list[int]) -> _Batch:
         """The batch's frames on the device in the network's domain (see Runner: hdr)."""
         index = sorted(set(pairs) | {p + 1 for p in pairs})
-        raw = frames[index].to(self.device, torch.float32)
+        raw = (frames if index == list(range(frames.shape[0])) else frames[index]).to(self.device, torch.float32)
         row = {frame: k for k, frame in enumerate(index)}
         rgb, extra = raw[:, :3], [raw[:, 3:]]
         if self.hdr is False:
-            x = torch.cat([rgb.clamp(0, 1)] + extra, 1).to(self.dtype)
+            x = _channels([rgb.clamp(0, 1)] + extra).to(self.dtype)
             return _Batch(x, {p: row[p] for p in pairs}, {p: row[p + 1] for p in pairs}, None, False)
         negatives = bool((rgb < 0).any())
         if negatives:
@@ -262,8 +262,8 @@ class Runner:
             x = torch.cat([rgb] + extra, 1).to(self.dtype)
             return _Batch(x, {p: row[p] for p in pairs}, {p: row[p + 1] for p in pairs}, None, negatives)
         # Each pair compresses its frames with its own peak, so pairs cannot share a frame's row here.
-        sides = [[row[p] for p in pairs], [row[p + 1] for p in pairs]]
-        x = torch.cat([torch.cat([hdr_encode(rgb[side], peak)] + [e[side] for e in extra], 1) for side in sides])
+        both = [row[p] for p in pairs] + [row[p + 1] for p in pairs]  # every first frame, then every second
+        x = _channels([hdr_encode(rgb[both], torch.cat([peak, peak]))] + [e[both] for e in extra])
         count = len(pairs)
         return _Batch(x.to(self.dtype), {p: k for k, p in enumerate(pairs)},
                       {p: count + k for k, p in enumerate(pairs)}, dict(zip(pairs, peak.split(1))), negatives)
@@ -334,7 +334,13 @@ class Runner:
             for k in sorted(range(len(keys)), key=keys.__getitem__):
                 out(*keys[k], frames[k])
 
-        self._copies.add(torch.cat([rgb, extra], 1), deliver)  # CUDA: copied while the next call computes
+        self._copies.add(_channels([rgb, extra]), deliver)  # CUDA: copied while the next call computes
+
+
+def _channels(parts: list[torch.Tensor]) -> torch.Tensor:
+    """parts joined along channels ([B,C,H,W] each); the first itself, not a copy, when the others have none."""
+    parts = [parts[0]] + [p for p in parts[1:] if p.shape[1]]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 class _Emitter:

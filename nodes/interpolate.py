@@ -11,10 +11,12 @@ from . import host, metabatch
 from .frames import check_images, check_mask
 from .model import require_model
 from .run import Held, cut_text, protect_options, placeholder_mask, run_clip, run_options, timeline
-from .spec import clip_node_schema, dedupe_inputs, io, overlay_mask_output, run_inputs
+from .spec import ClipNodeSchema, dedupe_inputs, io, run_inputs
 from .state import PackNode
 
 NAME = "EMA-VFI Interpolate"
+DESCRIPTION = ("Raises the frame rate of a clip: makes (N-1) x multiplier + 1 frames from N, keeping the original "
+               "frames unchanged. Optional mask is interpolated with the same motion.")
 
 # auto: direct for `_t` models, bisection for t = 0.5-only ones (emavfi.schedule.make_schedule decides).
 MODES = ("auto", "direct", "recursive")
@@ -35,42 +37,40 @@ def make_request(multiplier: int, mode: str, timesteps: str = "", fps: float = 0
     return schedule.Request(multiplier=multiplier, source_fps=source_fps, method=_METHODS[mode])
 
 
-class InterpolateNode(PackNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return clip_node_schema(
-            "EMAVFI_Interpolate", NAME,
-            description=("Raises the frame rate of a clip: makes (N-1) x multiplier + 1 frames from N, keeping the "
-                         "original frames unchanged. Optional mask is interpolated with the same motion."),
-            inputs=[
-                io.Int.Input("multiplier", default=2, min=2, max=schedule.MAX_MULTIPLIER, step=1,
-                             tooltip="Frame-rate factor: output has (N-1) x multiplier + 1 frames."),
-                io.Combo.Input("mode", options=list(MODES), default="auto", tooltip="auto: every in-between time "
-                               "from one feature pass with `_t` models, repeated halving at t = 0.5 with the others. "
-                               "direct: one feature pass with any model. recursive: repeated halving (any model; "
-                               "multiplier 2, 4, 8 or 16)."),
-                io.String.Input("timesteps", default="", placeholder="e.g. 0.25, 0.5, 0.75 (empty: use multiplier)",
-                                optional=True, tooltip="Optional explicit in-between times per frame pair, e.g. "
-                                "'0.25, 0.5, 0.75' or '1/3, 2/3'; replaces the multiplier when set. Each in (0, 1), "
-                                "increasing."),
-                *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
-                io.Float.Input("fps", default=24.0, min=0.0, max=1000.0, step=0.001, optional=True,
-                               tooltip="Frame rate of the input clip (link it from Get Video Components); fps out = "
-                               "fps x multiplier. 0 = unknown."),
-                io.Mask.Input("mask", optional=True, tooltip="Optional mask per frame (same count and size as the "
-                              "images), interpolated with the same motion and blending as the images."),
-                *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
-            ],
-            outputs=[
-                io.Image.Output(display_name="images",
-                                tooltip="The interpolated clip, (N-1) x multiplier + 1 frames."),
-                io.Float.Output(display_name="fps", tooltip="Output frame rate: fps x multiplier (0 when fps is 0)."),
-                io.Mask.Output(display_name="mask",
-                               tooltip="The interpolated mask (64x64 zeros per frame when no mask came in)."),
+class InterpolateNode(ClipNodeSchema, PackNode):
+    NODE_ID, DISPLAY_NAME, DESCRIPTION = "EMAVFI_Interpolate", NAME, DESCRIPTION
 
-                overlay_mask_output(),
-            ],
-        )
+    @classmethod
+    def clip_inputs(cls) -> list[io.Input]:
+        return [
+            io.Int.Input("multiplier", default=2, min=2, max=schedule.MAX_MULTIPLIER, step=1,
+                         tooltip="Frame-rate factor: output has (N-1) x multiplier + 1 frames."),
+            io.Combo.Input("mode", options=list(MODES), default="auto", tooltip="auto: every in-between time "
+                           "from one feature pass with `_t` models, repeated halving at t = 0.5 with the others. "
+                           "direct: one feature pass with any model. recursive: repeated halving (any model; "
+                           "multiplier 2, 4, 8 or 16)."),
+            io.String.Input("timesteps", default="", placeholder="e.g. 0.25, 0.5, 0.75 (empty: use multiplier)",
+                            optional=True, tooltip="Optional explicit in-between times per frame pair, e.g. "
+                            "'0.25, 0.5, 0.75' or '1/3, 2/3'; replaces the multiplier when set. Each in (0, 1), "
+                            "increasing."),
+            *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
+            io.Float.Input("fps", default=24.0, min=0.0, max=1000.0, step=0.001, optional=True,
+                           tooltip="Frame rate of the input clip (link it from Get Video Components); fps out = "
+                           "fps x multiplier. 0 = unknown."),
+            io.Mask.Input("mask", optional=True, tooltip="Optional mask per frame (same count and size as the "
+                          "images), interpolated with the same motion and blending as the images."),
+            *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
+        ]
+
+    @classmethod
+    def clip_outputs(cls) -> list[io.Output]:
+        return [
+            io.Image.Output(display_name="images",
+                            tooltip="The interpolated clip, (N-1) x multiplier + 1 frames."),
+            io.Float.Output(display_name="fps", tooltip="Output frame rate: fps x multiplier (0 when fps is 0)."),
+            io.Mask.Output(display_name="mask",
+                           tooltip="The interpolated mask (64x64 zeros per frame when no mask came in)."),
+        ]
 
     @classmethod
     def validate_inputs(cls, timesteps: str | None = None) -> bool | str:

@@ -10,8 +10,8 @@ import torch
 
 from ..emavfi import backends, hub, load_model, local_weights
 from ..emavfi.config import DEFAULT_VARIANT, VARIANTS
-from ..emavfi.devices import as_device, as_dtype, mps_available
-from ..emavfi.errors import one_line
+from ..emavfi.devices import as_device, mps_available, run_dtype
+from ..emavfi.errors import SettingsError, one_line
 from ..emavfi.settings import PRECISIONS
 from . import host, weights_folder
 from .model import EmaVfiModel
@@ -43,7 +43,8 @@ def node_device(choice: str) -> torch.device:
 
 
 def node_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The loader's dtype. auto: fp16 where ComfyUI considers it safe and fast on `device` (CUDA, MPS), else fp32 (always on CPU)."""
+    """The loader's dtype. auto: fp16 where ComfyUI considers it safe and fast on `device` (CUDA, MPS), else fp32
+    (always on CPU); bf16 on a CPU without native bf16 is refused as the CLI refuses it (emavfi.devices.run_dtype)."""
     if precision == "auto":
         if device.type != "cpu" and host.model_management().should_use_fp16(device, prioritize_performance=True):
             return torch.float16
@@ -52,7 +53,10 @@ def node_dtype(precision: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; choose fp16, fp32 or auto")
-    return as_dtype(precision)
+    try:
+        return run_dtype(precision, device)  # the CLI's rule for bf16 on a CPU without native bf16, and its line
+    except SettingsError as exc:
+        raise ValueError(str(exc).replace("--precision", "precision")) from None
 
 
 def node_backend(choice: str, device: torch.device) -> tuple[str, torch.device]:

@@ -12,10 +12,12 @@ from . import host, metabatch
 from .frames import check_images
 from .model import require_model
 from .run import Held, cut_text, protect_options, run_clip, run_options, timeline
-from .spec import clip_node_schema, dedupe_inputs, io, overlay_mask_output, run_inputs
+from .spec import ClipNodeSchema, dedupe_inputs, io, run_inputs
 from .state import PackNode
 
 NAME = "EMA-VFI Retime"
+DESCRIPTION = ("Converts a clip from one frame rate to another (e.g. 24 -> 60 fps), or slows it down, by making "
+               "frames at the new times; frames that fall on source frames are copied unchanged.")
 
 
 def cut_report(found: list[int], threshold: float, frames_in: int, frames_out: int, source_fps: float,
@@ -29,32 +31,30 @@ def cut_report(found: list[int], threshold: float, frames_in: int, frames_out: i
     return f"{head}; {cut_text(found)}"
 
 
-class RetimeNode(PackNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return clip_node_schema(
-            "EMAVFI_Retime", NAME,
-            description=("Converts a clip from one frame rate to another (e.g. 24 -> 60 fps), or slows it down, by "
-                         "making frames at the new times; frames that fall on source frames are copied unchanged."),
-            inputs=[
-                io.Float.Input("source_fps", default=24.0, min=0.001, max=1000.0, step=0.001, tooltip="Frame rate "
-                               "of the input clip (23.976 and 29.97 are read as 24000/1001 and 30000/1001)."),
-                io.Float.Input("target_fps", default=60.0, min=0.001, max=1000.0, step=0.001,
-                               tooltip="Frame rate of the output clip."),
-                io.Float.Input("speed", default=1.0, min=0.01, max=100.0, step=0.01, optional=True,
-                               tooltip="Playback speed: 1 keeps the duration, 0.5 = half-speed slow motion."),
-                *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
-                *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
-            ],
-            outputs=[
-                io.Image.Output(display_name="images", tooltip="The retimed clip."),
-                io.Float.Output(display_name="fps", tooltip="The output frame rate (target_fps)."),
-                io.String.Output(display_name="cut_report",
-                                 tooltip="Frame counts and the scene cuts found (pairs that were not blended)."),
+class RetimeNode(ClipNodeSchema, PackNode):
+    NODE_ID, DISPLAY_NAME, DESCRIPTION = "EMAVFI_Retime", NAME, DESCRIPTION
 
-                overlay_mask_output(),
-            ],
-        )
+    @classmethod
+    def clip_inputs(cls) -> list[io.Input]:
+        return [
+            io.Float.Input("source_fps", default=24.0, min=0.001, max=1000.0, step=0.001, tooltip="Frame rate "
+                           "of the input clip (23.976 and 29.97 are read as 24000/1001 and 30000/1001)."),
+            io.Float.Input("target_fps", default=60.0, min=0.001, max=1000.0, step=0.001,
+                           tooltip="Frame rate of the output clip."),
+            io.Float.Input("speed", default=1.0, min=0.01, max=100.0, step=0.01, optional=True,
+                           tooltip="Playback speed: 1 keeps the duration, 0.5 = half-speed slow motion."),
+            *run_inputs(cuts.DEFAULT_CUT_THRESHOLD),
+            *dedupe_inputs(DEFAULT_DEDUPE_THRESHOLD, MAX_DEDUPE_THRESHOLD),
+        ]
+
+    @classmethod
+    def clip_outputs(cls) -> list[io.Output]:
+        return [
+            io.Image.Output(display_name="images", tooltip="The retimed clip."),
+            io.Float.Output(display_name="fps", tooltip="The output frame rate (target_fps)."),
+            io.String.Output(display_name="cut_report",
+                             tooltip="Frame counts and the scene cuts found (pairs that were not blended)."),
+        ]
 
     @classmethod
     def execute(cls, images: torch.Tensor, model: Any, source_fps: float, target_fps: float, speed: float = 1.0,

@@ -6,6 +6,8 @@ It needs ComfyUI's source on the import path, as it is inside ComfyUI.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 from comfy_api.v0_0_2 import ComfyExtension, io
 
 from ..emavfi.settings import DEFAULT_PROTECT_FEATHER, MAX_CHUNK, MAX_PROTECT_FEATHER, SCALES
@@ -18,16 +20,35 @@ META_BATCH = io.Custom("VHS_BatchManager")
 SCALE_CHOICES = tuple(str(scale) for scale in SCALES)  # "1.0", "0.5", "0.25"
 
 
-def clip_node_schema(node_id: str, display_name: str, description: str, inputs: list[io.Input],
-                     outputs: list[io.Output]) -> io.Schema:
-    """The schema of a node that makes frames from a clip (Interpolate, Retime): the frames and the model first,
-    then `inputs`, the meta-batch link, then the held regions (added later: saved workflows keep their order);
-    the node id and the prompt as hidden inputs."""
-    clip = [io.Image.Input("images", tooltip="The clip: a batch of at least 2 frames, in order."),
-            MODEL.Input("model", tooltip="From Load EMA-VFI Model.")]
-    return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
-                     inputs=[*clip, *inputs, _meta_batch_input(), *protect_inputs()], outputs=outputs,
-                     hidden=[io.Hidden.unique_id, io.Hidden.prompt])  # progress and status text; meta batches
+class ClipNodeSchema:
+    """The V3 `define_schema` of a node that makes frames from a clip (Interpolate, Retime), from the node's own
+    NODE_ID, DISPLAY_NAME, DESCRIPTION, clip_inputs() and clip_outputs(): the frames and the model first, then its
+    inputs, the meta-batch link, then the held regions (added later: saved workflows keep their order); its
+    outputs, then the overlay mask; the node id and the prompt as hidden inputs."""
+
+    NODE_ID: ClassVar[str]
+    DISPLAY_NAME: ClassVar[str]
+    DESCRIPTION: ClassVar[str]
+
+    @classmethod
+    def clip_inputs(cls) -> list[io.Input]:
+        """The node's own inputs, between the model and the meta-batch link."""
+        raise NotImplementedError
+
+    @classmethod
+    def clip_outputs(cls) -> list[io.Output]:
+        """The node's own outputs, before the overlay mask."""
+        raise NotImplementedError
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        clip = [io.Image.Input("images", tooltip="The clip: a batch of at least 2 frames, in order."),
+                MODEL.Input("model", tooltip="From Load EMA-VFI Model.")]
+        return io.Schema(node_id=cls.NODE_ID, display_name=cls.DISPLAY_NAME, category=CATEGORY,
+                         description=cls.DESCRIPTION,
+                         inputs=[*clip, *cls.clip_inputs(), _meta_batch_input(), *protect_inputs()],
+                         outputs=[*cls.clip_outputs(), _overlay_mask_output()],
+                         hidden=[io.Hidden.unique_id, io.Hidden.prompt])  # progress and status text; meta batches
 
 
 def run_inputs(cut_default: float) -> list[io.Input]:
@@ -79,7 +100,7 @@ def protect_inputs() -> list[io.Input]:
     ]
 
 
-def overlay_mask_output() -> io.Output:
+def _overlay_mask_output() -> io.Output:
     """The detected overlays, after a node's other outputs (saved links go by output index)."""
     return io.Mask.Output(display_name="overlay_mask", tooltip="The burned-in overlays found, one mask per input "
                           "frame (all zeros when protect_overlays is off).")
@@ -93,5 +114,5 @@ def _meta_batch_input() -> io.Input:
         "carried to the next, so the joined video equals one whole run.")
 
 
-__all__ = ["API_VERSION", "CATEGORY", "ComfyExtension", "META_BATCH", "MODEL", "clip_node_schema",
-           "dedupe_inputs", "io", "overlay_mask_output", "protect_inputs", "run_inputs"]
+__all__ = ["API_VERSION", "CATEGORY", "ClipNodeSchema", "ComfyExtension", "META_BATCH", "MODEL", "dedupe_inputs",
+           "io", "protect_inputs", "run_inputs"]

@@ -65,10 +65,10 @@ def write_vimeo(root: Path, clips: int = 2) -> list[str]:
     return names
 
 
-def write_ucf(root: Path, samples: int = 2) -> None:
+def write_ucf(root: Path, samples: int = 2, h: int = 40, w: int = 56) -> None:
     """UCF101 layout: one folder per sample with frame_00.png, frame_01_gt.png, frame_02.png."""
     for k in range(samples):
-        for name, frame in zip(("frame_00.png", "frame_01_gt.png", "frame_02.png"), triplet(k)):
+        for name, frame in zip(("frame_00.png", "frame_01_gt.png", "frame_02.png"), triplet(k, h=h, w=w)):
             save_png(root / str(k + 1) / name, frame)
 
 

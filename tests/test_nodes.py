@@ -512,7 +512,6 @@ def test_device_and_precision_choices(env):
     loader = env[0].nodes.loader
     cpu = torch.device("cpu")
     assert loader.node_dtype("auto", cpu) == torch.float32
-    assert loader.node_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown precision"):
         loader.node_dtype("fp8", cpu)
     assert loader.node_device("auto") == cpu
@@ -522,6 +521,31 @@ def test_device_and_precision_choices(env):
             loader.node_device("cuda:0")
     with pytest.raises(ValueError, match="unknown variant"):
         loader.weights_status("ours_huge")
+
+
+# /proc/cpuinfo flags of a CPU without native bf16 and of one with it (as in test_precision.py).
+AMD_ZEN3 = {"sse2", "avx", "avx2", "fma", "f16c"}
+AMD_ZEN4 = AMD_ZEN3 | {"avx512f", "avx512bw", "avx512_bf16"}
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused_as_the_cli_refuses_it(env, monkeypatch):
+    """The loader takes the library's decision (emavfi.devices.run_dtype) and its line, before any weights are
+    read; the CPU's flags are given as each kind of CPU reports them, so both branches run on any machine."""
+    pack = env[0]
+    loader, devices, cpu = pack.nodes.loader, pack.emavfi.devices, torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: set(AMD_ZEN3))
+    cli_line = devices.cpu_bf16_problem(AMD_ZEN3)
+    with pytest.raises(ValueError) as refused:
+        loader.node_dtype("bf16", cpu)
+    assert str(refused.value) == cli_line.replace("--precision", "precision") and "\n" not in str(refused.value)
+    assert "native bf16" in str(refused.value) and "use precision fp32 or auto" in str(refused.value)
+    with pytest.raises(pack.emavfi.errors.SettingsError, match=re.escape(cli_line)):
+        devices.run_dtype("bf16", cpu)  # what the CLI says (exit code 2)
+    with pytest.raises(ValueError, match="needs native bf16"):  # the node refuses before it resolves any weights
+        pack.node("EMAVFI_LoadModel").load("ours_small_t", "bf16", "cpu", weights="no-such-file.safetensors")
+    assert loader.node_dtype("fp32", cpu) == torch.float32 == loader.node_dtype("auto", cpu)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: set(AMD_ZEN4))
+    assert loader.node_dtype("bf16", cpu) == torch.bfloat16
 
 
 def test_weights_folder_honours_extra_model_paths(env):

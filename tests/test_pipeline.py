@@ -145,18 +145,19 @@ def test_a_video_is_decoded_once_and_counted_without_decoding(tmp_path, monkeypa
 
     video = write_video(tmp_path / "in.mkv")
     scans = count_calls(monkeypatch, VideoSource, "_decoded")
-    original = VideoSource.raw_frames
+    original = VideoSource._decode_from  # where every frame of a video is decoded (the first one too)
     decoded: list[int] = []
 
-    def raw_frames(self, start=0):
-        for frame in original(self, start):
+    def decode_from(self, container, start):
+        for frame in original(self, container, start):
             decoded.append(1)
             yield frame
-    monkeypatch.setattr(VideoSource, "raw_frames", raw_frames)
+    monkeypatch.setattr(VideoSource, "_decode_from", decode_from)
     prepared = render.prepare(job(video, tmp_path / "out"))
     assert prepared.n_source == 7 and scans == []  # the count comes from the packets
+    assert len(decoded) == 1  # opening the file decodes frame 0 (its display matrix)...
     render.render(prepared, tiny_model())
-    assert len(decoded) == 7 and len(logged(tmp_path / "out")) == 13
+    assert len(decoded) == 7 and len(logged(tmp_path / "out")) == 13  # ...and the render goes on from it
 
 
 def test_a_decoder_failure_mid_video_names_the_frame(tmp_path):
@@ -333,3 +334,37 @@ def test_a_task_of_the_shot_reads_each_frame_it_needs_once_and_makes_the_same_by
     for index in range(8, 13):
         name = whole.sink.naming.name(index)
         assert (tmp_path / "task" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("fails", ["commit", "stage"])
+def test_a_commit_thread_commits_in_order_and_nothing_after_a_failure(fails):
+    import threading
+
+    from emavfi.pipeline import WriterPool
+
+    committed: list[tuple[int, str]] = []
+
+    def stage(index, image, copy_of, raw):
+        time.sleep(0.01 * (index % 3))  # writers finish out of order
+        if fails == "stage" and index == 5:
+            raise OSError("read-only")
+        return index
+
+    def commit(index, staged):
+        assert staged == index
+        if fails == "commit" and index == 5:
+            raise RuntimeError("encoder failed")
+        committed.append((index, threading.current_thread().name))
+
+    pool = WriterPool(stage, commit, threads=3, commit_thread=True)
+    with pytest.raises((OSError, RuntimeError)):
+        try:
+            for index in range(12):
+                pool.write(index, None)
+            pool.close()
+        except BaseException:
+            pool.abort()
+            raise
+    assert [index for index, _ in committed] == [0, 1, 2, 3, 4]
+    assert committed[0][1] == threading.current_thread().name  # the first opens the encoder here
+    assert {name for _, name in committed[1:]} == {"emavfi-commit_0"}

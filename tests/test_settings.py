@@ -59,7 +59,7 @@ def test_settings_checks_weights_device_and_precision_before_anything_loads(tmp_
 def test_device_and_dtype_resolution():
     assert run_device("cpu") == torch.device("cpu")
     assert run_dtype("auto", torch.device("cpu")) == torch.float32
-    assert run_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert run_dtype("fp16", torch.device("cpu")) == torch.float16  # bf16 follows the CPU: test_precision.py
     if not torch.cuda.is_available():
         with pytest.raises(SettingsError, match="needs CUDA, which is not available"):
             run_device("cuda:1")

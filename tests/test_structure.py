@@ -262,3 +262,44 @@ def test_the_library_functions_have_no_backend_branch_and_runner_never_imports_e
     assert "emavfi.backends" not in graph["emavfi.weights"]  # loading only loads
     train_imports = set().union(*(targets for module, targets in graph.items() if module.startswith("emavfi.train")))
     assert "emavfi.distributed" not in train_imports  # fine-tuning shares Ray's helpers through ray_cluster
+
+
+MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "remove", "discard",
+            "clear", "appendleft"}
+CONTAINERS = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
+
+
+def _mutated_module_state(tree: ast.Module) -> list[str]:
+    """Module-level containers a function changes (`NAME.append(...)`, `NAME[k] = v`), and `global` statements."""
+    containers = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                  and (isinstance(node.value, CONTAINERS) or isinstance(node.value, ast.Call)
+                       and getattr(node.value.func, "id", "") in ("list", "dict", "set", "deque", "defaultdict"))
+                  for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    found = []
+    for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        for node in ast.walk(function):
+            if isinstance(node, ast.Global):
+                found += [f"global {name}" for name in node.names]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in containers:
+                found.append(f"{node.func.value.id}.{node.func.attr}() in {function.name}")
+            elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+                targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+                found += [f"{t.value.id}[...] in {function.name}" for t in targets if isinstance(t, ast.Subscript)
+                          and isinstance(t.value, ast.Name) and t.value.id in containers]
+    return found
+
+
+def test_no_module_level_state_is_changed_at_run_time():
+    # State lives in objects their owners hold (nodes.state.PackState, a Ray Train backend's LoopbackStore)
+    changed = {module: found for module, (_, tree) in MODULES.items() if (found := _mutated_module_state(tree))}
+    assert changed == {}
+
+
+def test_ray_workers_take_their_torch_threads_in_one_place():
+    callers = sorted(module for module, (path, _) in MODULES.items()
+                     if "set_num_threads(" in path.read_text(encoding="utf-8"))
+    assert callers == ["emavfi.ray_cluster"]  # compute_with: render, evaluate and fine-tuning workers
+    named = {name for _, name in _table_homes()}
+    assert {"ray_cluster.worker_threads", "ray_cluster.worker_slots", "train.ray_train.LoopbackStore",
+            "nodes.spec.ClipNodeSchema", "devices.cpu_bf16_problem", "outputs.ADDED_KEYS"} <= named

@@ -49,7 +49,8 @@ def add_parsers(commands: Any) -> None:
     ev.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="share a set's samples out to Ray "
                     "workers: no ADDRESS = a local cluster on this machine, 'auto' or ray://host:port = join one "
                     "(the data set must be at the same path on every worker)")
-    ev.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per CPU)")
+    ev.add_argument("--ray-workers", type=int, help="Ray workers (default: one per GPU, else one per T CPUs, T = this "
+                    "process's torch threads)")
     ev.add_argument("--json", type=Path, help="write the results (means and every sample) as JSON; a partial file "
                     "beside it lets a rerun continue")
     ev.add_argument("--csv", type=Path, help="write one row per sample as CSV")

@@ -1,9 +1,10 @@
 """`evaluate SET ROOT --ray [ADDRESS]`: a benchmark set's samples shared out to Ray workers.
 
-The driver reads the weights once and puts them in Ray's object store; each worker (an actor: one per GPU,
-else one per CPU) builds the model once and scores shards of SHARD_ITEMS samples with the same loop as a
-one-process run (run.evaluate_items), so every figure is the one a single process computes. The data set
-folder must be visible at the same path on every worker. The cluster comes from emavfi.ray_cluster (an
+The driver reads the weights once and puts them in Ray's object store; each worker (an actor: one per GPU, else
+one per T CPUs, T = the driver's torch threads, as for render workers: emavfi.ray_cluster.worker_slots) builds the
+model once and scores shards of SHARD_ITEMS samples with the same loop and the same torch thread count as a
+one-process run (run.evaluate_items), so every figure is bit for bit the one a single process computes. The data
+set folder must be visible at the same path on every worker. The cluster comes from emavfi.ray_cluster (an
 embedded one listens on 127.0.0.1 only); `import ray` happens only here, inside the functions.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..ray_cluster import DistributedError, connection, import_ray
+from ..ray_cluster import compute_with, connection, import_ray, worker_slots, worker_threads
 from .datasets import Item
 from .protocols import Protocol
 from .results import EvalResult, Sample
@@ -22,11 +23,8 @@ SHARD_ITEMS = 8  # samples per Ray call: small enough to balance workers and to 
 class ScoreWorker:
     """The body of one Ray actor: a model (built on its first call) that scores shards of samples."""
 
-    def __init__(self, model_spec: Any, device: str, precision: str, threads: int | None) -> None:
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
+    def __init__(self, model_spec: Any, device: str, precision: str, threads: int) -> None:
+        compute_with(threads)
         self._spec, self._device, self._precision = model_spec, device, precision
         self._model: Any = None
 
@@ -47,36 +45,32 @@ class ScoreWorker:
         return index, result.samples, result.frames
 
 
-def _start(ray: Any, model_spec: Any, device: str, precision: str, workers: int | None) -> list[Any]:
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    on_gpu = gpus > 0 and device != "cpu"
-    room = gpus if on_gpu else cpus
-    count = workers or room
-    if not 1 <= count <= room:
-        raise DistributedError(f"the Ray cluster has room for {room} evaluate worker(s) "
-                               f"({gpus} GPU(s), {cpus} CPU(s)); asked for {count}")
-    actor = ray.remote(ScoreWorker).options(num_cpus=1, num_gpus=1 if on_gpu else 0, max_restarts=2,
+def _start(ray: Any, model_spec: Any, device: str, precision: str, workers: int | None, threads: int) -> list[Any]:
+    slots = worker_slots(ray, device, workers, None, threads)
+    actor = ray.remote(ScoreWorker).options(num_cpus=slots.cpus, num_gpus=1 if slots.gpu else 0, max_restarts=2,
                                             max_task_retries=2)
-    return [actor.remote(model_spec, device, precision, None if on_gpu else 1) for _ in range(count)]
+    return [actor.remote(model_spec, device, precision, threads) for _ in range(slots.workers)]
 
 
 def evaluate_on_ray(state: dict[str, Any], model_spec: Any, items: Sequence[Item], chosen: Protocol, variant: str, *,
                     address: str | None, workers: int | None, device: str = "auto", precision: str = "fp32",
                     chunk: int = 0, done: Sequence[Sample] = (), on_sample: Callable[[EvalResult], None] | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> EvalResult:
+                    progress: Callable[[int, int], None] | None = None, threads: int | None = None) -> EvalResult:
     """Scores of `items` under `chosen`, computed by Ray workers (samples in `done` are kept, not recomputed).
 
     state / model_spec: the state dict and the variant name or ModelConfig to build on every worker.
+    threads: torch threads each worker computes with; default: this process's, so the scores are the ones a
+    one-process run here computes, to the last bit (emavfi.ray_cluster.worker_threads).
     """
     ray = import_ray()
+    threads = worker_threads(threads)
     known = {s.name: s for s in done}
     todo = [item for item in items if not all(n in known for n in item.sample_names())]
     shards = [todo[k:k + SHARD_ITEMS] for k in range(0, len(todo), SHARD_ITEMS)]
     total = sum(len(item.targets) for item in items)
     result = EvalResult(chosen.name, settings={"variant": variant, **chosen.describe(variant)})
     with connection(ray, address, workers, 1):
-        pool = _start(ray, model_spec, device, precision, workers)
+        pool = _start(ray, model_spec, device, precision, workers, threads)
         weights = [ray.put(state)]
         pending = {pool[k % len(pool)].score.remote(k, weights, shard, chosen, variant, chunk)
                    for k, shard in enumerate(shards)}

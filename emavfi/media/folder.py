@@ -24,7 +24,7 @@ from .base import BIT_DEPTHS, FrameFormat, FramesIOError, MediaOptionError, Sour
 from .colour import Colour
 from .images import (DEPTHS, IMAGE_EXTENSIONS, MAX_CHANNELS, RawImage, attributes, canonical_extension,
                      copy_attributes, copy_frame, fps_of, from_values, oiio_type, read_header, read_raw, set_fps,
-                     to_values, verify, write_raw)
+                     to_tensor, to_values, verify, write_raw)
 from .timecode import Timecode, advance_timecode, set_timecode, timecode_of
 
 if TYPE_CHECKING:
@@ -121,9 +121,14 @@ class FolderSource:
 
     def decode(self, raw: RawImage) -> torch.Tensor:
         """Raw frame -> [C,H,W] float32 in the working encoding (RGB first; gray expanded to RGB)."""
-        values = to_values(raw.pixels, raw.format.bit_depth)[:, :, self.order]
+        pixels = raw.pixels
+        if self.order != list(range(pixels.shape[2])):
+            pixels = pixels[:, :, self.order]
         if self.format.is_gray:
-            values = np.concatenate([np.repeat(values[:, :, :1], 3, axis=2), values[:, :, 1:]], axis=2)
+            pixels = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
+        if self.colour.identity:
+            return to_tensor(pixels, raw.format.bit_depth)  # straight to [C,H,W]: one frame-sized buffer
+        values = to_values(pixels, raw.format.bit_depth)
         rgb = self.colour.to_working(np.ascontiguousarray(values[:, :, :3]))
         out = np.concatenate([rgb, values[:, :, 3:]], axis=2) if values.shape[2] > 3 else rgb
         import torch

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from ..plans import parse_fps
 from .base import BIT_DEPTHS, FrameFormat, FramesIOError, import_oiio
 from .quiet import quietly
 from .reproducible import finish_dpx, reproducible
+
+if TYPE_CHECKING:
+    import torch
 
 # Extension -> bit depths it can store (the first is the default when converting into it).
 DEPTHS = {
@@ -139,6 +142,17 @@ def to_values(raw: np.ndarray, bit_depth: str) -> np.ndarray:
     return raw.astype(np.float32) / np.float32((1 << int(bit_depth)) - 1)
 
 
+def to_tensor(raw: np.ndarray, bit_depth: str) -> torch.Tensor:
+    """Raw samples [H,W,C] -> [C,H,W] float32 values, as `to_values` makes them, in one new buffer."""
+    import torch
+
+    if bit_depth in ("10", "12"):
+        raw = raw >> (16 - int(bit_depth))
+    samples = torch.from_numpy(np.ascontiguousarray(raw)).permute(2, 0, 1)
+    values = torch.empty(samples.shape, dtype=torch.float32).copy_(samples)
+    return values if bit_depth in ("half", "float") else values.div_((1 << int(bit_depth)) - 1)
+
+
 def from_values(values: np.ndarray, bit_depth: str) -> np.ndarray:
     """float32 values -> raw samples for bit_depth (integers rounded and clipped to 0..1; NaN -> 0)."""
     if bit_depth == "half":
@@ -147,7 +161,10 @@ def from_values(values: np.ndarray, bit_depth: str) -> np.ndarray:
         return np.ascontiguousarray(values, dtype=np.float32)
     bits = int(bit_depth)
     top = (1 << bits) - 1
-    codes = np.rint(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * top)
+    codes = np.nan_to_num(values, nan=0.0)  # a copy, worked on in place: clip, scale, round
+    np.clip(codes, 0.0, 1.0, out=codes)
+    codes *= top
+    np.rint(codes, out=codes)
     if bits == 8:
         return codes.astype(np.uint8)
     codes = codes.astype(np.uint16)

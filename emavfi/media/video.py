@@ -11,7 +11,9 @@ and its cost is small next to the model.
 """
 from __future__ import annotations
 
+import itertools
 import os
+import weakref
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -104,7 +106,8 @@ class VideoSource:
             raise FramesIOError(f"cannot open video {self.path} (not a video, or damaged): {exc}") from None
         if self.count_hint == 0:
             raise FramesIOError(f"{self.path.name} has no video frames (empty or truncated)")
-        self.display_matrix, self.rotation = _display_matrix(self.path)
+        self._opened: tuple[Any, Iterator[Any], weakref.finalize] | None = None
+        self.display_matrix, self.rotation = self._display_matrix()
         if self.apply_rotation and self.rotation % 180:
             self.size = (self.size[1], self.size[0])
         self._count: int | None = None
@@ -130,7 +133,7 @@ class VideoSource:
         import torch
 
         values = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        values = values.float() / (65535.0 if deep else 255.0)
+        values = values.float().div_(65535.0 if deep else 255.0)
         if self.apply_rotation and self.rotation:  # upright: the display matrix turns the picture counter-clockwise
             values = torch.rot90(values, self.rotation // 90, dims=(1, 2)).contiguous()
         return values
@@ -145,28 +148,73 @@ class VideoSource:
 
     def raw_frames(self, start: int = 0) -> Iterator[Any]:
         """Decoded PyAV frames from index start on (compact: the stream's own pixel format). A packet that does not
-        decode is a FramesIOError naming its frame (frames after it still decode when read from there on)."""
+        decode is a FramesIOError naming its frame (frames after it still decode when read from there on). The
+        first call from frame 0 goes on from the frame the file was opened with (it is not decoded again)."""
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            opened[2].detach()  # closed here instead, when the frames are read
+            if start > 0:
+                opened[0].close()
+                opened = None
+        container, frames = opened[:2] if opened is not None else self._start(start)
+        try:
+            yield from frames
+        finally:
+            container.close()
+
+    def _start(self, start: int) -> tuple[Any, Iterator[Any]]:
+        """An open container and its decoded frames from start on."""
+        av = _av()
+        try:
+            container = av.open(str(self.path))
+        except av.error.FFmpegError as exc:
+            raise FramesIOError(f"cannot open video {self.path.name}: {exc}") from None
+        container.streams.video[0].thread_type = "AUTO"
+        return container, self._decode_from(container, start)
+
+    def _decode_from(self, container: Any, start: int) -> Iterator[Any]:
         av = _av()
         index = 0
         try:
-            with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for packet in container.demux(stream):
-                    try:
-                        decoded = packet.decode()
-                    except av.error.FFmpegError as exc:
-                        if packet.size and index >= start:
-                            raise FramesIOError(f"cannot decode frame {index} of {self.path.name} (damaged): "
-                                                f"{one_line(exc)}") from None
-                        index += 1 if packet.size else 0
-                        continue
-                    for frame in decoded:
-                        if index >= start:
-                            yield frame
-                        index += 1
+            for packet in container.demux(container.streams.video[0]):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as exc:
+                    if packet.size and index >= start:
+                        raise FramesIOError(f"cannot decode frame {index} of {self.path.name} (damaged): "
+                                            f"{one_line(exc)}") from None
+                    index += 1 if packet.size else 0
+                    continue
+                for frame in decoded:
+                    if index >= start:
+                        yield frame
+                    index += 1
         except av.error.FFmpegError as exc:
             raise FramesIOError(f"cannot decode {self.path.name} after frame {index - 1}: {exc}") from None
+
+    def _display_matrix(self) -> tuple[tuple[int, ...] | None, int]:
+        """The first frame's display matrix (9 ints, FFmpeg's layout; None when absent or the identity) and its
+        rotation in degrees counter-clockwise, a multiple of 90 (0 when none). The decoder is kept, at that frame,
+        for the first `raw_frames()` (each frame is decoded once)."""
+        try:
+            container, frames = self._start(0)
+        except FramesIOError:
+            return None, 0
+        try:
+            frame = next(frames, None)
+        except FramesIOError:
+            frame = None
+        if frame is None:  # no frame, or a damaged first one: the render says so where it reads it
+            container.close()
+            return None, 0
+        self._opened = (container, itertools.chain([frame], frames), weakref.finalize(self, container.close))
+        data = next((bytes(sd) for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
+        if data is None or len(data) != 36:
+            return None, 0
+        rotation = int(round(frame.rotation or 0)) % 360
+        matrix = tuple(int.from_bytes(data[i:i + 4], "little", signed=True) for i in range(0, 36, 4))
+        identity = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+        return (None if matrix == identity else matrix), 90 * round(rotation / 90) % 360
 
     def _scan(self) -> None:
         """Count and timestamps from the stream's packets, no frame decoded (frames are decoded once, by the
@@ -274,23 +322,3 @@ class VideoSource:
         audio = f"audio {', '.join(self.audio_codecs)}" if self.audio_codecs else "no audio"
         return (f"{self.path.name}: {name} {self.size[1]}x{self.size[0]} {self.bit_depth}-bit{alpha}, "
                 f"{fps}, {frames}, {audio}")
-
-
-def _display_matrix(path: Path) -> tuple[tuple[int, ...] | None, int]:
-    """The first frame's display matrix (9 ints, FFmpeg's layout; None when absent or the identity) and its
-    rotation in degrees counter-clockwise, a multiple of 90 (0 when none)."""
-    av = _av()
-    try:
-        with av.open(str(path)) as container:
-            frame = next(container.decode(video=0), None)
-            if frame is None:
-                return None, 0
-            data = next((bytes(sd) for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
-            rotation = int(round(frame.rotation or 0)) % 360 if data else 0
-    except av.error.FFmpegError:
-        return None, 0
-    if data is None or len(data) != 36:
-        return None, 0
-    matrix = tuple(int.from_bytes(data[i:i + 4], "little", signed=True) for i in range(0, 36, 4))
-    identity = (1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
-    return (None if matrix == identity else matrix), 90 * round(rotation / 90) % 360

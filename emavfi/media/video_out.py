@@ -1,4 +1,4 @@
-"""Video files out with PyAV: full bit depth, alpha, colour tags and audio kept; the codec table.
+"""Video files out with PyAV: full bit depth, alpha, colour tags and audio kept (the codecs: codecs.py).
 
 Frames are float32 tensors [C,H,W] in 0..1, as `video.VideoSource` gives them. A sink encodes into a hidden
 temporary beside the target (`files.partial_path`) and renames it into place on `close()`, so no reader ever
@@ -8,121 +8,28 @@ video.py.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .. import files
 from ..outputs import record_file
 from .base import FramesIOError, MediaOptionError
 from .channels import alpha_index
+from .codecs import (_CODECS, ENCODER_THREADS, MUXERS, _Codec, _container_codecs, _default_codec, _refuse_narrow,
+                     _source_depth, check_codec)
+from .codecs import available_codecs, check_frame_width, codec_keeps_alpha  # noqa: F401 - also offered here
 from .quiet import quietly
 from .video import VideoSource, _av
 
 if TYPE_CHECKING:
     import torch  # imported where a frame is encoded: option checks (usage errors) need no PyTorch
 
-# Output container (FFmpeg muxer) by extension; anything else is refused before work starts.
-_MUXERS = MappingProxyType({".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi",
-                            ".ts": "mpegts"})
 _BT709, _LIMITED = 1, 1  # AVCOL_PRI/TRC/SPC_BT709 and AVCOL_RANGE_MPEG
 _UNSPECIFIED = 2  # AVCOL_PRI/TRC/SPC_UNSPECIFIED (the range's is 0)
-
-
-# ----------------------------------------------------------------------------------------------- codecs
-
-@dataclass(frozen=True)
-class _Codec:
-    encoder: str
-    depth: tuple[int, ...]          # bit depths it writes
-    chroma: str                     # "420", "422" or "444" (4:2:0 falls back to 4:4:4 on odd sizes)
-    alpha: bool
-    options: tuple[tuple[str, str], ...]
-    limited_range: bool = False     # the format is always limited range (ProRes), whatever the source
-    # This PyAV build's libx265 now and then returns packets with garbage dts (mp4 then refuses them):
-    # without B-frames dts must equal pts, so it is set from pts.
-    dts_from_pts: bool = False
-
-    def pix_fmt(self, depth: int, alpha: bool, height: int, width: int) -> str:
-        """The encoder's pixel format for this depth, alpha and frame size."""
-        chroma = "444" if self.chroma == "420" and (height % 2 or width % 2) else self.chroma
-        return f"yuv{'a' if alpha and self.alpha else ''}{chroma}p{'10le' if depth > 8 else ''}"
-
-
-_CODECS = MappingProxyType({
-    "h264": _Codec("libx264", (8,), "420", False, (("crf", "16"),)),
-    "h264_10bit": _Codec("libx264", (10,), "420", False, (("crf", "16"),)),
-    # No x265-params (it would quieten x265's banner): with it, garbage dts come far more often.
-    "hevc_10bit": _Codec("libx265", (10,), "420", False, (("crf", "16"),), dts_from_pts=True),
-    "prores_422hq": _Codec("prores_ks", (10,), "422", False, (("profile", "3"),), limited_range=True),
-    "prores_4444": _Codec("prores_ks", (10,), "444", True, (("profile", "4"),), limited_range=True),
-    "ffv1": _Codec("ffv1", (8, 10), "444", True, (("level", "3"), ("slicecrc", "1"))),
-})
-
-
-def _codec_problem(name: str) -> str | None:
-    """Why the named codec cannot be used with this PyAV build, or None."""
-    av = _av()
-    spec = _CODECS[name]
-    if spec.encoder not in av.codecs_available:
-        return f"this PyAV build has no {spec.encoder} encoder"
-    if 10 in spec.depth and spec.encoder == "libx264":
-        formats = {f.name for f in av.Codec("libx264", "w").video_formats or ()}
-        if "yuv420p10le" not in formats:
-            return "this PyAV build's libx264 is 8-bit only (no High 10 profile)"
-    return None
-
-
-def available_codecs() -> list[str]:
-    """Names accepted by `check_codec` / `VideoSink(codec=)` that this PyAV build can encode."""
-    return [name for name in _CODECS if _codec_problem(name) is None]
-
-
-def check_codec(name: str, path: str | os.PathLike | None = None) -> str:
-    """Validate a codec name (and, given the output path, that its container takes it); returns the name."""
-    if name not in _CODECS:
-        raise MediaOptionError(f"unknown video codec {name!r}; choose one of: {', '.join(available_codecs())}")
-    problem = _codec_problem(name)
-    if problem:
-        raise MediaOptionError(f"video codec {name!r} is unavailable ({problem}); "
-                            f"choose one of: {', '.join(available_codecs())}")
-    encoder = _CODECS[name].encoder
-    if path is not None and encoder not in _container_codecs(Path(path)):
-        takers = [suffix for suffix in _MUXERS if encoder in _container_codecs(Path("x" + suffix))]
-        raise FramesIOError(f"{Path(path).suffix} files cannot hold {name}; use {' or '.join(takers)} "
-                            f"(or another codec: {', '.join(available_codecs())})")
-    return name
-
-
-def _container_codecs(path: Path) -> set[str]:
-    muxer = _MUXERS.get(path.suffix.lower())
-    if muxer is None:
-        raise MediaOptionError(f"cannot write video {path.name}: use one of {', '.join(sorted(_MUXERS))}")
-    with _av().open(io.BytesIO(), "w", format=muxer) as probe:
-        return set(probe.supported_codecs)
-
-
-def _default_codec(path: Path, deep: bool, alpha: bool) -> str:
-    """The codec used when none is named: ProRes in .mov for >8-bit or alpha, FFV1 for alpha elsewhere,
-    10-bit HEVC (else 10-bit H.264) for >8-bit elsewhere, else 8-bit H.264."""
-    mov = path.suffix.lower() == ".mov"
-    if alpha and (mov or path.suffix.lower() in (".mkv", ".avi")):
-        return "prores_4444" if mov else "ffv1"
-    if deep:
-        if mov:
-            return "prores_422hq"
-        for name in ("hevc_10bit", "h264_10bit"):
-            if _codec_problem(name) is None:
-                return name
-    return "h264"
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -198,13 +105,14 @@ class VideoSink:
         alpha = channels == 4
         if self.codec is None:
             deep = (self._requested_depth or 0) > 8 or self._deep_source
-            self.codec = check_codec(_default_codec(self.path, deep, alpha), self.path)
+            self.codec = check_codec(_default_codec(self.path, deep, alpha, width), self.path)
+        _refuse_narrow(self.codec, width)
         spec = _CODECS[self.codec]
         depth = self._depth(self.codec)
         self._pix_fmt = spec.pix_fmt(depth, alpha, height, width)
         self._colour = self._colour_tags(spec)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        container = av.open(str(self._tmp), "w", format=_MUXERS[self.path.suffix.lower()])
+        container = av.open(str(self._tmp), "w", format=MUXERS[self.path.suffix.lower()])
         self._container = container
         # The encoder's time base needs a rational rate; limit the denominator for odd rates like 1/3 fps steps.
         self._rate = self.fps.limit_denominator(1_000_000)
@@ -213,6 +121,8 @@ class VideoSink:
         stream.options = dict(spec.options)
         if spec.dts_from_pts:
             stream.codec_context.max_b_frames = 0
+        if spec.reproducible:
+            stream.codec_context.thread_type, stream.codec_context.thread_count = "FRAME", ENCODER_THREADS
         if spec.encoder == "libx265" and self.path.suffix.lower() in (".mp4", ".m4v", ".mov"):
             stream.codec_context.codec_tag = "hvc1"  # Apple players refuse FFmpeg's default tag, hev1
         for tag, value in self._colour.items():
@@ -302,10 +212,11 @@ class VideoSink:
         if alpha and values.shape[0] == 3:
             values = torch.cat([values, torch.ones_like(values[:1])])
         deep = "10le" in self._pix_fmt
-        scale, dtype = (65535.0, np.uint16) if deep else (255.0, np.uint8)
-        array = np.rint(np.clip(values.numpy().transpose(1, 2, 0), 0, 1) * scale).astype(dtype)
+        scale, dtype = (65535.0, torch.uint16) if deep else (255.0, torch.uint8)
+        # clip, scale and round half to even (as np.rint) in one working copy, then packed as the format wants
+        codes = values.clamp(0, 1).mul_(scale).round_().to(dtype).permute(1, 2, 0).contiguous().numpy()
         fmt = ("rgba64le" if alpha else "rgb48le") if deep else ("rgba" if alpha else "rgb24")
-        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=fmt)
+        rgb = av.VideoFrame.from_ndarray(codes, format=fmt)
         colour = self._colour
         matrix = colour["colorspace"] if colour["colorspace"] != _UNSPECIFIED else None
         frame = rgb.reformat(format=self._pix_fmt, dst_colorspace=matrix,
@@ -384,16 +295,3 @@ class VideoSink:
             self.close()
         else:
             self.abort()
-
-
-def codec_keeps_alpha(codec: str | None, path: Path) -> bool:
-    """True when the codec (None: the default for path with an alpha source) writes alpha."""
-    return _CODECS[codec or _default_codec(path, False, True)].alpha
-
-
-def _source_depth(source: Any) -> int:
-    """Bits per sample of a video or folder source (float frames count as deep); 8 when unknown."""
-    if isinstance(source, VideoSource):
-        return source.bit_depth
-    depth = getattr(getattr(source, "format", None), "bit_depth", "8")
-    return 16 if depth in ("half", "float") else int(depth)

@@ -18,36 +18,47 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..ray_cluster import DistributedError, connection, explain, import_ray
+from ..ray_cluster import DistributedError, compute_with, connection, explain, import_ray
 from ..ray_private import loopback_torch_config
 from .checkpoint import StopSwitch, latest_checkpoint, read_log
 from .loop import Job, Outcome, Worker, train
 
 RAY_TRAIN_MISSING = "fine-tuning on Ray needs Ray Train: pip install -r requirements-ray.txt"
 LOOPBACK = "127.0.0.1"
-# The rendezvous store a worker hosts for an embedded cluster must live as long as that worker process: this
-# list keeps it referenced (it is only ever appended to in a Ray worker, once per training run).
-_HOSTED_STORES: list[Any] = []
 
 
-def _host_loopback_store(world: int) -> int:
-    """On rank 0: a torch TCPStore listening on 127.0.0.1 only (torch's own binds every interface); its port."""
-    import socket
-    from datetime import timedelta
+class LoopbackStore:
+    """A torch TCPStore server listening on 127.0.0.1 only (torch's own binds every interface), open until close().
 
-    import torch.distributed as dist
+    Hosted by Ray Train's process-group set-up for an embedded cluster and owned by it (ray_private's backend),
+    so it lives exactly as long as the training run; every worker joins it as a client."""
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind((LOOPBACK, 0))
-    listener.listen(world * 4)
-    store = dist.TCPStore(LOOPBACK, listener.getsockname()[1], world, is_master=True, wait_for_workers=False,
-                          timeout=timedelta(minutes=30), master_listen_fd=listener.fileno(), use_libuv=False)
-    _HOSTED_STORES.append((listener, store))
-    return listener.getsockname()[1]
+    def __init__(self, world: int) -> None:
+        import socket
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.bind((LOOPBACK, 0))
+            listener.listen(world * 4)
+            self.port: int = listener.getsockname()[1]
+            self._store: Any = dist.TCPStore(LOOPBACK, self.port, world, is_master=True, wait_for_workers=False,
+                                             timeout=timedelta(minutes=30), master_listen_fd=listener.fileno(),
+                                             use_libuv=False)
+        except BaseException:
+            listener.close()
+            raise
+        listener.detach()  # the store owns the listening socket now, and closes it when it goes
+
+    def close(self) -> None:
+        """Stop serving (the store closes its socket)."""
+        self._store = None
 
 
 def _use_loopback_store(port: int) -> None:
-    """On every worker: rendezvous through the store rank 0 hosts on 127.0.0.1 (clients only, no new server)."""
+    """On every worker: rendezvous through the LoopbackStore on 127.0.0.1 (clients only, no new server)."""
     import os
 
     os.environ.update({"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "True"})
@@ -56,12 +67,11 @@ def _use_loopback_store(port: int) -> None:
 def _worker(config: dict[str, Any]) -> None:
     """Body of one Ray Train worker."""
     import ray.train
-    import torch
     from ray.train.torch import get_device
 
     context = ray.train.get_context()
     folder = Path(config["folder"])
-    torch.set_num_threads(config["threads"])
+    compute_with(config["threads"])
     stop = StopSwitch(folder)
     worker = Worker(rank=context.get_world_rank(), world=context.get_world_size(), device=get_device(),
                     stop_requested=lambda: stop.path.exists())
@@ -132,7 +142,7 @@ def _torch_config(ray: Any, address: str | None, backend: str) -> Any:
 
     if address is not None:
         return TorchConfig(backend=backend)
-    return loopback_torch_config(ray, backend, _host_loopback_store, _use_loopback_store)
+    return loopback_torch_config(ray, backend, LoopbackStore, _use_loopback_store)
 
 
 def _worker_error(exc: BaseException) -> str:

@@ -20,18 +20,17 @@ def shrink(mask: torch.Tensor, px: int = 1) -> torch.Tensor:
     return -F.max_pool2d(-mask[None, None].float(), 2 * px + 1, 1, px)[0, 0] > 0
 
 
-def _runs(free: torch.Tensor, dim: int) -> torch.Tensor:
-    """[h*w] int64 id of each maximal run of `free` pixels along dim (blocked pixels get ids of their own)."""
-    length = free.shape[dim]
-    breaks = (~free).long().cumsum(dim) * 2 + (~free).long()  # a blocked pixel is its own run
-    lines = torch.arange(free.shape[1 - dim]).view((-1, 1) if dim == 1 else (1, -1))
-    return (lines * (2 * length + 2) + breaks).flatten()
+def _run_lengths(free: torch.Tensor) -> torch.Tensor:
+    """[runs] lengths of the maximal runs of `free` pixels along the rows of free [h,w], in row-major order (a
+    blocked pixel is a run of its own)."""
+    breaks = (~free).long().cumsum(1) * 2 + (~free).long()
+    ids = torch.arange(free.shape[0])[:, None] * (2 * free.shape[1] + 2) + breaks
+    return torch.unique_consecutive(ids.flatten(), return_counts=True)[1]
 
 
-def _spread_min(labels: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
-    """[n] labels replaced by the smallest label of their run (ids [n], fewer than size runs)."""
-    out = torch.full((size,), labels.numel(), dtype=labels.dtype)
-    return out.scatter_reduce(0, ids, labels, reduce="amin", include_self=False)[ids]
+def _spread_min(labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[h,w] float labels [h,w] replaced by the smallest label of their run along the rows (run lengths)."""
+    return torch.segment_reduce(labels.flatten(), "min", lengths=lengths).repeat_interleave(lengths).view_as(labels)
 
 
 def components(mask: torch.Tensor) -> torch.Tensor:
@@ -40,16 +39,17 @@ def components(mask: torch.Tensor) -> torch.Tensor:
     Labels spread along whole rows and columns at once and jump along their own chains (a pixel takes the label
     of the pixel its label names), so a long thin rim needs few rounds."""
     n = mask.numel()
-    flat_mask = mask.flatten()
-    rows, cols = _runs(mask, 1), _runs(mask, 0)
-    size = int(max(rows.max(), cols.max())) + 1
-    labels = torch.arange(n)
+    if n >= 1 << 24:
+        raise ValueError(f"a mask of {n} pixels is too large to label (at most {1 << 24})")
+    rows, cols = _run_lengths(mask), _run_lengths(mask.t().contiguous())
+    labels = torch.arange(n, dtype=torch.float32).view_as(mask)  # exact below 2 ** 24
     while True:
-        spread = _spread_min(_spread_min(labels, rows, size), cols, size)
-        spread = torch.where(flat_mask, spread[spread], spread)
-        if torch.equal(spread, labels):
-            return torch.where(flat_mask, labels, -1).view_as(mask)
-        labels = spread
+        spread = _spread_min(_spread_min(labels, rows).t().contiguous(), cols).t()
+        flat = spread.flatten()
+        flat = torch.where(mask.flatten(), flat[flat.long()], flat)
+        if torch.equal(flat, labels.flatten()):
+            return torch.where(mask, labels.long(), -1)
+        labels = flat.view_as(mask)
 
 
 def enclosed(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

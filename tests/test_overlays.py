@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emavfi import overlays
-from emavfi.overlay_masks import drop_specks, fill_holes, trim_edges
+from emavfi.overlay_masks import components, drop_specks, fill_holes, trim_edges
 
 pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytest.importorskip("PIL", reason="the overlays' text is drawn with Pillow")
@@ -103,6 +103,25 @@ def test_holes_are_filled_and_specks_dropped():
     filled = fill_holes(ring)
     assert filled[2:9, 2:9].all() and filled[0, 11]
     assert not drop_specks(filled, 4)[0, 11] and drop_specks(filled, 4)[2:9, 2:9].all()
+
+
+def test_regions_are_labelled_as_a_pixel_by_pixel_spread_labels_them():
+    import skimage.data as data
+    import torch.nn.functional as F
+
+    coins = torch.from_numpy(data.coins()[::3, ::3].copy()).float() / 255
+    mask = coins > coins.mean()  # coins and the gaps of a real photograph: many regions of every shape
+    labels = torch.where(mask, torch.arange(mask.numel()).view_as(mask), -1)
+    while True:  # the slow reference: each pixel takes the smallest label of its 4 neighbours, until none changes
+        padded = F.pad(torch.where(mask, labels, mask.numel())[None, None].float(), (1, 1, 1, 1),
+                       value=mask.numel())[0, 0].long()
+        spread = torch.stack([padded[1:-1, 1:-1], padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
+                              padded[1:-1, 2:]]).amin(0)
+        spread = torch.where(mask, spread, -1)
+        if torch.equal(spread, labels):
+            break
+        labels = spread
+    assert torch.equal(components(mask), labels) and len(labels.unique()) > 20
 
 
 def test_an_edge_found_on_both_of_its_sides_is_trimmed_to_the_overlays_side():

@@ -307,7 +307,6 @@ def worker(spec: dict) -> dict:
         pipeline.reuse_frame_buffers = lambda: ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
     counts = _Counts()
     source = Path(spec["input"])
-    _instrument(counts, source)
     output = Path(spec["output"])
     codec = {"out.mp4": "h264", "out.mov": "prores_422hq"}.get(output.name)
     settings = Settings(request=Request(multiplier=2, source_fps=24), run=RunOptions(),
@@ -319,6 +318,7 @@ def worker(spec: dict) -> dict:
         model = _Real(spec["model"], spec.get("weights"), spec.get("device", "cuda"), spec.get("precision", "fp16"),
                       spent)
         model.warm_up(*_size_of(source))
+    _instrument(counts, source)  # after the real network's warm-up, which opens the input once more
     cpu = time.process_time()  # every thread's; on a machine others share, steadier than the wall time
     start = time.perf_counter()
     prepared = render.prepare(render.Job(source, output, settings))

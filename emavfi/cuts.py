@@ -28,7 +28,10 @@ BLOCK_QUANTILE = 0.5  # at least half of the picture must change
 CONTRAST_FLOOR = 0.04  # luma std below which a picture counts as flat (noise is not contrast)
 MAX_GAIN = 1.6  # largest exposure change undone between two frames (about 2/3 of a stop)
 PIXELS_PER_BATCH = 1 << 23  # full-resolution pixels thumbnailed at once
-PAIRS_PER_BATCH = 64
+# Thumbnail values scored at once: below PyTorch's grain size (32768) its operations run in the calling thread.
+# A parallel region per small operation made scoring 20 to 200 times slower while a render's reading and writing
+# threads kept the cores busy (each region waits for a core to come free).
+SERIAL_VALUES = 1 << 15
 
 
 def _check_frames(frames: torch.Tensor) -> None:
@@ -81,30 +84,40 @@ def thumbnails(frames: torch.Tensor) -> torch.Tensor:
 
 def _soften(thumbs: torch.Tensor) -> torch.Tensor:
     """thumbs [B,C,h,w] under a [1,2,1]/4 blur, so fine texture moving by sub-pixel steps still matches."""
-    channels = thumbs.shape[1]
-    kernel = torch.tensor([0.25, 0.5, 0.25], dtype=thumbs.dtype)
-    rows = F.conv2d(F.pad(thumbs, (1, 1, 0, 0), mode="replicate"), kernel.view(1, 1, 1, 3).repeat(channels, 1, 1, 1),
-                    groups=channels)
-    return F.conv2d(F.pad(rows, (0, 0, 1, 1), mode="replicate"), kernel.view(1, 1, 3, 1).repeat(channels, 1, 1, 1),
-                    groups=channels)
+    rows = _replicate(thumbs, 1, -1)
+    rows = 0.25 * rows[..., :-2] + 0.5 * rows[..., 1:-1] + 0.25 * rows[..., 2:]
+    both = _replicate(rows, 1, -2)
+    return 0.25 * both[..., :-2, :] + 0.5 * both[..., 1:-1, :] + 0.25 * both[..., 2:, :]
+
+
+def _replicate(x: torch.Tensor, px: int, dim: int) -> torch.Tensor:
+    """x with its first and last rows or columns (dim -2 or -1) repeated px times outside."""
+    size = x.shape[dim]
+    return torch.cat([x.narrow(dim, 0, 1).repeat_interleave(px, dim), x,
+                      x.narrow(dim, size - 1, 1).repeat_interleave(px, dim)], dim)
+
+
+def _block_means(x: torch.Tensor) -> torch.Tensor:
+    """[B,h/BLOCK,w/BLOCK] means of the BLOCK x BLOCK blocks of x [B,h,w] (h, w multiples of BLOCK)."""
+    b, h, w = x.shape
+    return x.view(b, h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(dim=(2, 4))
 
 
 def _gain(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
     """[B] exposure gain taking later's luma to earlier's: the median ratio of block means, within MAX_GAIN."""
     eps = 1e-3
-    ratio = (F.avg_pool2d(earlier[:, :1], BLOCK) + eps).log() - (F.avg_pool2d(later[:, :1], BLOCK) + eps).log()
+    ratio = (_block_means(earlier[:, 0]) + eps).log() - (_block_means(later[:, 0]) + eps).log()
     return ratio.flatten(1).median(dim=1).values.clamp(-math.log(MAX_GAIN), math.log(MAX_GAIN)).exp()
 
 
 def _block_mismatch(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
     """[B,blocks] mean |difference| of each block of later [B,3,h,w] to its best match in earlier."""
     h, w = later.shape[-2:]
-    padded = F.pad(earlier, (SEARCH,) * 4, mode="replicate")
+    padded = _replicate(_replicate(earlier, SEARCH, -1), SEARCH, -2)
     best = None
     for dy in range(2 * SEARCH + 1):
         for dx in range(2 * SEARCH + 1):
-            diff = (later - padded[..., dy:dy + h, dx:dx + w]).abs().sum(dim=1, keepdim=True)
-            block = F.avg_pool2d(diff, BLOCK)
+            block = _block_means((later - padded[..., dy:dy + h, dx:dx + w]).abs().sum(dim=1))
             best = block if best is None else torch.minimum(best, block)
     return best.flatten(1)
 
@@ -134,8 +147,9 @@ def thumbnail_scores(thumbs: torch.Tensor) -> torch.Tensor:
     if pairs < 1:
         return torch.zeros(0)
     scores = []
-    for start in range(0, pairs, PAIRS_PER_BATCH):
-        stop = min(start + PAIRS_PER_BATCH, pairs)
+    step = max(1, SERIAL_VALUES // thumbs[0].numel())
+    for start in range(0, pairs, step):
+        stop = min(start + step, pairs)
         scores.append(_pair_scores(thumbs[start:stop], thumbs[start + 1:stop + 1]))
     return torch.cat(scores)
 

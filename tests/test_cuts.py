@@ -67,11 +67,11 @@ def test_same_palette_cut_that_the_old_detector_missed(clips):
 
 def test_pair_scores_do_not_depend_on_batching(clips, monkeypatch):
     frames = torch.cat([clips[n].frames for n in ("camera/camera/camera", "black then rocket", "camera to coins")])
-    whole = cut_scores(frames)  # 95 pairs: more than one batch of PAIRS_PER_BATCH
+    whole = cut_scores(frames)  # 95 pairs: many batches of SERIAL_VALUES
     assert whole.shape == (95,)
     for i in range(0, 95, 7):
         assert torch.equal(cut_scores(frames[i:i + 2]), whole[i:i + 1]), f"pair {i}"
-    monkeypatch.setattr(cuts, "PAIRS_PER_BATCH", 5)
+    monkeypatch.setattr(cuts, "SERIAL_VALUES", 5 << 15)
     monkeypatch.setattr(cuts, "PIXELS_PER_BATCH", 3 * 96 * 128)
     assert torch.equal(cut_scores(frames), whole)
 

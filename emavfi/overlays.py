@@ -1,18 +1,24 @@
-"""Burned-in overlays (timecode, subtitles, logos, HUDs): pixels that stay put while the picture moves.
+"""Burned-in overlays (timecode, subtitles, logos, HUDs): edges that stay put while the picture moves.
 
-A pixel of frame j belongs to an overlay when, over a run of RUN + 1 consecutive frames of j's shot that holds j,
-(1) it stays within noise of its value in frame j (STABLE_SIGMAS x the footage's own noise, measured in its
-quietest blocks), (2) frame j has an edge there (a gradient of STRUCTURE_SIGMAS x noise: flat sky in a pan stays
-put too, but holding it would change nothing), and (3) the picture moves meanwhile: at least MOVING_FRACTION of
-frame j's textured blocks change beyond noise during the run, after a global gain and offset are undone (so a fade, a
-still shot and a small object crossing a still background are not "moving pictures"). Runs never cross a
-scene cut (emavfi.cuts). The edges found are grown into the steady pixels around them (GROW px), enclosed
-holes are filled (the changing digits of a timecode box, a moving health bar in a HUD panel) and specks
-under MIN_AREA are dropped.
+Every frame gets its luma at analysis size (ANALYSIS px on the long side at most), its noise, its signed
+gradients and the picture's motion from the frame before (emavfi.overlay_motion: a scale and a shift). A run is
+RUN + 1 consecutive frames of one shot; its evidence is computed once. Over a run, a pixel is on a rim when its mean
+gradient is clearly above noise (RIM_SIGMAS), sharp (SHARP: the motion blurs the picture's mean edges, not an
+overlay's) and steady: it points the same way in most frames (SAME_SIGN: a semi-transparent logo's edges show
+through a moving picture that way) or the pixel's value stays put (an opaque box, whatever lies beside it). A rim
+pixel is a seed when the picture's motion carries the picture at least MIN_TRAVEL px across its edge during the run,
+mostly across (ACROSS: a zoom's still centre, a slow pan and an edge sliding along itself are not) and the run's last
+frame is not its first carried by that motion there (EXPLAINED_SIGMAS).
 
-The decision for frame j reads only frames j - CONTEXT .. j + CONTEXT, so any batch, task or worker decides
-a frame the same. Work is done at ANALYSIS px on the long side at most (box-reduced); masks come back at
-full size. A semi-transparent logo is found where its edges show steadily through the moving picture.
+The overlays of frame j: over the runs that hold j (runs never cross a scene cut, emavfi.cuts), the rims connected
+to MIN_SEEDS seeds or more, most of them shown in frame j itself (SEEN_SHARE: an overlay that has not appeared yet
+is not), gaps up to 2 x BRIDGE bridged, enclosed holes filled (the changing digits of a timecode box, a health bar,
+a logo's plate; small holes and the bridges only where the pixels stay put or do not move with the picture, so
+the picture between two subtitle lines is not held), and the outermost pixel trimmed where the edge lies inside
+it (a central difference marks both sides of an edge).
+
+The decision for frame j reads only frames j - CONTEXT .. j + CONTEXT, so any batch, task or worker decides a
+frame the same. Masks come back at full size.
 """
 from __future__ import annotations
 
@@ -25,22 +31,29 @@ import torch.nn.functional as F
 
 from . import cuts
 from .dedupe import NOISE_FLOOR  # half an 8-bit code value: the quietest footage's noise
+from .overlay_masks import components, drop_specks, enclosed, grow, shrink, trim_edges
+from .overlay_motion import Motion, estimate, predict
 
 RUN = 24
-"""A pixel must stay put for RUN + 1 consecutive frames (a second at 24 fps) that include the frame."""
+"""A run is RUN + 1 consecutive frames (a second at 24 fps); the runs of frame j hold it."""
 CONTEXT = RUN + cuts.CUT_CONTEXT
 """The decision for frame j reads only frames max(0, j - CONTEXT) .. min(n - 1, j + CONTEXT)."""
-ANALYSIS = 960  # long side of the analysis picture, px
+ANALYSIS = 384  # long side of the analysis picture, px
 STABLE_SIGMAS = 3.5  # a steady pixel differs from frame j by at most this x the noise of a difference
-STRUCTURE_SIGMAS = 5.0  # an edge: a central-difference gradient above this x the noise
-MOVING_FRACTION = 0.5  # of frame j's textured blocks that must change during the run
-MOTION_BLOCKS = 16  # blocks across the long side for that count
-BLOCK_CHANGED = 0.3  # a block changes when this share of its edge pixels does
-CORNER, CORNER_SIGMAS = 5, 6.0  # a seed has texture in every direction: structure-tensor window px, its strength
-SHIFT_PEAK = 0.5  # a camera shift's correlation peak, of the highest one (an overlay's own is at no shift)
-BRIDGE = 6  # analysis px: gaps up to 2 x BRIDGE in a region's rim still enclose its holes
-GROW = 4  # analysis px the regions grow into steady pixels around them
-MIN_AREA = 1.5e-4  # of the analysis picture's pixels, at least 12: smaller specks are dropped
+SAME_SIGN = 0.85  # a rim's gradient points its mean way in this share of the run's frames at least
+RIM_SIGMAS = 4.0  # a rim's mean gradient, x the noise of one frame's gradient
+SEED_SIGMAS = 3.0  # a seed's mean gradient along the picture's motion, x the same
+MIN_TRAVEL = 8.0  # analysis px the picture under a seed moves across it during the run
+ACROSS = 0.7  # and this share of its whole travel at least (a straight line sliding nearly along itself: no seed)
+SIDE = 2.0  # px either side of a seed where its mean gradient (across the edge) is read
+SHARP = 0.3  # and is at most this x the seed's own: the motion blurs the picture's mean edges, not an overlay's
+EXPLAINED_SIGMAS = 3.5  # a seed's last frame differs from its first carried by the picture's motion by more
+SHOWN = 0.3  # frame j shows a seed: its gradient across the rim is at least this x the run's mean
+SEEN_SHARE = 0.5  # of a region's seeds, frame j shows this share at least
+MIN_SEEDS = 10  # a region holds this many seeds at least (the picture makes a stray one now and then)
+LARGE_HOLE = 2e-3  # of the analysis picture's pixels: a hole this large is held whole
+BRIDGE = 2  # analysis px: gaps up to 2 x BRIDGE in a region's rim still enclose its holes
+MIN_AREA = 3e-4  # of the analysis picture's pixels: a region's rims and seeds cover this much at least
 NOISE_BLOCK = 8
 
 
@@ -56,12 +69,12 @@ def lumas(frames: torch.Tensor) -> torch.Tensor:
     if frames.dim() != 4 or frames.shape[1] < 3:
         raise ValueError(f"frames must be [N,C>=3,H,W] with RGB first; got shape {list(frames.shape)}")
     factor = analysis_factor(*frames.shape[-2:])
-    rgb = frames[:, :3].float().nan_to_num(0.0, posinf=1e4, neginf=0.0)
+    rgb = frames[:, :3].float()
+    if factor > 1:  # reduce first: the rest is then done on a sixteenth of the pixels at 1080p
+        rgb = F.avg_pool2d(rgb, factor, ceil_mode=True)
+    rgb = rgb.nan_to_num(0.0, posinf=1e4, neginf=0.0)
     rgb = rgb.clamp(max=1) + rgb.clamp(min=1).log()
-    y = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2])[:, None]
-    if factor > 1:
-        y = F.avg_pool2d(y, factor, ceil_mode=True)
-    return y[:, 0]
+    return 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
 
 
 def noise_levels(y: torch.Tensor) -> torch.Tensor:
@@ -74,172 +87,118 @@ def noise_levels(y: torch.Tensor) -> torch.Tensor:
     return (blocks.quantile(0.1, dim=1) / math.sqrt(1.25)).clamp(min=NOISE_FLOOR)
 
 
-def edges(y: torch.Tensor) -> torch.Tensor:
-    """[h,w] the larger central-difference gradient of luma [h,w] (0 on the border)."""
-    g = torch.zeros_like(y)
-    g[:, 1:-1] = (y[:, 2:] - y[:, :-2]).abs() / 2
-    gy = torch.zeros_like(y)
-    gy[1:-1] = (y[2:] - y[:-2]).abs() / 2
-    return torch.maximum(g, gy)
+def gradients(y: torch.Tensor) -> torch.Tensor:
+    """[N,2,h,w] signed central-difference gradients (x, y) of lumas [N,h,w] (0 on the border)."""
+    g = torch.zeros(y.shape[0], 2, *y.shape[-2:])
+    g[:, 0, :, 1:-1] = (y[:, :, 2:] - y[:, :, :-2]) / 2
+    g[:, 1, 1:-1] = (y[:, 2:] - y[:, :-2]) / 2
+    return g
 
 
-def corners(y: torch.Tensor) -> torch.Tensor:
-    """[h,w] the smaller eigenvalue of the structure tensor of luma [h,w] over CORNER px: texture in every direction
-    (an edge along the motion of a pan stays put too, a corner or a letter does not)."""
-    gx, gy = torch.zeros_like(y), torch.zeros_like(y)
-    gx[:, 1:-1], gy[1:-1] = (y[:, 2:] - y[:, :-2]) / 2, (y[2:] - y[:-2]) / 2
-    xx, yy, xy = F.avg_pool2d(torch.stack([gx * gx, gy * gy, gx * gy])[:, None], CORNER, 1, CORNER // 2,
-                              count_include_pad=False)[:, 0]
-    return (xx + yy) / 2 - (((xx - yy) / 2).square() + xy.square()).sqrt()
+# ----------------------------------------------------------------------------------------------- one run
+
+def run_evidence(y: torch.Tensor, g: torch.Tensor, sigma: float, motion: Motion) -> dict[str, torch.Tensor]:
+    """Rims, seeds [h,w] bool and the luma range (low, high [h,w]) of one run: lumas y [RUN+1,h,w], their
+    gradients g [RUN+1,2,h,w], the run's noise sigma and the picture's motion from its first frame to its last."""
+    mean = g.mean(0)
+    strength = (mean[0].square() + mean[1].square()).sqrt()  # (torch.norm over dim 0 is slow on CPU)
+    direction = mean / strength.clamp(min=1e-9)
+    low, high = y.amin(0), y.amax(0)
+    steady = ((g * direction).sum(1) > 0).float().mean(0) >= SAME_SIGN
+    steady |= high - low <= 2 * STABLE_SIGMAS * math.sqrt(2) * sigma  # an opaque edge, whatever lies beside it
+    gradient_noise = sigma / math.sqrt(2)
+    step = (direction * SIDE).round().long()
+    beside = torch.maximum(*((_shifted(mean[0], s) * direction[0] + _shifted(mean[1], s) * direction[1])
+                             for s in (step, -step)))
+    rims = steady & (strength > RIM_SIGMAS * gradient_noise) & (beside <= SHARP * strength)
+    travel = motion.displacement(*y.shape[-2:])
+    across = (direction * travel).sum(0).abs()  # how far the picture moved across the edge
+    distance = (travel[0].square() + travel[1].square()).sqrt()
+    seeds = rims & (across >= MIN_TRAVEL) & (across >= ACROSS * distance) \
+        & (across * strength > SEED_SIGMAS * gradient_noise * distance)
+    apart = unexplained(y[0], y[-1], motion) > EXPLAINED_SIGMAS * math.sqrt(2) * sigma
+    seeds &= apart
+    return {"rims": rims, "seeds": seeds, "low": low, "high": high, "mean": mean, "apart": apart}
 
 
-def global_shift(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int] | None:
-    """The whole-pixel shift (dy, dx) that best takes luma b [h,w] onto a (phase correlation), or None when no
-    shift other than none stands out (a still shot, a zoom): the picture's own motion between two frames."""
-    h, w = a.shape
-    window = torch.hann_window(h, periodic=False)[:, None] * torch.hann_window(w, periodic=False)[None]
-    fa, fb = (torch.fft.rfft2((x - x.mean()) * window) for x in (a, b))
-    cross = fa * fb.conj()
-    surface = torch.fft.irfft2(cross / cross.abs().clamp(min=1e-9), s=(h, w))
-    near = surface.clone()
-    near[[0, 0, 0, 1, -1, 1, -1, 1, -1], [0, 1, -1, 0, 0, 1, -1, -1, 1]] = -math.inf
-    peak = int(near.flatten().argmax())
-    if float(near.flatten()[peak]) < SHIFT_PEAK * float(surface.max()):
-        return None
-    dy, dx = divmod(peak, w)
-    return (dy - h if dy > h // 2 else dy), (dx - w if dx > w // 2 else dx)
+def unexplained(first: torch.Tensor, last: torch.Tensor, motion: Motion) -> torch.Tensor:
+    """[h,w] how far luma `last` [h,w] is from `first` carried by the picture's motion, at the best of the 3 x 3
+    pixels around (the motion is known to about a pixel): small wherever the picture's motion explains it."""
+    predicted = F.pad(predict(first, last, motion)[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    h, w = last.shape
+    return torch.stack([(last - predicted[dy:dy + h, dx:dx + w]).abs() for dy in range(3) for dx in range(3)]).amin(0)
 
 
-# ----------------------------------------------------------------------------------------------- one decision
-
-def decide_frame(y: torch.Tensor, noise: torch.Tensor, centre: int) -> torch.Tensor:
-    """[h,w] bool overlay mask of frame `centre` of lumas y [W,h,w] (one shot, the frames around it; noise [W]).
-
-    Frames beyond RUN of the centre are not read; fewer than RUN + 1 frames in all decide nothing.
-    """
-    lo, hi = max(0, centre - RUN), min(y.shape[0] - 1, centre + RUN)
-    y, noise, centre = y[lo:hi + 1], noise[lo:hi + 1], centre - lo
-    count = y.shape[0]
-    if count < RUN + 1:
-        return torch.zeros(y.shape[-2:], dtype=torch.bool)
-    sigma = float(noise.median())
-    tol = STABLE_SIGMAS * math.sqrt(2) * sigma
-    base = y[centre]
-    unstable = (y - base).abs() > tol  # [W,h,w]
-    edge = edges(base) > STRUCTURE_SIGMAS * sigma
-    # the picture's own change: each frame against frame j's picture under a matched gain and offset
-    mean, std = y.flatten(1).mean(1), y.flatten(1).std(1)
-    gain = std / std[centre].clamp(min=1e-6)
-    matched = gain.view(-1, 1, 1) * (base - mean[centre]) + mean.view(-1, 1, 1)
-    changed = ((y - matched).abs() > tol) & edge
-    steady = torch.zeros_like(edge)
-    if not edge.any():
-        return steady
-    # counts over every run of RUN + 1 frames that holds the centre, from cumulative sums over frames
-    zero = torch.zeros(1, *edge.shape, dtype=torch.int32)
-    unstable_sum = torch.cat([zero, unstable.int().cumsum(0, dtype=torch.int32)])
-    changed_sum = torch.cat([zero, changed.int().cumsum(0, dtype=torch.int32)])
-    # the picture moves when most of its textured blocks change (a walking figure on a still set: a few)
-    block = max(8, max(edge.shape) // MOTION_BLOCKS)
-    edges_in = F.avg_pool2d(edge[None, None].float(), block, ceil_mode=True)
-    textured = edges_in > 0
-    needed = MOVING_FRACTION * int(textured.sum())
-    for start in range(max(0, centre - RUN), min(centre, count - 1 - RUN) + 1):
-        stop = start + RUN + 1
-        moved = F.avg_pool2d(((changed_sum[stop] - changed_sum[start]) > 0).float()[None, None], block, ceil_mode=True)
-        if int((textured & (moved > BLOCK_CHANGED * edges_in)).sum()) >= needed:
-            steady |= unstable_sum[stop] == unstable_sum[start]
-    seeds = steady & (corners(base) > (CORNER_SIGMAS * sigma) ** 2)
-    for far in {0, count - 1} - {centre}:  # what the camera's own shift also explains is not an overlay's
-        shift = global_shift(base, y[far])
-        if shift is not None:
-            seeds &= (torch.roll(y[far], shift, (0, 1)) - base).abs() > tol
-    return _shape(seeds, steady & edge, steady)
+def _shifted(values: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """values [h,w] read at each pixel + step [2,h,w] (x, y whole px), clamped to the picture."""
+    h, w = values.shape
+    ys = (torch.arange(h)[:, None] + step[1]).clamp(0, h - 1)
+    xs = (torch.arange(w)[None] + step[0]).clamp(0, w - 1)
+    return values[ys, xs]
 
 
-def _shape(seeds: torch.Tensor, rims: torch.Tensor, steady: torch.Tensor) -> torch.Tensor:
-    """The overlay regions: the seeds with the steady edges (rims) connected to them, GROW px more of steady
-    pixels around, enclosed holes filled (changing digits, a moving bar), specks dropped."""
-    if not seeds.any():
-        return seeds
+def typical_motion(pairs: list[Motion]) -> Motion:
+    """The motion over a run: its pairs' median motion, once per pair (a pair where an overlay appears or a
+    flash goes off fits badly, and a sum would keep its error)."""
+    middle = Motion(*(sorted(values)[len(values) // 2] for values in zip(*((m.scale, m.dx, m.dy) for m in pairs))))
+    motion = Motion()
+    for _ in pairs:
+        motion = motion.then(middle)
+    return motion
+
+
+def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overlaid: torch.Tensor,
+          picture: torch.Tensor) -> torch.Tensor:
+    """[h,w] bool overlay regions of a frame: the rims connected to MIN_SEEDS seeds or more, most of them seen in
+    the frame's own picture [h,w] (an overlay that has not appeared yet is not), gaps up to 2 x BRIDGE bridged,
+    enclosed holes filled (narrow ones where `overlaid`: steady or not explained by the picture's motion), the
+    outermost pixel kept where the edge lies outside it; specks (under MIN_AREA) are not regions."""
+    if int(seen.sum()) < MIN_SEEDS:
+        return torch.zeros_like(seeds)
+    rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+    margin = max(seen.shape) // 8  # a region reaches this far from its seen seeds at most (work on that part)
+    y0, y1 = max(0, int(rows[0]) - margin), min(seen.shape[0], int(rows[-1]) + margin + 1)
+    x0, x1 = max(0, int(cols[0]) - margin), min(seen.shape[1], int(cols[-1]) + margin + 1)
+    found = torch.zeros_like(seeds)
+    found[y0:y1, x0:x1] = _regions(*(t[y0:y1, x0:x1] for t in (seeds, seen, rims, overlaid, picture)),
+                                   MIN_AREA * seeds.numel(), LARGE_HOLE * seeds.numel())
+    return found
+
+
+def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overlaid: torch.Tensor,
+             picture: torch.Tensor, min_area: float, large_hole: float) -> torch.Tensor:
+    """shape() on a part of the frame."""
     connected = seeds | rims
-    labels = components(connected)
-    kept = torch.zeros(labels.numel() + 1, dtype=torch.bool)
-    kept[labels[seeds] + 1] = True
-    region = kept[labels + 1] & connected
-    for _ in range(GROW):
-        region = (F.max_pool2d(region[None, None].float(), 3, 1, 1)[0, 0] > 0) & steady | region
-    # a rim with gaps (where the picture matches the box's colour) still encloses: close it before filling
-    size = 2 * BRIDGE + 1
-    closed = -F.max_pool2d(-F.max_pool2d(region[None, None].float(), size, 1, BRIDGE), size, 1, BRIDGE)[0, 0] > 0
-    region = fill_holes(region | (fill_holes(closed) & steady))
-    return drop_specks(region, max(12, round(MIN_AREA * region.numel())))
-
-
-# ----------------------------------------------------------------------------------------------- masks
-
-def _runs(free: torch.Tensor, dim: int) -> torch.Tensor:
-    """[h,w] int64 id of each maximal run of `free` pixels along dim (blocked pixels get ids of their own)."""
-    length = free.shape[dim]
-    breaks = (~free).long().cumsum(dim) * 2 + (~free).long()  # a blocked pixel is its own run
-    lines = torch.arange(free.shape[1 - dim]).view((-1, 1) if dim == 1 else (1, -1))
-    return lines * (2 * length + 2) + breaks
-
-
-def _spread(values: torch.Tensor, free: torch.Tensor, dim: int, reduce: str) -> torch.Tensor:
-    """values reduced (amax/amin) over each run of free pixels along dim, broadcast back to the run."""
-    ids = _runs(free, dim).flatten()
-    initial = values.flatten()
-    out = torch.full((int(ids.max()) + 1,), 0 if reduce == "amax" else int(initial.max()) + 1, dtype=values.dtype)
-    out = out.scatter_reduce(0, ids, initial, reduce=reduce, include_self=False)
-    return torch.where(free, out[ids].view_as(values), values)
-
-
-def fill_holes(mask: torch.Tensor) -> torch.Tensor:
-    """mask [h,w] bool with every region of False it encloses (not reaching the border) set True."""
-    outside = ~mask
-    reach = torch.zeros_like(mask, dtype=torch.long)
-    reach[0], reach[-1], reach[:, 0], reach[:, -1] = 1, 1, 1, 1
-    reach = reach * outside
-    while True:
-        spread = _spread(_spread(reach, outside, 1, "amax"), outside, 0, "amax")
-        if torch.equal(spread, reach):
-            return mask | (outside & (reach == 0))
-        reach = spread
-
-
-def components(mask: torch.Tensor) -> torch.Tensor:
-    """[h,w] int64 label of each 4-connected region of mask (the smallest pixel index in it), -1 outside."""
-    labels = torch.where(mask, torch.arange(mask.numel()).view_as(mask), torch.full_like(mask, -1, dtype=torch.long))
-    while True:
-        spread = _spread(_spread(labels, mask, 1, "amin"), mask, 0, "amin")
-        if torch.equal(spread, labels):
-            return labels
-        labels = spread
-
-
-def drop_specks(mask: torch.Tensor, min_area: int) -> torch.Tensor:
-    """mask without its connected regions of fewer than min_area pixels."""
-    labels = components(mask)
-    areas = torch.bincount(labels[mask], minlength=mask.numel())
-    return mask & (areas[labels.clamp(min=0)] >= min_area)
+    labels = components(connected) + 1
+    count = torch.bincount(labels[seeds], minlength=labels.numel() + 1)
+    count_seen = torch.bincount(labels[seen], minlength=labels.numel() + 1)
+    area = torch.bincount(labels[connected], minlength=labels.numel() + 1)
+    kept = (count_seen >= MIN_SEEDS) & (count_seen >= SEEN_SHARE * count) & (area >= min_area)
+    region = kept[labels] & connected
+    bridged = region | shrink(grow(region, BRIDGE), BRIDGE)
+    holes, hole_area = enclosed(bridged)
+    # a bridge or a small hole (between two subtitle lines, inside a letter) is held only where it stays put or
+    # the picture's motion does not explain it; a large hole (inside a logo's plate) is held whole
+    region = trim_edges(region | holes & (hole_area >= large_hole) | (bridged | holes) & overlaid, picture)
+    return drop_specks(region, max(12, round(min_area)))  # bits a bridge or a trim left on their own
 
 
 # ----------------------------------------------------------------------------------------------- a clip
 
 class OverlayFinder:
-    """The detected overlays as a protect policy (emavfi.protect.RegionPolicy): each frame's evidence computed
-    once, each decision from its fixed window of CONTEXT frames, so a frame is decided the same in any batch,
-    task or worker. seen(j, mask [H,W] bool) is called once per decided frame; `found` keeps, for each decided
-    frame with an overlay, its bounding box (x0, y0, x1, y1) in px (x1, y1 exclusive)."""
+    """The detected overlays as a protect policy (emavfi.protect.RegionPolicy): each frame's evidence and each
+    run's computed once, each decision from its fixed window of CONTEXT frames, so a frame is decided the same in
+    any batch, task or worker. seen(j, mask [H,W] bool) is called once per decided frame; `found` keeps, for
+    each decided frame with an overlay, its bounding box (x0, y0, x1, y1) in px (x1, y1 exclusive)."""
 
     def __init__(self, n: int, seen: Callable[[int, torch.Tensor], None] | None = None):
         self.n, self.seen = n, seen
         self.decided: set[int] = set()
         self.found: dict[int, tuple[int, int, int, int]] = {}
-        self._y: dict[int, torch.Tensor] = {}
-        self._noise: dict[int, float] = {}
+        self._frame: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}  # luma, gradients, noise
+        self._motion: dict[int, Motion] = {}  # pair k: frame k to frame k + 1
         self._scores: dict[int, float] = {}
+        self._runs: dict[int, dict[str, torch.Tensor]] = {}
 
     def masks(self, frames: Any, lo: int, hi: int) -> torch.Tensor:
         """[hi - lo + 1, H, W] float32 (0 or 1): the overlays of frames lo..hi (frames: an engine.Frames)."""
@@ -254,27 +213,40 @@ class OverlayFinder:
                     self.found[j] = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
                 if self.seen is not None:
                     self.seen(j, mask)
-        for old in [j for j in self._y if j < lo - CONTEXT]:
-            del self._y[old], self._noise[old]
-            self._scores.pop(old, None)
+        for cache in (self._frame, self._motion, self._scores, self._runs):
+            for old in [k for k in cache if k < lo - CONTEXT]:
+                del cache[old]
         return masks.float()
 
     def _analyse(self, frames: Any, lo: int, hi: int) -> None:
-        missing = [j for j in range(lo, hi + 1) if j not in self._y]
+        missing = [j for j in range(lo, hi + 1) if j not in self._frame]
         if not missing:
             return
-        start, stop = max(missing[0] - 1, 0), missing[-1]  # a pair's cut evidence needs the frame before too
+        start, stop = max(missing[0] - 1, 0), missing[-1]  # a pair's evidence needs the frame before too
         chunk = frames.get(start, stop)
         y = lumas(chunk)
-        noise = noise_levels(y)
+        noise, g = noise_levels(y), gradients(y)
         scores = cuts.cut_scores(chunk) if chunk.shape[0] > 1 else torch.zeros(0)
         damaged = getattr(frames, "damaged", {})
         for offset, j in enumerate(range(start, stop + 1)):
-            self._y.setdefault(j, y[offset])
-            self._noise.setdefault(j, float(noise[offset]))
+            self._frame.setdefault(j, (y[offset], g[offset], float(noise[offset])))
         for offset, score in enumerate(scores.tolist()):
             pair = start + offset  # a damaged frame stands in as black: not a cut (as engine.CutFinder)
             self._scores.setdefault(pair, 0.0 if pair in damaged or pair + 1 in damaged else score)
+        for pair in range(start, stop):
+            if pair not in self._motion:
+                (a, _, noise_a), (b, _, noise_b) = self._frame[pair], self._frame[pair + 1]
+                self._motion[pair] = estimate(a, b, max(noise_a, noise_b))
+
+    def _run(self, start: int) -> dict[str, torch.Tensor]:
+        """The evidence of the run of frames start .. start + RUN (computed once)."""
+        if start not in self._runs:
+            frames = [self._frame[k] for k in range(start, start + RUN + 1)]
+            motion = typical_motion([self._motion[pair] for pair in range(start, start + RUN)])
+            sigma = sorted(noise for _, _, noise in frames)[len(frames) // 2]
+            self._runs[start] = run_evidence(torch.stack([y for y, _, _ in frames]),
+                                             torch.stack([g for _, g, _ in frames]), sigma, motion)
+        return self._runs[start]
 
     def _decide(self, j: int) -> torch.Tensor:
         """The analysis-size mask of frame j, from frames j - CONTEXT .. j + CONTEXT only."""
@@ -283,9 +255,16 @@ class OverlayFinder:
         found = [first + i for i in cuts.decide_cuts(scores)] if scores.numel() else []
         lo = max([i + 1 for i in found if i < j] + [max(0, j - RUN)])
         hi = min([i for i in found if i >= j] + [min(self.n - 1, j + RUN)])
-        y = torch.stack([self._y[k] for k in range(lo, hi + 1)])
-        noise = torch.tensor([self._noise[k] for k in range(lo, hi + 1)])
-        return decide_frame(y, noise, j - lo)
+        y, g, noise = self._frame[j]
+        seeds = rims = seen = overlaid = torch.zeros(y.shape, dtype=torch.bool)
+        tolerance = STABLE_SIGMAS * math.sqrt(2) * noise
+        for start in range(lo, hi - RUN + 1):
+            run = self._run(start)
+            held = (run["high"] - y <= tolerance) & (y - run["low"] <= tolerance)
+            shown = held | ((g * run["mean"]).sum(0) >= SHOWN * run["mean"].square().sum(0))  # in frame j itself
+            seeds, rims, seen = seeds | run["seeds"], rims | run["rims"], seen | (run["seeds"] & shown)
+            overlaid |= held | run["apart"]
+        return shape(seeds, seen, rims, overlaid, y)
 
 
 class _TensorFrames:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from emavfi import overlays
+from emavfi.overlay_masks import components, drop_specks, fill_holes, trim_edges
 
 pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytest.importorskip("PIL", reason="the overlays' text is drawn with Pillow")
@@ -47,6 +48,19 @@ def test_nothing_is_held_without_an_overlay(name):
     assert not overlays.detect_overlays(frames).any()
 
 
+@pytest.mark.parametrize("name", ["zoom astronaut", "fade in pan rocket", "slow pan coffee 0.5 px"])
+def test_a_zooms_still_centre_a_fade_in_and_a_slow_pan_are_not_overlays(name):
+    frames, _ = _clip(name)  # the zoom's centre barely moves, the fade's first frames are black, the pan's edges
+    # slide along themselves
+    assert not overlays.detect_overlays(frames).any()
+
+
+def test_a_semi_transparent_logo_is_found_through_the_moving_picture():
+    frames, truth = _clip("logo over fast pan rocket", slice(0, 40))  # plate 35 %, letters 75 % white
+    precision, recall = _scores(overlays.detect_overlays(frames), truth)
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+
+
 def test_a_frame_is_decided_the_same_in_any_batch_or_task():
     frames, _ = _clip("several over pan astronaut", slice(0, 50))
     whole = overlays.detect_overlays(frames)
@@ -59,13 +73,26 @@ def test_a_frame_is_decided_the_same_in_any_batch_or_task():
 
 
 def test_masks_come_back_at_full_size_from_the_reduced_analysis():
-    assert overlays.analysis_factor(1080, 1920) == 2 and overlays.analysis_factor(144, 256) == 1
+    assert overlays.analysis_factor(1080, 1920) == 5 and overlays.analysis_factor(144, 256) == 1
     frames = torch.zeros(1, 3, 1081, 1919)
-    assert overlays.lumas(frames).shape == (1, 541, 960)
-    masks = torch.zeros(2, 541, 960, dtype=torch.bool)
-    masks[0, 540, 3] = True
+    assert overlays.lumas(frames).shape == (1, 217, 384)
+    masks = torch.zeros(2, 217, 384, dtype=torch.bool)
+    masks[0, 216, 3] = True  # the last row: one of five full-size rows is left
     big = overlays.full_size(masks, (1081, 1919))
-    assert big.shape == (2, 1081, 1919) and big[0, 1080, 6:8].all() and int(big.sum()) == 2
+    assert big.shape == (2, 1081, 1919) and big[0, 1080, 15:20].all() and int(big.sum()) == 5
+
+
+def test_the_pictures_motion_is_measured_under_an_overlay():
+    from emavfi.overlay_motion import estimate
+
+    for name, scale, dx, dy in (("timecode over pan astronaut", 1.0, -2.0, 0.0),
+                                ("subtitle over zoom chelsea", 1 / 0.985, 0.0, 0.0),
+                                ("hud over fast pan rocket", 1.0, -6.0, 0.0)):
+        frames, _ = _clip(name, slice(28, 30))  # the overlay is shown in both
+        y = overlays.lumas(frames)
+        motion = estimate(y[0], y[1], float(overlays.noise_levels(y).max()))
+        assert abs(motion.scale - scale) < 2e-3 and abs(motion.dx - dx) < 0.2 and abs(motion.dy - dy) < 0.2, \
+            (name, motion)
 
 
 def test_holes_are_filled_and_specks_dropped():
@@ -73,6 +100,33 @@ def test_holes_are_filled_and_specks_dropped():
     ring[2:9, 2:9] = True
     ring[4:7, 4:7] = False  # a hole: filled
     ring[0, 11] = True  # a speck: dropped
-    filled = overlays.fill_holes(ring)
+    filled = fill_holes(ring)
     assert filled[2:9, 2:9].all() and filled[0, 11]
-    assert not overlays.drop_specks(filled, 4)[0, 11] and overlays.drop_specks(filled, 4)[2:9, 2:9].all()
+    assert not drop_specks(filled, 4)[0, 11] and drop_specks(filled, 4)[2:9, 2:9].all()
+
+
+def test_regions_are_labelled_as_a_pixel_by_pixel_spread_labels_them():
+    import skimage.data as data
+    import torch.nn.functional as F
+
+    coins = torch.from_numpy(data.coins()[::3, ::3].copy()).float() / 255
+    mask = coins > coins.mean()  # coins and the gaps of a real photograph: many regions of every shape
+    labels = torch.where(mask, torch.arange(mask.numel()).view_as(mask), -1)
+    while True:  # the slow reference: each pixel takes the smallest label of its 4 neighbours, until none changes
+        padded = F.pad(torch.where(mask, labels, mask.numel())[None, None].float(), (1, 1, 1, 1),
+                       value=mask.numel())[0, 0].long()
+        spread = torch.stack([padded[1:-1, 1:-1], padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
+                              padded[1:-1, 2:]]).amin(0)
+        spread = torch.where(mask, spread, -1)
+        if torch.equal(spread, labels):
+            break
+        labels = spread
+    assert torch.equal(components(mask), labels) and len(labels.unique()) > 20
+
+
+def test_an_edge_found_on_both_of_its_sides_is_trimmed_to_the_overlays_side():
+    picture = torch.full((10, 12), 0.8)
+    picture[3:7, 3:9] = 0.1  # a dark box; the region found is one pixel wider all round
+    region = torch.zeros(10, 12, dtype=torch.bool)
+    region[2:8, 2:10] = True
+    assert torch.equal(trim_edges(region, picture), picture < 0.5)

@@ -22,8 +22,8 @@ FLOORS = {
        "emavfi.host_copies",
     2: "emavfi.settings emavfi.loading",
     3: "emavfi.cuts emavfi.dedupe emavfi.media emavfi.media.* emavfi.outputs emavfi.preflight emavfi.provenance "
-       "emavfi.source_window emavfi.runner emavfi.engine emavfi.clips emavfi.protect emavfi.overlays emavfi.mask_files "
-       "emavfi.pipeline",
+       "emavfi.source_window emavfi.runner emavfi.engine emavfi.clips emavfi.protect emavfi.overlays "
+       "emavfi.overlay_motion emavfi.overlay_masks emavfi.mask_files emavfi.pipeline",
     4: "emavfi.render emavfi.distributed emavfi.ray_cluster emavfi.ray_private",
     5: "emavfi.cli emavfi.__main__ emavfi.progress nodes nodes.*",
 }

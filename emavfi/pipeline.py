@@ -67,7 +67,7 @@ def reuse_frame_buffers() -> Callable[[], None]:
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 REUSED = 32 << 20  # glibc's largest mapping threshold
-TRIMMED = 32 << 20
+TRIMMED = 128 << 20  # free space kept at the top of the heap (more than a 1080p float frame and its neighbours)
 RELEASE_EVERY = 8
 """Decoded frames between two returns of free buffers to the system (each costs the next frames' faults)."""
 

@@ -380,10 +380,12 @@ if sys.argv[1] == "reuse":
     reuse_frame_buffers()
 frame = torch.rand(3, 1080, 1920)
 frame.mul(2.0)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
+counts = []
+for _ in range(21):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     frame.mul(2.0)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(counts)[10])  # the median operation's faults
 """
     root = Path(__file__).resolve().parents[1]
     faults = {}
@@ -392,5 +394,5 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
                               env={**os.environ, "PYTHONPATH": str(root), "MALLOC_MMAP_THRESHOLD_": str(4 << 20)},
                               timeout=300, check=True)
         faults[policy] = float(done.stdout.split()[-1])
-    # a kernel reclaiming idle pages (under memory pressure) can fault some reused pages in again: not 1 in 4
-    assert faults["default"] > 3000 and faults["reuse"] < faults["default"] / 4, faults
+    # the median: a kernel reclaiming idle pages under memory pressure faulted some reused ones in again (full suite)
+    assert faults["reuse"] < 100 < 3000 < faults["default"], faults

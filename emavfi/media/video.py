@@ -208,7 +208,8 @@ class VideoSource:
             container.close()
             return None, 0
         self._opened = (container, itertools.chain([frame], frames), weakref.finalize(self, container.close))
-        data = next((bytes(sd) for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
+        side = frame.side_data.get("DISPLAYMATRIX")  # by name: PyAV 18.1.1 iterates its keys, 18.1.0 the data
+        data = bytes(side) if side is not None else None
         if data is None or len(data) != 36:
             return None, 0
         rotation = int(round(frame.rotation or 0)) % 360

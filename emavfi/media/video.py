@@ -20,10 +20,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import one_line
 from .base import FramesIOError
+from .images import to_tensor
 
 if TYPE_CHECKING:
     import torch  # imported where a frame is decoded: reading headers (`emavfi plan`) needs no PyTorch
@@ -132,8 +131,7 @@ class VideoSource:
         array = frame.to_ndarray(format=fmt, src_color_range=frame.color_range, threads=1)
         import torch
 
-        values = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        values = values.float().div_(65535.0 if deep else 255.0)
+        values = to_tensor(array, "16" if deep else "8")
         if self.apply_rotation and self.rotation:  # upright: the display matrix turns the picture counter-clockwise
             values = torch.rot90(values, self.rotation // 90, dims=(1, 2)).contiguous()
         return values

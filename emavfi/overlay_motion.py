@@ -23,6 +23,7 @@ TYPICAL = 0.9  # quantile of the residuals on textured pixels taken as typical (
 UNCHANGED_SIGMAS, EDGE_SIGMAS = 1.5, 5.0  # an edge pixel "unchanged" between the two frames, in noise units
 STILL_SHARE = 0.5  # when this share of the textured blocks is unchanged, the picture is still
 TEXTURED_SHARE = 0.05  # of the blocks, at least, must have edges to measure a motion
+MATCH_STEPS = 3  # reweighting steps of the exposure match
 BLOCKS = 16  # blocks across the long side for that count (an overlay's dense edges fill few of them)
 
 
@@ -55,7 +56,7 @@ def _static(a: torch.Tensor, b: torch.Tensor, sigma: float) -> tuple[torch.Tenso
     edge = torch.zeros_like(a, dtype=torch.bool)
     edge[1:-1, 1:-1] = torch.maximum((a[1:-1, 2:] - a[1:-1, :-2]).abs(), (a[2:, 1:-1] - a[:-2, 1:-1]).abs()) \
         > 2 * EDGE_SIGMAS * sigma
-    matched = (a - a.mean()) * (b.std() / a.std().clamp(min=1e-6)) + b.mean()  # a fade is not motion
+    matched = _exposure_matched(a, b, sigma)  # a fade is not motion
     unchanged = edge & ((matched - b).abs() <= UNCHANGED_SIGMAS * math.sqrt(2) * sigma)
     block = max(4, max(a.shape) // BLOCKS)
     edges_in, unchanged_in = (F.avg_pool2d(m[None, None].float(), block, ceil_mode=True) for m in (edge, unchanged))
@@ -63,6 +64,21 @@ def _static(a: torch.Tensor, b: torch.Tensor, sigma: float) -> tuple[torch.Tenso
     if int(textured.sum()) < TEXTURED_SHARE * textured.numel():
         return unchanged, 1.0  # next to nothing to see (black, fog): take it as still
     return unchanged, float((textured & (unchanged_in > 0.5 * edges_in)).sum()) / int(textured.sum())
+
+
+def _exposure_matched(a: torch.Tensor, b: torch.Tensor, sigma: float) -> torch.Tensor:
+    """a [h,w] with the gain and offset that take it onto b [h,w], fitted robustly (a figure that walks over the
+    picture changes its mean and spread, not the gain and offset of the rest)."""
+    x, y = a.flatten(), b.flatten()
+    gain, offset = 1.0, float((y - x).median())
+    for _ in range(MATCH_STEPS):  # iteratively reweighted least squares (Cauchy, at a few x the noise)
+        weight = 1 / (1 + ((y - gain * x - offset) / (ROBUST * math.sqrt(2) * sigma + 1e-6)).square())
+        total, mx, my = weight.sum().clamp(min=1e-9), (weight * x).sum(), (weight * y).sum()
+        mx, my = mx / total, my / total
+        spread = (weight * (x - mx).square()).sum()
+        gain = float((weight * (x - mx) * (y - my)).sum() / spread.clamp(min=1e-9)) if spread > 1e-9 else 1.0
+        offset = float(my - gain * mx)
+    return gain * a + offset
 
 
 def _pyramid_of(y: torch.Tensor, pool=F.avg_pool2d) -> list[torch.Tensor]:

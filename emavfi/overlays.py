@@ -52,6 +52,9 @@ SHOWN = 0.3  # frame j shows a seed: its gradient across the rim is at least thi
 SEEN_SHARE = 0.5  # of a region's seeds, frame j shows this share at least
 MIN_SEEDS = 10  # a region holds this many seeds at least (the picture makes a stray one now and then)
 LARGE_HOLE = 2e-3  # of the analysis picture's pixels: a hole this large is held whole
+OPAQUE = 0.3  # of a region's seeds stay put at least: an opaque overlay (a semi-transparent one's change)
+COVERED = 0.5  # an overlay covers most of a pixel whose luma varies under this x the picture's beside it
+PEEL = 3  # analysis px beside an opaque overlay's held pixels where the rest is held only if they enclose it
 BRIDGE = 2  # analysis px: gaps up to 2 x BRIDGE in a region's rim still enclose its holes
 MIN_AREA = 3e-4  # of the analysis picture's pixels: a region's rims and seeds cover this much at least
 NOISE_BLOCK = 8
@@ -147,12 +150,13 @@ def typical_motion(pairs: list[Motion]) -> Motion:
     return motion
 
 
-def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overlaid: torch.Tensor,
-          picture: torch.Tensor) -> torch.Tensor:
+def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, held: torch.Tensor, apart: torch.Tensor,
+          spread: torch.Tensor, picture: torch.Tensor) -> torch.Tensor:
     """[h,w] bool overlay regions of a frame: the rims connected to MIN_SEEDS seeds or more, most of them seen in
     the frame's own picture [h,w] (an overlay that has not appeared yet is not), gaps up to 2 x BRIDGE bridged,
-    enclosed holes filled (narrow ones where `overlaid`: steady or not explained by the picture's motion), the
-    outermost pixel kept where the edge lies outside it; specks (under MIN_AREA) are not regions."""
+    enclosed holes filled (narrow ones where `held`: the pixel stays put, or `apart`: the picture's motion does
+    not explain it), the outermost pixel kept where the edge lies outside it, and beside an opaque overlay's held
+    pixels only what they hold or enclose; specks (under MIN_AREA) are not regions."""
     if int(seen.sum()) < MIN_SEEDS:
         return torch.zeros_like(seeds)
     rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
@@ -160,13 +164,13 @@ def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overlaid:
     y0, y1 = max(0, int(rows[0]) - margin), min(seen.shape[0], int(rows[-1]) + margin + 1)
     x0, x1 = max(0, int(cols[0]) - margin), min(seen.shape[1], int(cols[-1]) + margin + 1)
     found = torch.zeros_like(seeds)
-    found[y0:y1, x0:x1] = _regions(*(t[y0:y1, x0:x1] for t in (seeds, seen, rims, overlaid, picture)),
+    found[y0:y1, x0:x1] = _regions(*(t[y0:y1, x0:x1] for t in (seeds, seen, rims, held, apart, spread, picture)),
                                    MIN_AREA * seeds.numel(), LARGE_HOLE * seeds.numel())
     return found
 
 
-def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overlaid: torch.Tensor,
-             picture: torch.Tensor, min_area: float, large_hole: float) -> torch.Tensor:
+def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, held: torch.Tensor, apart: torch.Tensor,
+             spread: torch.Tensor, picture: torch.Tensor, min_area: float, large_hole: float) -> torch.Tensor:
     """shape() on a part of the frame."""
     connected = seeds | rims
     labels = components(connected) + 1
@@ -179,7 +183,16 @@ def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, overla
     holes, hole_area = enclosed(bridged)
     # a bridge or a small hole (between two subtitle lines, inside a letter) is held only where it stays put or
     # the picture's motion does not explain it; a large hole (inside a logo's plate) is held whole
-    region = trim_edges(region | holes & (hole_area >= large_hole) | (bridged | holes) & overlaid, picture)
+    large = holes & (hole_area >= large_hole)
+    filled = trim_edges(region | large | (bridged | holes) & (held | apart), picture)
+    # an opaque overlay's pixels stay put: beside them, the picture that moves (around a subtitle's outline,
+    # between its lines) is held only where they enclose it, and one pixel more where the edge lies beyond it
+    held_seeds = torch.bincount(labels[seeds & held], minlength=labels.numel() + 1)
+    opaque = kept & (held_seeds >= OPAQUE * count)
+    core = filled & held & grow(opaque[labels] & connected, BRIDGE)
+    peeled = filled & (held | large | enclosed(core)[0] | ~grow(core, PEEL))
+    beside = F.max_pool2d(torch.where(peeled, 0, spread)[None, None], 5, 1, 2)[0, 0]
+    region = peeled | filled & grow(peeled, 1) & (spread <= COVERED * beside)
     return drop_specks(region, max(12, round(min_area)))  # bits a bridge or a trim left on their own
 
 
@@ -244,6 +257,8 @@ class OverlayFinder:
             frames = [self._frame[k] for k in range(start, start + RUN + 1)]
             motion = typical_motion([self._motion[pair] for pair in range(start, start + RUN)])
             sigma = sorted(noise for _, _, noise in frames)[len(frames) // 2]
+            if motion == Motion():  # under a pixel a frame looks still; over the run it may not be
+                motion = estimate(frames[0][0], frames[-1][0], sigma)
             self._runs[start] = run_evidence(torch.stack([y for y, _, _ in frames]),
                                              torch.stack([g for _, g, _ in frames]), sigma, motion)
         return self._runs[start]
@@ -256,15 +271,17 @@ class OverlayFinder:
         lo = max([i + 1 for i in found if i < j] + [max(0, j - RUN)])
         hi = min([i for i in found if i >= j] + [min(self.n - 1, j + RUN)])
         y, g, noise = self._frame[j]
-        seeds = rims = seen = overlaid = torch.zeros(y.shape, dtype=torch.bool)
+        seeds = rims = seen = held = apart = torch.zeros(y.shape, dtype=torch.bool)
+        spread = torch.full(y.shape, math.inf)
         tolerance = STABLE_SIGMAS * math.sqrt(2) * noise
         for start in range(lo, hi - RUN + 1):
             run = self._run(start)
-            held = (run["high"] - y <= tolerance) & (y - run["low"] <= tolerance)
-            shown = held | ((g * run["mean"]).sum(0) >= SHOWN * run["mean"].square().sum(0))  # in frame j itself
+            put = (run["high"] - y <= tolerance) & (y - run["low"] <= tolerance)
+            shown = put | ((g * run["mean"]).sum(0) >= SHOWN * run["mean"].square().sum(0))  # in frame j itself
             seeds, rims, seen = seeds | run["seeds"], rims | run["rims"], seen | (run["seeds"] & shown)
-            overlaid |= held | run["apart"]
-        return shape(seeds, seen, rims, overlaid, y)
+            held, apart = held | put, apart | run["apart"]
+            spread = torch.minimum(spread, run["high"] - run["low"])
+        return shape(seeds, seen, rims, held, apart, spread, y)
 
 
 class _TensorFrames:

@@ -6,18 +6,28 @@ import torch
 import torch.nn.functional as F
 
 
+def square_max(values: torch.Tensor, px: int) -> torch.Tensor:
+    """[h,w]: the largest of values [h,w] (float or bool) over the square of 2 px + 1 around each pixel, within
+    the picture: shifted maxima along the rows, then the columns (a tenth of the time of a max pool on CPU)."""
+    out = values
+    for dim in (0, 1):
+        size, spread = out.shape[dim], out.clone()
+        for step in range(1, min(px, size - 1) + 1):
+            early, late = spread.narrow(dim, 0, size - step), spread.narrow(dim, step, size - step)
+            early.copy_(torch.maximum(early, out.narrow(dim, step, size - step)))
+            late.copy_(torch.maximum(late, out.narrow(dim, 0, size - step)))
+        out = spread
+    return out
+
+
 def grow(mask: torch.Tensor, px: int = 1) -> torch.Tensor:
     """mask [h,w] bool grown by px (a square of 2 px + 1)."""
-    if px <= 0:
-        return mask
-    return F.max_pool2d(mask[None, None].float(), 2 * px + 1, 1, px)[0, 0] > 0
+    return square_max(mask, px) if px > 0 else mask
 
 
 def shrink(mask: torch.Tensor, px: int = 1) -> torch.Tensor:
-    """mask [h,w] bool shrunk by px (what grow of the rest leaves; beyond the border counts as outside)."""
-    if px <= 0:
-        return mask
-    return -F.max_pool2d(-mask[None, None].float(), 2 * px + 1, 1, px)[0, 0] > 0
+    """mask [h,w] bool shrunk by px (what grow of the rest leaves; beyond the border does not count)."""
+    return ~square_max(~mask, px) if px > 0 else mask
 
 
 def _run_lengths(free: torch.Tensor) -> torch.Tensor:
@@ -34,10 +44,25 @@ def _spread_min(labels: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def components(mask: torch.Tensor) -> torch.Tensor:
-    """[h,w] int64 label of each 4-connected region of mask (the smallest pixel index in it), -1 outside.
+    """[h,w] int64 label of each 4-connected region of mask [h,w] bool (the smallest pixel index in it), -1 outside.
 
-    Labels spread along whole rows and columns at once and jump along their own chains (a pixel takes the label
-    of the pixel its label names), so a long thin rim needs few rounds."""
+    SciPy's labelling where it is installed (a tenth of the time), else _spread_components: the same labels."""
+    try:
+        from scipy import ndimage
+    except ImportError:
+        return _spread_components(mask)
+    import numpy as np
+
+    numbered = ndimage.label(mask.numpy())[0].ravel()  # 1, 2, ... in the order of each region's first pixel
+    inside = np.flatnonzero(numbered)
+    reached = np.maximum.accumulate(numbered[inside])  # grows by one at each region's first pixel
+    first = inside[np.diff(reached, prepend=0) > 0]
+    return torch.from_numpy(np.concatenate(([-1], first))[numbered]).view_as(mask)
+
+
+def _spread_components(mask: torch.Tensor) -> torch.Tensor:
+    """components() in torch alone: labels spread along whole rows and columns at once and jump along their own
+    chains (a pixel takes the label of the pixel its label names), so a long thin rim needs few rounds."""
     n = mask.numel()
     if n >= 1 << 24:
         raise ValueError(f"a mask of {n} pixels is too large to label (at most {1 << 24})")

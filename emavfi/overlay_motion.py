@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .overlay_masks import square_max
+
 COARSEST = 40  # px on the long side of the coarsest level of the fit
 FINEST = 256  # the fit stops at the first level at most this long (finer adds time, not accuracy)
 DAMPING = 0.05  # Levenberg-Marquardt damping, of each diagonal term of the normal equations
@@ -166,7 +168,7 @@ def estimate(a: torch.Tensor, b: torch.Tensor, sigma: float) -> Motion:
     unchanged, share = _static(a, b, sigma)
     if share >= STILL_SHARE:
         return Motion()
-    ignored = _pyramid(F.max_pool2d(unchanged[None, None].float(), 5, 1, 2)[0, 0])  # a share at coarse levels
+    ignored = _pyramid(square_max(unchanged.float(), 2))  # a share at coarse levels
     levels = list(zip(_pyramid(a), _pyramid(b), ignored))[-LEVELS:]
     finest = levels[-1]
     best, best_cost = None, math.inf

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import cuts
 from .dedupe import NOISE_FLOOR  # half an 8-bit code value: the quietest footage's noise
-from .overlay_masks import components, drop_specks, enclosed, grow, shrink, trim_edges
+from .overlay_masks import components, drop_specks, enclosed, grow, shrink, square_max, trim_edges
 from .overlay_motion import Motion, estimate, predict
 
 RUN = 24
@@ -191,7 +191,7 @@ def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, held: 
     opaque = kept & (held_seeds >= OPAQUE * count)
     core = filled & held & grow(opaque[labels] & connected, BRIDGE)
     peeled = filled & (held | large | enclosed(core)[0] | ~grow(core, PEEL))
-    beside = F.max_pool2d(torch.where(peeled, 0, spread)[None, None], 5, 1, 2)[0, 0]
+    beside = square_max(torch.where(peeled, 0, spread), 2)
     region = peeled | filled & grow(peeled, 1) & (spread <= COVERED * beside)
     return drop_specks(region, max(12, round(min_area)))  # bits a bridge or a trim left on their own
 
@@ -215,21 +215,27 @@ class OverlayFinder:
 
     def masks(self, frames: Any, lo: int, hi: int) -> torch.Tensor:
         """[hi - lo + 1, H, W] float32 (0 or 1): the overlays of frames lo..hi (frames: an engine.Frames)."""
+        return self.found_masks(frames, lo, hi).float()
+
+    def found_masks(self, frames: Any, lo: int, hi: int) -> torch.Tensor:
+        """masks() as [hi - lo + 1, H, W] bool."""
         self._analyse(frames, max(0, lo - CONTEXT), min(self.n - 1, hi + CONTEXT))
         small = torch.stack([self._decide(j) for j in range(lo, hi + 1)])
         masks = full_size(small, tuple(frames.size))
-        for j, mask in zip(range(lo, hi + 1), masks):
+        factor, (height, width) = analysis_factor(*frames.size), tuple(frames.size)
+        for j, mask, reduced in zip(range(lo, hi + 1), masks, small):
             if j not in self.decided:
                 self.decided.add(j)
-                if bool(mask.any()):
-                    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-                    self.found[j] = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+                if bool(reduced.any()):  # each analysis pixel stands for a block of factor x factor
+                    rows, cols = reduced.any(1).nonzero().flatten(), reduced.any(0).nonzero().flatten()
+                    x1, y1 = (int(cols[-1]) + 1) * factor, (int(rows[-1]) + 1) * factor
+                    self.found[j] = (int(cols[0]) * factor, int(rows[0]) * factor, min(width, x1), min(height, y1))
                 if self.seen is not None:
                     self.seen(j, mask)
         for cache in (self._frame, self._motion, self._scores, self._runs):
             for old in [k for k in cache if k < lo - CONTEXT]:
                 del cache[old]
-        return masks.float()
+        return masks
 
     def _analyse(self, frames: Any, lo: int, hi: int) -> None:
         missing = [j for j in range(lo, hi + 1) if j not in self._frame]
@@ -301,7 +307,7 @@ def detect_overlays(frames: torch.Tensor) -> torch.Tensor:
     if frames.dim() != 4 or frames.shape[1] < 3 or not frames.is_floating_point():
         raise ValueError(f"frames must be float [N,C>=3,H,W] with RGB first; got {frames.dtype} "
                          f"{list(frames.shape)}")
-    return OverlayFinder(frames.shape[0]).masks(_TensorFrames(frames), 0, frames.shape[0] - 1) > 0
+    return OverlayFinder(frames.shape[0]).found_masks(_TensorFrames(frames), 0, frames.shape[0] - 1)
 
 
 def full_size(masks: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emavfi import overlays
-from emavfi.overlay_masks import components, drop_specks, fill_holes, trim_edges
+from emavfi.overlay_masks import _spread_components, components, drop_specks, fill_holes, square_max, trim_edges
 
 pytest.importorskip("skimage.data", reason="real photographs come from scikit-image")
 pytest.importorskip("PIL", reason="the overlays' text is drawn with Pillow")
@@ -53,6 +53,49 @@ def test_a_zooms_still_centre_a_fade_in_and_a_slow_pan_are_not_overlays(name):
     frames, _ = _clip(name)  # the zoom's centre barely moves, the fade's first frames are black, the pan's edges
     # slide along themselves
     assert not overlays.detect_overlays(frames).any()
+
+
+def _composited(picture: torch.Tensor, overlay=None, seed: int = 5):
+    """A clip built as the evaluation set builds one: camera noise, the overlay, a light codec noise."""
+    from benchmarks.overlay_dataset import CODEC_NOISE, SENSOR_NOISE, _noise
+
+    generator = torch.Generator().manual_seed(seed)
+    frames = _noise(picture, generator, SENSOR_NOISE)
+    frames, truth = overlay(frames) if overlay else (frames, torch.zeros(frames.shape[0], *frames.shape[-2:]) > 0)
+    return _noise(frames, generator, CODEC_NOISE), truth
+
+
+def test_a_hud_over_a_smooth_picture_panning_under_a_pixel_a_frame_is_found():
+    from benchmarks.overlay_dataset import hud, pan
+
+    # the clock photograph is smooth: between two frames 0.9 px apart most of its edges stay put, so each pair
+    # looks still; over a run of 25 frames it has moved 21.6 px
+    frames, truth = _composited(pan("clock", 0.9)[:40], hud)
+    precision, recall = _scores(overlays.detect_overlays(frames), truth)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
+def test_a_figure_walking_over_a_still_picture_is_neither_motion_nor_an_overlay():
+    from benchmarks.overlay_dataset import moving_object, still
+    from emavfi.overlay_motion import Motion, estimate
+
+    # a bright cut-out crossing the dark coat changes the frame's mean as much as a fade would
+    frames, _ = _composited(moving_object(still("camera")[:56], "coffee", (60, 50), (60, 270), (-0.5, -4.0), bob=3))
+    y = overlays.lumas(frames)
+    assert estimate(y[16], y[40], float(overlays.noise_levels(y[16:17]))) == Motion()
+    assert not overlays.detect_overlays(frames).any()
+
+
+def test_a_subtitle_over_a_dark_picture_holds_little_of_the_picture_between_its_lines():
+    frames, truth = _clip("subtitle over pan coffee", slice(6, 66))  # shown in frames 12-59, outlined in black
+    found = overlays.detect_overlays(frames)
+    precision, recall = _scores(found, truth)
+    assert precision >= 0.9 and recall >= 0.95, (precision, recall)
+    rows = truth.any(0).any(1).nonzero().flatten()
+    band = torch.zeros_like(truth[0])
+    band[int(rows[0]):int(rows[-1]) + 1] = True  # the subtitle's rows, both lines and the picture between
+    between = band & ~truth[30] & truth[30].any(0)[None]  # the picture among the letters
+    assert int((found[30] & between).sum()) <= 0.25 * int(between.sum())
 
 
 def test_a_semi_transparent_logo_is_found_through_the_moving_picture():
@@ -122,6 +165,20 @@ def test_regions_are_labelled_as_a_pixel_by_pixel_spread_labels_them():
             break
         labels = spread
     assert torch.equal(components(mask), labels) and len(labels.unique()) > 20
+
+
+def test_scipys_labels_equal_the_spread_labels_and_square_maxima_a_max_pool():
+    import skimage.data as data
+    import torch.nn.functional as F
+
+    pytest.importorskip("scipy.ndimage")
+    for name in ("camera", "coins"):
+        photo = torch.from_numpy(getattr(data, name)().copy()).float()[None, None] / 255
+        small = F.interpolate(photo, size=(108, 192), mode="area")[0, 0]
+        for mask in (small > small.mean(), small < 0.2, small > 2, small >= 0):
+            assert torch.equal(components(mask), _spread_components(mask))
+        for px in (1, 2, 3):
+            assert torch.equal(square_max(small, px), F.max_pool2d(small[None, None], 2 * px + 1, 1, px)[0, 0])
 
 
 def test_an_edge_found_on_both_of_its_sides_is_trimmed_to_the_overlays_side():

@@ -15,7 +15,12 @@ to MIN_SEEDS seeds or more, most of them shown in frame j itself (SEEN_SHARE: an
 is not), gaps up to 2 x BRIDGE bridged, enclosed holes filled (the changing digits of a timecode box, a health bar,
 a logo's plate; small holes and the bridges only where the pixels stay put or do not move with the picture, so
 the picture between two subtitle lines is not held), and the outermost pixel trimmed where the edge lies inside
-it (a central difference marks both sides of an edge).
+it (a central difference marks both sides of an edge). Beside an opaque overlay (OPAQUE: most of its seeds stay
+put), within PEEL px of its still pixels, only what stays put, what they enclose and what the overlay covers most
+of (COVERED) is kept: the picture around a subtitle's dark outline and between its lines is not.
+
+When a run's pairs of frames all look still (a smooth picture moving under a pixel a frame), its motion is fitted
+from its first frame to its last instead.
 
 The decision for frame j reads only frames j - CONTEXT .. j + CONTEXT, so any batch, task or worker decides a
 frame the same. Masks come back at full size.
@@ -53,8 +58,8 @@ SEEN_SHARE = 0.5  # of a region's seeds, frame j shows this share at least
 MIN_SEEDS = 10  # a region holds this many seeds at least (the picture makes a stray one now and then)
 LARGE_HOLE = 2e-3  # of the analysis picture's pixels: a hole this large is held whole
 OPAQUE = 0.3  # of a region's seeds stay put at least: an opaque overlay (a semi-transparent one's change)
+PEEL = 3  # analysis px beside an opaque overlay's still pixels where the rest is kept only if they enclose it
 COVERED = 0.5  # an overlay covers most of a pixel whose luma varies under this x the picture's beside it
-PEEL = 3  # analysis px beside an opaque overlay's held pixels where the rest is held only if they enclose it
 BRIDGE = 2  # analysis px: gaps up to 2 x BRIDGE in a region's rim still enclose its holes
 MIN_AREA = 3e-4  # of the analysis picture's pixels: a region's rims and seeds cover this much at least
 NOISE_BLOCK = 8
@@ -150,13 +155,14 @@ def typical_motion(pairs: list[Motion]) -> Motion:
     return motion
 
 
-def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, held: torch.Tensor, apart: torch.Tensor,
+def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, put: torch.Tensor, apart: torch.Tensor,
           spread: torch.Tensor, picture: torch.Tensor) -> torch.Tensor:
     """[h,w] bool overlay regions of a frame: the rims connected to MIN_SEEDS seeds or more, most of them seen in
     the frame's own picture [h,w] (an overlay that has not appeared yet is not), gaps up to 2 x BRIDGE bridged,
-    enclosed holes filled (narrow ones where `held`: the pixel stays put, or `apart`: the picture's motion does
-    not explain it), the outermost pixel kept where the edge lies outside it, and beside an opaque overlay's held
-    pixels only what they hold or enclose; specks (under MIN_AREA) are not regions."""
+    enclosed holes filled (narrow ones where `put`: the pixel stays put, or `apart`: the picture's motion does not
+    explain it), the outermost pixel kept where the edge lies outside it, and beside an opaque overlay only what
+    stays put, what it encloses and what it covers most of (`spread`: each pixel's least luma range over a run);
+    specks (under MIN_AREA) are not regions."""
     if int(seen.sum()) < MIN_SEEDS:
         return torch.zeros_like(seeds)
     rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
@@ -164,12 +170,12 @@ def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, held: tor
     y0, y1 = max(0, int(rows[0]) - margin), min(seen.shape[0], int(rows[-1]) + margin + 1)
     x0, x1 = max(0, int(cols[0]) - margin), min(seen.shape[1], int(cols[-1]) + margin + 1)
     found = torch.zeros_like(seeds)
-    found[y0:y1, x0:x1] = _regions(*(t[y0:y1, x0:x1] for t in (seeds, seen, rims, held, apart, spread, picture)),
+    found[y0:y1, x0:x1] = _regions(*(t[y0:y1, x0:x1] for t in (seeds, seen, rims, put, apart, spread, picture)),
                                    MIN_AREA * seeds.numel(), LARGE_HOLE * seeds.numel())
     return found
 
 
-def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, held: torch.Tensor, apart: torch.Tensor,
+def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, put: torch.Tensor, apart: torch.Tensor,
              spread: torch.Tensor, picture: torch.Tensor, min_area: float, large_hole: float) -> torch.Tensor:
     """shape() on a part of the frame."""
     connected = seeds | rims
@@ -181,19 +187,25 @@ def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, held: 
     region = kept[labels] & connected
     bridged = region | shrink(grow(region, BRIDGE), BRIDGE)
     holes, hole_area = enclosed(bridged)
-    # a bridge or a small hole (between two subtitle lines, inside a letter) is held only where it stays put or
-    # the picture's motion does not explain it; a large hole (inside a logo's plate) is held whole
+    # a bridge or a small hole (between two subtitle lines, inside a letter) is kept only where it stays put or
+    # the picture's motion does not explain it; a large hole (inside a logo's plate) is kept whole
     large = holes & (hole_area >= large_hole)
-    filled = trim_edges(region | large | (bridged | holes) & (held | apart), picture)
-    # an opaque overlay's pixels stay put: beside them, the picture that moves (around a subtitle's outline,
-    # between its lines) is held only where they enclose it, and one pixel more where the edge lies beyond it
-    held_seeds = torch.bincount(labels[seeds & held], minlength=labels.numel() + 1)
-    opaque = kept & (held_seeds >= OPAQUE * count)
-    core = filled & held & grow(opaque[labels] & connected, BRIDGE)
-    peeled = filled & (held | large | enclosed(core)[0] | ~grow(core, PEEL))
-    beside = square_max(torch.where(peeled, 0, spread), 2)
-    region = peeled | filled & grow(peeled, 1) & (spread <= COVERED * beside)
+    filled = trim_edges(region | large | (bridged | holes) & (put | apart), picture)
+    # an opaque overlay stays put where a semi-transparent one changes with the picture beneath it
+    opaque = kept & (torch.bincount(labels[seeds & put], minlength=labels.numel() + 1) >= OPAQUE * count)
+    core = filled & put & grow(opaque[labels] & connected, BRIDGE)
+    region = _beside(filled, core, put | large, spread)
     return drop_specks(region, max(12, round(min_area)))  # bits a bridge or a trim left on their own
+
+
+def _beside(filled: torch.Tensor, core: torch.Tensor, kept: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """filled [h,w] bool without the picture beside an opaque overlay's pixels that stay put (core): within PEEL px
+    of them only what `kept` marks or they enclose is left (not the dark picture around a subtitle's black outline
+    or between its lines), and then the pixels next to it that the overlay covers most of (whose luma `spread`
+    over a run is under COVERED x the picture's beside them: an outline's soft edge)."""
+    peeled = filled & (kept | enclosed(core)[0] | ~grow(core, PEEL))
+    beside = square_max(torch.where(peeled, 0, spread), 2)
+    return peeled | filled & grow(peeled, 1) & (spread <= COVERED * beside)
 
 
 # ----------------------------------------------------------------------------------------------- a clip
@@ -277,17 +289,17 @@ class OverlayFinder:
         lo = max([i + 1 for i in found if i < j] + [max(0, j - RUN)])
         hi = min([i for i in found if i >= j] + [min(self.n - 1, j + RUN)])
         y, g, noise = self._frame[j]
-        seeds = rims = seen = held = apart = torch.zeros(y.shape, dtype=torch.bool)
+        seeds = rims = seen = put = apart = torch.zeros(y.shape, dtype=torch.bool)
         spread = torch.full(y.shape, math.inf)
         tolerance = STABLE_SIGMAS * math.sqrt(2) * noise
         for start in range(lo, hi - RUN + 1):
             run = self._run(start)
-            put = (run["high"] - y <= tolerance) & (y - run["low"] <= tolerance)
-            shown = put | ((g * run["mean"]).sum(0) >= SHOWN * run["mean"].square().sum(0))  # in frame j itself
+            stays = (run["high"] - y <= tolerance) & (y - run["low"] <= tolerance)
+            shown = stays | ((g * run["mean"]).sum(0) >= SHOWN * run["mean"].square().sum(0))  # in frame j itself
             seeds, rims, seen = seeds | run["seeds"], rims | run["rims"], seen | (run["seeds"] & shown)
-            held, apart = held | put, apart | run["apart"]
+            put, apart = put | stays, apart | run["apart"]
             spread = torch.minimum(spread, run["high"] - run["low"])
-        return shape(seeds, seen, rims, held, apart, spread, y)
+        return shape(seeds, seen, rims, put, apart, spread, y)
 
 
 class _TensorFrames:

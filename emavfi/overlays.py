@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,7 @@ EXPLAINED_SIGMAS = 3.5  # a seed's last frame differs from its first carried by 
 SHOWN = 0.3  # frame j shows a seed: its gradient across the rim is at least this x the run's mean
 SEEN_SHARE = 0.5  # of a region's seeds, frame j shows this share at least
 MIN_SEEDS = 10  # a region holds this many seeds at least (the picture makes a stray one now and then)
+PART_SEEDS = 3 * MIN_SEEDS  # and a shown part of one with an overlay not shown yet (a letter's stem is not)
 LARGE_HOLE = 2e-3  # of the analysis picture's pixels: a hole this large is held whole
 OPAQUE = 0.3  # of a region's seeds stay put at least: an opaque overlay (a semi-transparent one's change)
 PEEL = 3  # analysis px beside an opaque overlay's still pixels where the rest is kept only if they enclose it
@@ -155,47 +156,78 @@ def typical_motion(pairs: list[Motion]) -> Motion:
     return motion
 
 
-def shape(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, put: torch.Tensor, apart: torch.Tensor,
-          spread: torch.Tensor, picture: torch.Tensor) -> torch.Tensor:
+class Evidence(NamedTuple):
+    """What the runs that hold a frame say of each pixel, [h,w] each (bool but spread)."""
+    seeds: torch.Tensor  # rims the picture moved across during a run, not explained by its motion
+    rims: torch.Tensor
+    seen: torch.Tensor  # seeds the frame shows: its pixel stays put, or its gradient points the run's mean way
+    drawn: torch.Tensor  # rims whose gradient in the frame points the run's mean way
+    put: torch.Tensor  # pixels that stay put over a run (the frame's luma within noise of its range)
+    apart: torch.Tensor  # pixels whose change over a run the picture's motion does not explain
+    spread: torch.Tensor  # float: each pixel's least luma range over a run
+
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> "Evidence":
+        """The evidence of rows y0..y1 - 1 and columns x0..x1 - 1."""
+        return Evidence(*(t[y0:y1, x0:x1] for t in self))
+
+
+def shape(evidence: Evidence, picture: torch.Tensor) -> torch.Tensor:
     """[h,w] bool overlay regions of a frame: the rims connected to MIN_SEEDS seeds or more, most of them seen in
     the frame's own picture [h,w] (an overlay that has not appeared yet is not), gaps up to 2 x BRIDGE bridged,
-    enclosed holes filled (narrow ones where `put`: the pixel stays put, or `apart`: the picture's motion does not
-    explain it), the outermost pixel kept where the edge lies outside it, and beside an opaque overlay only what
-    stays put, what it encloses and what it covers most of (`spread`: each pixel's least luma range over a run);
-    specks (under MIN_AREA) are not regions."""
+    enclosed holes filled (narrow ones where a pixel stays put or the picture's motion does not explain it), the
+    outermost pixel kept where the edge lies outside it, and beside an opaque overlay only what stays put, what it
+    encloses and what it covers most of; specks (under MIN_AREA) are not regions."""
+    seen = evidence.seen
     if int(seen.sum()) < MIN_SEEDS:
-        return torch.zeros_like(seeds)
+        return torch.zeros_like(picture, dtype=torch.bool)
     rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
-    margin = max(seen.shape) // 8  # a region reaches this far from its seen seeds at most (work on that part)
-    y0, y1 = max(0, int(rows[0]) - margin), min(seen.shape[0], int(rows[-1]) + margin + 1)
-    x0, x1 = max(0, int(cols[0]) - margin), min(seen.shape[1], int(cols[-1]) + margin + 1)
-    found = torch.zeros_like(seeds)
-    found[y0:y1, x0:x1] = _regions(*(t[y0:y1, x0:x1] for t in (seeds, seen, rims, put, apart, spread, picture)),
-                                   MIN_AREA * seeds.numel(), LARGE_HOLE * seeds.numel())
+    margin = max(picture.shape) // 8  # a region reaches this far from its seen seeds at most (work on that part)
+    y0, y1 = max(0, int(rows[0]) - margin), min(picture.shape[0], int(rows[-1]) + margin + 1)
+    x0, x1 = max(0, int(cols[0]) - margin), min(picture.shape[1], int(cols[-1]) + margin + 1)
+    found = torch.zeros_like(picture, dtype=torch.bool)
+    found[y0:y1, x0:x1] = _regions(evidence.crop(y0, y1, x0, x1), picture[y0:y1, x0:x1],
+                                   MIN_AREA * picture.numel(), LARGE_HOLE * picture.numel())
     return found
 
 
-def _regions(seeds: torch.Tensor, seen: torch.Tensor, rims: torch.Tensor, put: torch.Tensor, apart: torch.Tensor,
-             spread: torch.Tensor, picture: torch.Tensor, min_area: float, large_hole: float) -> torch.Tensor:
+def _regions(evidence: Evidence, picture: torch.Tensor, min_area: float, large_hole: float) -> torch.Tensor:
     """shape() on a part of the frame."""
-    connected = seeds | rims
+    seeds, put = evidence.seeds, evidence.put
+    connected = seeds | evidence.rims
     labels = components(connected) + 1
     count = torch.bincount(labels[seeds], minlength=labels.numel() + 1)
-    count_seen = torch.bincount(labels[seen], minlength=labels.numel() + 1)
+    count_seen = torch.bincount(labels[evidence.seen], minlength=labels.numel() + 1)
     area = torch.bincount(labels[connected], minlength=labels.numel() + 1)
     kept = (count_seen >= MIN_SEEDS) & (count_seen >= SEEN_SHARE * count) & (area >= min_area)
     region = kept[labels] & connected
+    unseen = (count_seen >= MIN_SEEDS) & ~kept & (area >= min_area)
+    if bool(unseen.any()):  # another overlay, not shown yet, may touch one that is: their drawn parts alone
+        region |= _shown_parts(seeds, evidence.drawn & unseen[labels] & connected, min_area)
     bridged = region | shrink(grow(region, BRIDGE), BRIDGE)
     holes, hole_area = enclosed(bridged)
     # a bridge or a small hole (between two subtitle lines, inside a letter) is kept only where it stays put or
     # the picture's motion does not explain it; a large hole (inside a logo's plate) is kept whole
     large = holes & (hole_area >= large_hole)
-    filled = trim_edges(region | large | (bridged | holes) & (put | apart), picture)
+    filled = trim_edges(region | large | (bridged | holes) & (put | evidence.apart), picture)
     # an opaque overlay stays put where a semi-transparent one changes with the picture beneath it
     opaque = kept & (torch.bincount(labels[seeds & put], minlength=labels.numel() + 1) >= OPAQUE * count)
     core = filled & put & grow(opaque[labels] & connected, BRIDGE)
-    region = _beside(filled, core, put | large, spread)
+    region = _beside(filled, core, put | large, evidence.spread)
     return drop_specks(region, max(12, round(min_area)))  # bits a bridge or a trim left on their own
+
+
+def _shown_parts(seeds: torch.Tensor, shown: torch.Tensor, min_area: float) -> torch.Tensor:
+    """[h,w] bool the parts of rims shown in the frame (shown [h,w] bool) that hold PART_SEEDS seeds [h,w] or more,
+    most of them (SEEN_SHARE) among the seeds they touch (bits of an overlay shown by chance before it appears
+    touch many that are not)."""
+    labels = components(shown) + 1
+    touching = square_max(labels, 1)  # a seed next to a part counts for it (for the larger label, if two)
+    count_seen = torch.bincount(labels[seeds & shown], minlength=labels.numel() + 1)
+    count = torch.bincount(touching[seeds], minlength=labels.numel() + 1)
+    area = torch.bincount(labels[shown], minlength=labels.numel() + 1)
+    kept = (count_seen >= PART_SEEDS) & (count_seen >= SEEN_SHARE * count) & (area >= min_area)
+    kept[0] = False
+    return kept[labels]
 
 
 def _beside(filled: torch.Tensor, core: torch.Tensor, kept: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
@@ -289,17 +321,18 @@ class OverlayFinder:
         lo = max([i + 1 for i in found if i < j] + [max(0, j - RUN)])
         hi = min([i for i in found if i >= j] + [min(self.n - 1, j + RUN)])
         y, g, noise = self._frame[j]
-        seeds = rims = seen = put = apart = torch.zeros(y.shape, dtype=torch.bool)
+        seeds = rims = seen = drawn = put = apart = torch.zeros(y.shape, dtype=torch.bool)
         spread = torch.full(y.shape, math.inf)
         tolerance = STABLE_SIGMAS * math.sqrt(2) * noise
         for start in range(lo, hi - RUN + 1):
             run = self._run(start)
             stays = (run["high"] - y <= tolerance) & (y - run["low"] <= tolerance)
-            shown = stays | ((g * run["mean"]).sum(0) >= SHOWN * run["mean"].square().sum(0))  # in frame j itself
-            seeds, rims, seen = seeds | run["seeds"], rims | run["rims"], seen | (run["seeds"] & shown)
+            agrees = (g * run["mean"]).sum(0) >= SHOWN * run["mean"].square().sum(0)  # in frame j itself
+            seeds, rims = seeds | run["seeds"], rims | run["rims"]
+            seen, drawn = seen | run["seeds"] & (stays | agrees), drawn | run["rims"] & agrees
             put, apart = put | stays, apart | run["apart"]
             spread = torch.minimum(spread, run["high"] - run["low"])
-        return shape(seeds, seen, rims, put, apart, spread, y)
+        return shape(Evidence(seeds, rims, seen, drawn, put, apart, spread), y)
 
 
 class _TensorFrames:

@@ -98,6 +98,13 @@ def test_a_subtitle_over_a_dark_picture_holds_little_of_the_picture_between_its_
     assert int((found[30] & between).sum()) <= 0.25 * int(between.sum())
 
 
+def test_a_hud_that_a_subtitle_will_cover_the_edge_of_is_found_before_the_subtitle_appears():
+    frames, truth = _clip("several over pan astronaut", slice(0, 40))  # the subtitle appears in frame 12, on the
+    # HUD's top edge: the runs of frames 4-11 see its edges, which frames 4-11 do not show
+    precision, recall = _scores(overlays.detect_overlays(frames)[4:12], truth[4:12])
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
+
+
 def test_a_semi_transparent_logo_is_found_through_the_moving_picture():
     frames, truth = _clip("logo over fast pan rocket", slice(0, 40))  # plate 35 %, letters 75 % white
     precision, recall = _scores(overlays.detect_overlays(frames), truth)

@@ -5,6 +5,7 @@ Run from the repository root:
     PYTHONPATH=. .venv/bin/python benchmarks/overlay_eval.py            # print the table
     PYTHONPATH=. .venv/bin/python benchmarks/overlay_eval.py --write    # and update benchmarks/RESULTS.md
     PYTHONPATH=. .venv/bin/python benchmarks/overlay_eval.py --held-out # the held-out set (two clips at 1080p)
+    PYTHONPATH=. .venv/bin/python benchmarks/overlay_eval.py --speed    # ms a frame, three overlays, 256x144 + 1080p
 
 Per clip with an overlay: pixel precision and recall of the detected masks against the composited ones, over
 all frames. Per hard negative: frames with any detected pixel and detected pixels in all (both must be 0).
@@ -62,11 +63,34 @@ def table(clips, rows: list[dict], seconds: dict[int, float]) -> str:
     return "\n".join(lines)
 
 
+def speed(frames: int = 40, repeats: int = 3) -> str:
+    """Wall and CPU ms a frame of detect_overlays over the first frames of timecode + subtitle + HUD over the
+    astronaut pan, at 256x144 and scaled to 1920x1080 (the best of a few runs: the machine may be shared)."""
+    import torch
+
+    from benchmarks.overlay_dataset import HD, _upscaled, make_clips
+    from emavfi.overlays import detect_overlays
+
+    clip = make_clips(names=["several over pan astronaut"])[0]
+    lines = []
+    for label, chosen in (("256x144", clip.frames[:frames]), ("1920x1080", _upscaled(clip, HD, frames).frames)):
+        times = []
+        for _ in range(repeats):
+            wall, cpu = time.perf_counter(), time.process_time()
+            detect_overlays(chosen)
+            times.append((time.perf_counter() - wall, time.process_time() - cpu))
+        wall, cpu = min(times)
+        lines.append(f"{label}: {1000 * wall / frames:.0f} ms a frame ({1000 * cpu / frames:.0f} ms of CPU), "
+                     f"{frames} frames, best of {repeats}, {torch.get_num_threads()} thread")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update the table in benchmarks/RESULTS.md")
     parser.add_argument("--only", nargs="*", help="clip names")
     parser.add_argument("--held-out", action="store_true", help="the held-out set (benchmarks/overlay_dataset.py)")
+    parser.add_argument("--speed", action="store_true", help="time three overlays at 256x144 and 1920x1080")
     args = parser.parse_args(argv)
     import torch
 
@@ -74,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     from emavfi.overlays import detect_overlays
 
     torch.set_num_threads(1)  # the machine is shared; one thread times the detector itself
+    if args.speed:
+        print(speed())
+        return 0
     clips = (make_held_out if args.held_out else make_clips)(names=args.only)
     rows, seconds = [], {}
     for clip in clips:

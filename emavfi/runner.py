@@ -252,14 +252,18 @@ class Runner:
         if self.hdr is False:
             x = _channels([rgb.clamp(0, 1)] + extra).to(self.dtype)
             return _Batch(x, {p: row[p] for p in pairs}, {p: row[p + 1] for p in pairs}, None, False)
-        negatives = bool((rgb < 0).any())
+        # Both extremes in one pass a frame (a reduction over all of a frame is far faster than along a dimension).
+        lowest, frame_peak = torch.stack([torch.stack(torch.aminmax(frame)) for frame in rgb]).unbind(1)
+        negatives = bool((lowest < 0).any())
+        if not negatives and bool(lowest.isnan().any()):  # a NaN hides a frame's minimum: look at every pixel
+            negatives = bool((rgb < 0).any())
         if negatives:
             extra.insert(0, rgb.clamp(max=0))
             rgb = rgb.clamp(min=0)
-        frame_peak = rgb.amax(dim=(1, 2, 3))
+            frame_peak = frame_peak.clamp(min=0)
         peak = torch.maximum(frame_peak[[row[p] for p in pairs]], frame_peak[[row[p + 1] for p in pairs]])
         if not bool((peak > 1).any()):
-            x = torch.cat([rgb] + extra, 1).to(self.dtype)
+            x = _channels([rgb] + extra).to(self.dtype)
             return _Batch(x, {p: row[p] for p in pairs}, {p: row[p + 1] for p in pairs}, None, negatives)
         # Each pair compresses its frames with its own peak, so pairs cannot share a frame's row here.
         both = [row[p] for p in pairs] + [row[p + 1] for p in pairs]  # every first frame, then every second

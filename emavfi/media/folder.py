@@ -330,7 +330,7 @@ class FolderSink:
             file_order[:, :, self.source.order] = delivered
         else:
             file_order = delivered[:, :, :self.channels]
-        return from_values(file_order, self.bit_depth)
+        return from_values(file_order, self.bit_depth, owned=not np.may_share_memory(file_order, values))
 
     def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None,
               raw: RawImage | None = None) -> None:

@@ -18,6 +18,7 @@ class ClipResult:
     images: torch.Tensor  # [M,H,W,C] float32 on ComfyUI's intermediate device
     mask: torch.Tensor | None  # [M,H,W] float32, or None when no mask came in
     cuts: list[int]  # pair indices i (frames i, i+1) treated as scene cuts
+    overlays: torch.Tensor | None = None  # a meta batch's overlay_mask output [K,H,W] float32 (metabatch)
 
 
 def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: float, node: str,

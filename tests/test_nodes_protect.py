@@ -218,6 +218,37 @@ def test_a_meta_batch_with_protect_overlays_equals_one_whole_run(env, node_id, p
     assert not torch.equal(whole[0], plain[0])  # the overlays were held
 
 
+def test_overlays_and_masks_give_the_command_lines_frames_and_overlay_masks(env, tmp_path, monkeypatch):
+    """x2 over a burned-in timecode (two shots, a cut) with a protect mask per input frame: the node's frames and
+    overlay_mask output are the command line's frames and its --protect-overlays-out masks."""
+    oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO")
+    import numpy as np
+    from emavfi import cli, loading
+
+    pack, _ = env
+    model, (images, _) = wrap(pack), timecode_clip()
+    source = (images * 255).round().to(torch.uint8)
+    masks = torch.zeros(70, 48, 112)
+    for i in range(70):
+        masks[i, 26 + i // 8:34 + i // 8, 40:100] = 1.0  # a band below the timecode, lower every eighth frame
+    folder, mask_folder, found_folder = tmp_path / "in", tmp_path / "masks", tmp_path / "found"
+    folder.mkdir(), mask_folder.mkdir()
+    for i, (frame, mask) in enumerate(zip(source, masks)):
+        assert oiio.ImageBuf(frame.numpy()).write(str(folder / f"f.{i}.png"))
+        assert oiio.ImageBuf((mask * 255).to(torch.uint8).numpy()).write(str(mask_folder / f"m.{i}.png"))
+    node_out = run(pack, INTERPOLATE, source.float() / 255, model, protect_mask=masks, protect_overlays=True)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model.network)
+    assert cli.main(["interpolate", str(folder), "-o", str(tmp_path / "out"), "-m", "2", "--device", "cpu",
+                     "--protect", str(mask_folder), "--protect-overlays", "--protect-overlays-out",
+                     str(found_folder)]) == 0
+    cli_out = np.stack([oiio.ImageBuf(str(p)).get_pixels(oiio.UINT8) for p in sorted((tmp_path / "out").glob("*.png"))])
+    assert cli_out.shape[0] == node_out[0].shape[0] == 139
+    assert np.array_equal(cli_out, np.rint(node_out[0].numpy() * 255).astype(np.uint8))
+    found = np.stack([oiio.ImageBuf(str(found_folder / f"overlays.{i:06d}.png")).get_pixels(oiio.UINT8)[..., 0] > 0
+                      for i in range(70)])
+    assert np.array_equal(found, node_out[-1].numpy() > 0.5) and found.any(axis=(1, 2)).all()
+
+
 @pytest.mark.parametrize("node_id", [INTERPOLATE, RETIME])
 def test_bad_protect_input_is_a_one_line_error(env, node_id):
     pack, _ = env

@@ -26,7 +26,7 @@ from ..emavfi import cuts, engine, overlays, protect, runner, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
-from .run import ClipResult, Protect, cut_text, pair_bytes, split_result, with_mask
+from .run import ClipResult, Protect, cut_text, decide_overlays, pair_bytes, split_result, with_mask
 
 MAX_OPEN = 8  # meta batches carried at once (managers x nodes); the oldest is dropped beyond that
 
@@ -158,9 +158,7 @@ class _Overlays:
     def masks(self, frames: _Window, wanted: range) -> torch.Tensor:
         """[len(wanted),H,W] float32: the overlays of input frames `wanted` (those the run left undecided are
         decided here, from the carried frames: each reads overlays.CONTEXT frames either side)."""
-        missing = [j for j in wanted if j not in self.seen]
-        if missing:
-            self.finder.masks(frames, missing[0], missing[-1])
+        decide_overlays(frames, [j for j in wanted if j not in self.seen], self.seen.__setitem__)
         out = torch.zeros((len(wanted), *frames.size), dtype=torch.float32)
         for k, j in enumerate(wanted):
             out[k] = self.seen[j]
@@ -265,7 +263,7 @@ def run_batch(model: EmaVfiModel, images: torch.Tensor, mask: torch.Tensor | Non
     finally:
         model.release()
     found_masks = _overlay_output(found, window, carry, count, final, images)
-    _advance(carry, plan, frames, count, todo, context.behind, report.cuts)
+    _advance(carry, plan, frames, count, todo, context.behind, report.cuts, carry.decided if found else None)
     if not final:
         store.put(key, carry)
     out = out[..., :channels + (mask is not None)]  # less the protect mask's channel
@@ -285,14 +283,16 @@ def _runner(network: torch.nn.Module, model: EmaVfiModel, options: RunOptions, c
 
 
 def _advance(carry: Carry, plan: schedule.Schedule, frames: torch.Tensor, count: int, done: range, behind: int,
-             found: list[int]) -> None:
-    """Keep only the frames the pending outputs read: their device batch and its decisions' windows (those of the
-    overlays not yet returned start later: `_decided` stops at least Reach.ahead frames after the pending pair)."""
+             found: list[int], undecided: int | None) -> None:
+    """Keep only the frames the pending outputs read (their device batch and its decisions' windows), and those
+    the overlays of input frames undecided..  read (a retime that skips frames may leave some behind the pending
+    pair)."""
     carry.batches += 1
     carry.seen, carry.emitted = count, done.stop
     carry.cuts = sorted(set(carry.cuts) | set(found))
     pending = engine.pair_of(plan.plan[done.stop], count) if done.stop < len(plan.plan) else count - 1
-    keep_from = max(0, pending - pending % carry.chunk - behind, carry.base)
+    first = pending - pending % carry.chunk if undecided is None else min(pending - pending % carry.chunk, undecided)
+    keep_from = max(0, first - behind, carry.base)
     carry.frames = frames[keep_from - carry.base:].clone()
     carry.base = keep_from
 

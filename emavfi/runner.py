@@ -248,22 +248,25 @@ class Runner:
         index = sorted(set(pairs) | {p + 1 for p in pairs})
         raw = (frames if index == list(range(frames.shape[0])) else frames[index]).to(self.device, torch.float32)
         row = {frame: k for k, frame in enumerate(index)}
-        rgb, extra = raw[:, :3], [raw[:, 3:]]
+        rgb = raw[:, :3]
         if self.hdr is False:
-            x = _channels([rgb.clamp(0, 1)] + extra).to(self.dtype)
+            x = _channels([rgb.clamp(0, 1), raw[:, 3:]]).to(self.dtype)
             return _Batch(x, {p: row[p] for p in pairs}, {p: row[p + 1] for p in pairs}, None, False)
-        negatives = bool((rgb < 0).any())
+        # Both extremes in one pass a frame (a reduction over all of a frame is far faster than along a dimension).
+        lowest, frame_peak = torch.stack([torch.stack(torch.aminmax(frame)) for frame in rgb]).unbind(1)
+        negatives = bool((lowest < 0).any())
+        if not negatives and bool(lowest.isnan().any()):  # a NaN hides a frame's minimum: look at every pixel
+            negatives = bool((rgb < 0).any())
         if negatives:
-            extra.insert(0, rgb.clamp(max=0))
-            rgb = rgb.clamp(min=0)
-        frame_peak = rgb.amax(dim=(1, 2, 3))
+            frame_peak = frame_peak.clamp(min=0)
         peak = torch.maximum(frame_peak[[row[p] for p in pairs]], frame_peak[[row[p + 1] for p in pairs]])
         if not bool((peak > 1).any()):
-            x = torch.cat([rgb] + extra, 1).to(self.dtype)
-            return _Batch(x, {p: row[p] for p in pairs}, {p: row[p + 1] for p in pairs}, None, negatives)
+            x = _assemble(raw, range(raw.shape[0]), negatives, None) if negatives else raw
+            return _Batch(x.to(self.dtype), {p: row[p] for p in pairs}, {p: row[p + 1] for p in pairs}, None,
+                          negatives)
         # Each pair compresses its frames with its own peak, so pairs cannot share a frame's row here.
         both = [row[p] for p in pairs] + [row[p + 1] for p in pairs]  # every first frame, then every second
-        x = _channels([hdr_encode(rgb[both], torch.cat([peak, peak]))] + [e[both] for e in extra])
+        x = _assemble(raw, both, negatives, torch.cat([peak, peak]))
         count = len(pairs)
         return _Batch(x.to(self.dtype), {p: k for k, p in enumerate(pairs)},
                       {p: count + k for k, p in enumerate(pairs)}, dict(zip(pairs, peak.split(1))), negatives)
@@ -335,6 +338,23 @@ class Runner:
                 out(*keys[k], frames[k])
 
         self._copies.add(_channels([rgb, extra]), deliver)  # CUDA: copied while the next call computes
+
+
+def _assemble(raw: torch.Tensor, rows: Sequence[int], negatives: bool, peak: torch.Tensor | None) -> torch.Tensor:
+    """[len(rows), C', H, W] in the network's domain, made a frame at a time into one buffer (a frame's worth of
+    temporaries, not a batch's): each row's RGB, clamped at 0 where negatives are split off and compressed by its
+    peak (hdr_encode) where one is given, then its negative part, then its other channels, as they were."""
+    height, width = raw.shape[-2:]
+    split = 3 if negatives else 0
+    x = torch.empty(len(rows), 3 + split + raw.shape[1] - 3, height, width, device=raw.device, dtype=raw.dtype)
+    for k, r in enumerate(rows):
+        rgb = raw[r, :3]
+        if negatives:
+            torch.clamp(rgb, max=0, out=x[k, 3:6])
+            rgb = rgb.clamp(min=0)
+        x[k, :3] = rgb if peak is None else hdr_encode(rgb[None], peak[k:k + 1])[0]
+        x[k, 3 + split:] = raw[r, 3:]
+    return x
 
 
 def _channels(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -107,7 +107,7 @@ class InterpolateNode(ClipNodeSchema, PackNode):
             out_mask = result.mask if result.mask is not None else placeholder_mask(result.images.shape[0])
             summary = metabatch.summary(frames.shape[0], result, carry, last, fps, fps_out)
             host.send_text(summary["report"], unique_id)
-            return io.NodeOutput(result.images, fps_out, out_mask, metabatch.no_overlays(frames),
+            return io.NodeOutput(result.images, fps_out, out_mask, result.overlays,
                                  ui={"emavfi": [summary]})
         line = timeline(frames, mask, request, model.arbitrary_t, options, NAME)
         plan = line.plan

@@ -77,7 +77,7 @@ class RetimeNode(ClipNodeSchema, PackNode):
             fps_out = float(plan.out_fps or request.target_fps)
             summary = metabatch.summary(frames.shape[0], result, carry, last, source_fps, fps_out)
             host.send_text(summary["report"], unique_id)
-            return io.NodeOutput(result.images, fps_out, summary["report"], metabatch.no_overlays(frames),
+            return io.NodeOutput(result.images, fps_out, summary["report"], result.overlays,
                                  ui={"emavfi": [summary]})
         line = timeline(frames, None, request, model.arbitrary_t, options, NAME)
         plan = line.plan

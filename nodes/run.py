@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from ..emavfi import clips, cuts, dedupe, memory, protect, schedule
+from ..emavfi import clips, cuts, dedupe, memory, overlays, protect, schedule
 from ..emavfi.settings import RunOptions, check_feather
 from . import host
 from .model import EmaVfiModel
@@ -18,6 +19,7 @@ class ClipResult:
     images: torch.Tensor  # [M,H,W,C] float32 on ComfyUI's intermediate device
     mask: torch.Tensor | None  # [M,H,W] float32, or None when no mask came in
     cuts: list[int]  # pair indices i (frames i, i+1) treated as scene cuts
+    overlays: torch.Tensor | None = None  # a meta batch's overlay_mask output [K,H,W] float32 (metabatch)
 
 
 def run_options(tta: bool, scale: str | float, chunk_size: int, cut_threshold: float, node: str,
@@ -96,26 +98,37 @@ class Held:
     """The engine's protect policy for one run over a timeline, and the overlays it found (timeline frame -> mask)."""
 
     def __init__(self, options: Protect, line: Timeline):
-        self.line = line
+        self.line, self.overlays = line, options.overlays
         self.seen: dict[int, torch.Tensor] = {}
         index = line.kept.__getitem__ if line.held else None  # dedupe: the input frame of each timeline frame
         self.policy = protect.held_regions(len(line.kept), options.mask, overlays=options.overlays,
                                            feather_px=options.feather, index=index,
                                            overlays_seen=self.seen.__setitem__)
-        self.finder = self.policy.policies[-1] if options.overlays else None
 
     def overlay_mask(self, n_input: int) -> torch.Tensor:
         """[n_input,H,W] float32: each input frame's detected overlays (a held frame: those of the drawing it
-        repeats), zeros when detection is off; frames the run did not decide (cuts, copies) are decided here."""
+        repeats), zeros when detection is off; frames the run did not decide (no output read them) are decided
+        here."""
         height, width = self.line.images.shape[1:3]
         out = torch.zeros((n_input, height, width), dtype=torch.float32)
-        if self.finder is not None:
+        if self.overlays:
             missing = [j for j in range(len(self.line.kept)) if j not in self.seen]
-            if missing:
-                self.finder.masks(clips.TensorFrames(self.line.images.movedim(-1, 1)), missing[0], missing[-1])
+            decide_overlays(clips.TensorFrames(self.line.images.movedim(-1, 1)), missing, self.seen.__setitem__)
             for i in range(n_input):
                 out[i] = self.seen[bisect_right(self.line.kept, i) - 1]
         return out.to(host.model_management().intermediate_device())
+
+
+def decide_overlays(frames: Any, missing: Sequence[int], seen: Callable[[int, torch.Tensor], None]) -> None:
+    """seen(j, mask [H,W] bool) for each frame j of `missing` (ascending) that a run left undecided (a retime that
+    skips frames reads no window there), by a finder of its own going forward: the run's has let go of the
+    evidence behind its last window. frames: an engine.Frames over the clip (or the frames carried so far)."""
+    finder = overlays.OverlayFinder(frames.count, seen=seen)
+    start = 0
+    for k in range(1, len(missing) + 1):  # each span of consecutive frames at once
+        if k == len(missing) or missing[k] != missing[k - 1] + 1:
+            finder.masks(frames, missing[start], missing[k - 1])
+            start = k
 
 
 def cut_text(found: Sequence[int]) -> str:

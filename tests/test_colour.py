@@ -39,6 +39,18 @@ def test_acescg_round_trip_keeps_values_above_one_and_below_zero():
     assert back[0, 0, 0] == pytest.approx(4.0, abs=4e-6) and back[0, 0, 1] == pytest.approx(-0.01, abs=1e-6)
 
 
+def test_a_conversion_works_in_place_only_on_an_array_the_caller_owns():
+    colour = Colour.open("ACEScg", EXR, {})
+    plate = hdr_plate()
+    kept = plate.copy()
+    fresh = colour.to_working(plate)
+    assert np.array_equal(plate, kept)  # not owned: the caller's array is left as it was
+    owned = plate.copy()
+    assert colour.to_working(owned, owned=True) is owned and np.array_equal(owned, fresh)  # the same values
+    strided = np.asfortranarray(kept)  # owned but not C-contiguous: converted into a new array
+    assert colour.from_working(strided, owned=True) is not strided and np.array_equal(strided, kept)
+
+
 def test_acescg_float_exr_through_source_and_sink_within_1e6(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -243,3 +243,17 @@ def test_verify_decodes_every_pixel_not_just_the_end_marker(tmp_path):
     path.write_bytes(bytes(data))
     assert bytes(data).endswith(b"IEND\xaeB`\x82")
     assert not verify(path)
+
+
+@pytest.mark.parametrize("bit_depth", ["8", "10", "16"])
+def test_integer_encoding_works_in_the_callers_scratch_only_when_owned(bit_depth):
+    from emavfi.media.images import from_values
+
+    values = np.ascontiguousarray(photo(), dtype=np.float32) * 1.2 - 0.1  # some values outside 0..1
+    values[3, 4, 1] = np.nan
+    kept = values.copy()
+    codes = from_values(values, bit_depth)
+    assert np.array_equal(values, kept, equal_nan=True)  # not owned: the caller's values are left alone
+    scratch = values.copy()
+    assert np.array_equal(from_values(scratch, bit_depth, owned=True), codes)  # the same codes from its scratch
+    assert codes[3, 4, 1] == 0 and codes.min() == 0 and codes.max() == np.iinfo(codes.dtype).max  # NaN, clipping

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from test_nodes import _reset, env, wrap  # noqa: F401 (fixtures)
-from test_nodes_metabatch import in_batches, joined, photo_clip
+from test_nodes_metabatch import StandinManager, in_batches, joined, photo_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 INTERPOLATE, RETIME = "EMAVFI_Interpolate", "EMAVFI_Retime"
@@ -164,6 +164,94 @@ def test_protect_overlays_finds_a_burned_in_timecode(env):
     assert torch.equal(out[0], library.movedim(1, -1))
 
 
+def timecode_clip() -> tuple[torch.Tensor, torch.Tensor]:
+    """([70,48,112,3] IMAGE, [70,48,112] bool truth): a burned-in timecode box over a pan of skimage's astronaut,
+    then (from frame 40, a scene cut) over a pan of coffee the other way."""
+    pytest.importorskip("PIL", reason="the timecode is drawn with Pillow")
+    from benchmarks import overlay_dataset
+
+    shots = torch.cat([overlay_dataset.pan("astronaut", 2.5, n=40), overlay_dataset.pan("coffee", -3.0, n=30)])
+    frames, truth = overlay_dataset.timecode(shots)
+    return frames[..., :48, :112].movedim(1, -1).contiguous(), truth[..., :48, :112]
+
+
+def batch_by_batch(pack, node_id: str, images: torch.Tensor, per_batch: int, model, **kwargs) -> tuple[list, list]:
+    """in_batches, also noting the frames the node carries after each batch but the last."""
+    manager, node, outs, carried = StandinManager(per_batch), pack.node(node_id), [], []
+    for batch, start in enumerate(range(0, images.shape[0], per_batch)):
+        manager.has_closed_inputs = start + per_batch >= images.shape[0]
+        prompt = {manager.unique_id: {"inputs": {"requeue": batch}}}
+        outs.append(node.run(images[start:start + per_batch], model, meta_batch=manager, prompt=prompt,
+                             unique_id="7", **kwargs))
+        carried += [(c.frames.shape[0], c.chunk) for c in pack.state.carries._items.values()]
+    return outs, carried
+
+
+@pytest.mark.parametrize("node_id, per_batch, with_mask, target", [
+    (INTERPOLATE, 32, False, None), (RETIME, 45, True, 60.0),
+    # 24 -> 5 fps: no output reads some pairs, so their frames are left undecided, some behind the pending pair
+    (RETIME, 33, False, 5.0)])
+def test_a_meta_batch_with_protect_overlays_equals_one_whole_run(env, node_id, per_batch, with_mask, target):
+    """Batches of 32 (32, 32, 6), 45 (45, 25) or 33 frames join into the whole run's frames and overlay_mask, bit
+    for bit, with or without a protect_mask too, and when fewer frames come out than go in; the node carries at
+    most 2 x overlays.CONTEXT + 1 + chunk frames."""
+    pack, _ = env
+    model, (images, truth) = wrap(pack), timecode_clip()
+    held = torch.zeros(1, 48, 112)
+    held[:, 30:44, 60:100] = 1.0  # a region of the picture below the timecode
+    extra = {"protect_overlays": True, **({"protect_mask": held} if with_mask else {})}
+    kind = {"multiplier": 2, "mode": "direct"} if node_id == INTERPOLATE else {"source_fps": 24.0,
+                                                                                  "target_fps": target}
+    whole = run(pack, node_id, images, model, **kind, **extra)
+    outs, carried = batch_by_batch(pack, node_id, images, per_batch, model, **kind, **extra)
+    assert torch.equal(joined(outs), whole[0]) and joined(outs).shape[0] == whole[0].shape[0] > 10
+    assert torch.equal(joined(outs, 3), whole[-1]) and whole[-1].shape == (70, 48, 112)
+    context = pack.emavfi.overlays.CONTEXT
+    stops = [0] + [per_batch * (k + 1) - context for k in range(len(outs) - 1)] + [70]
+    # each batch returns the masks of the frames whose decision window it completes
+    assert [o["result"][-1].shape[0] for o in outs] == [b - a for a, b in zip(stops, stops[1:])]
+    found = whole[-1] > 0.5
+    for shot in (slice(0, 40), slice(40, 70)):  # found in both shots, not beyond the box
+        hit = (found[shot] & truth[shot]).sum()
+        assert hit >= 0.9 * truth[shot].sum() and hit >= 0.8 * found[shot].sum()
+    # what a pair's decisions read behind (CONTEXT + 1) and ahead (CONTEXT), and a device batch of pairs
+    assert carried and all(frames <= 2 * context + 1 + chunk <= per_batch + context for frames, chunk in carried)
+    assert len(pack.state.carries) == 0
+    plain = run(pack, node_id, images, model, **kind, **{k: v for k, v in extra.items() if k != "protect_overlays"})
+    assert not torch.equal(whole[0], plain[0])  # the overlays were held
+
+
+def test_overlays_and_masks_give_the_command_lines_frames_and_overlay_masks(env, tmp_path, monkeypatch):
+    """x2 over a burned-in timecode (two shots, a cut) with a protect mask per input frame: the node's frames and
+    overlay_mask output are the command line's frames and its --protect-overlays-out masks."""
+    oiio = pytest.importorskip("OpenImageIO", reason="the CLI's frame I/O needs OpenImageIO")
+    import numpy as np
+    from emavfi import cli, loading
+
+    pack, _ = env
+    model, (images, _) = wrap(pack), timecode_clip()
+    source = (images * 255).round().to(torch.uint8)
+    masks = torch.zeros(70, 48, 112)
+    for i in range(70):
+        masks[i, 26 + i // 8:34 + i // 8, 40:100] = 1.0  # a band below the timecode, lower every eighth frame
+    folder, mask_folder, found_folder = tmp_path / "in", tmp_path / "masks", tmp_path / "found"
+    folder.mkdir(), mask_folder.mkdir()
+    for i, (frame, mask) in enumerate(zip(source, masks)):
+        assert oiio.ImageBuf(frame.numpy()).write(str(folder / f"f.{i}.png"))
+        assert oiio.ImageBuf((mask * 255).to(torch.uint8).numpy()).write(str(mask_folder / f"m.{i}.png"))
+    node_out = run(pack, INTERPOLATE, source.float() / 255, model, protect_mask=masks, protect_overlays=True)
+    monkeypatch.setattr(loading, "load_model_for", lambda job, state=None, progress=None: model.network)
+    assert cli.main(["interpolate", str(folder), "-o", str(tmp_path / "out"), "-m", "2", "--device", "cpu",
+                     "--protect", str(mask_folder), "--protect-overlays", "--protect-overlays-out",
+                     str(found_folder)]) == 0
+    cli_out = np.stack([oiio.ImageBuf(str(p)).get_pixels(oiio.UINT8) for p in sorted((tmp_path / "out").glob("*.png"))])
+    assert cli_out.shape[0] == node_out[0].shape[0] == 139
+    assert np.array_equal(cli_out, np.rint(node_out[0].numpy() * 255).astype(np.uint8))
+    found = np.stack([oiio.ImageBuf(str(found_folder / f"overlays.{i:06d}.png")).get_pixels(oiio.UINT8)[..., 0] > 0
+                      for i in range(70)])
+    assert np.array_equal(found, node_out[-1].numpy() > 0.5) and found.any(axis=(1, 2)).all()
+
+
 @pytest.mark.parametrize("node_id", [INTERPOLATE, RETIME])
 def test_bad_protect_input_is_a_one_line_error(env, node_id):
     pack, _ = env
@@ -178,10 +266,14 @@ def test_bad_protect_input_is_a_one_line_error(env, node_id):
         with pytest.raises(ValueError) as info:
             run(pack, node_id, images, model, **kwargs)
         assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
-    with pytest.raises(ValueError, match=f"{name}: protect_overlays .* Meta Batch Manager"):
+    with pytest.raises(ValueError) as info:
         in_batches(pack, node_id, images, 4, model=model, protect_overlays=True,
                    **({"multiplier": 2, "mode": "direct"} if node_id == INTERPOLATE
                       else {"source_fps": 24.0, "target_fps": 60.0}))
+    context = pack.emavfi.overlays.CONTEXT
+    assert str(info.value) == (f"{name}: the Meta Batch Manager's frames_per_batch is 4; with protect_overlays on "
+                               f"(each frame's overlays are decided from {context} frames either side) it must be at "
+                               f"least {context + 2} (or turn protect_overlays off)")
 
 
 @pytest.mark.parametrize("node_id", [INTERPOLATE, RETIME])

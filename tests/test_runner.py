@@ -354,6 +354,26 @@ def test_negative_values_ride_along_like_alpha():
     assert float(_clip(frames, plan, hdr=False)[1, :3].min()) >= 0
 
 
+def test_network_input_for_negatives_hdr_and_alpha_is_the_batch_formula():
+    """The runner builds its input a frame at a time (a frame's temporaries, not a batch's); it must equal the
+    whole-batch formula: positive RGB (compressed per pair above 1), then the negative part, then alpha."""
+    frames = _frames(4, c=4, peak=2.5) - 0.3  # HDR highlights, negatives, alpha beside them
+    frames[1, :3] = frames[1, :3].clamp(0, 1)  # one frame within 0..1: its pair is still mapped by its neighbour
+    plan = schedule.multiplier_plan(4, 2)
+    fn = Blend()
+    _clip(frames, plan, fn, chunk=3)
+    pairs = [0, 1, 2]
+    rgb = frames[:, :3]
+    peak = rgb.clamp(min=0).amax(dim=(1, 2, 3))
+    pair_peak = torch.maximum(peak[pairs], peak[[p + 1 for p in pairs]])
+    both = pairs + [p + 1 for p in pairs]
+    encoded = hdr.hdr_encode(rgb.clamp(min=0)[both], torch.cat([pair_peak, pair_peak]))
+    expected = torch.cat([encoded, rgb.clamp(max=0)[both], frames[both, 3:]], 1)
+    sent_first, sent_second = fn.inputs[0]
+    assert fn.aux_channels == [3 + 1]
+    assert torch.equal(sent_first, expected[:3, :3]) and torch.equal(sent_second, expected[3:, :3])
+
+
 # ----------------------------------------------------------------------------------------------- memory
 
 def test_pair_memory_estimate_scales_sensibly():

@@ -1,4 +1,5 @@
-"""emavfi.vapoursynth with protect= (a GRAY mask clip) and protect_overlays=True: the CLI's frames, bad masks.
+"""emavfi.vapoursynth with protect= (a GRAY mask clip) and protect_overlays=True: the CLI's frames (with overlays
+found too), bad masks.
 
 Runs where VapourSynth is installed (PyPI's wheel needs Python >= 3.12; CI: .ci/vapoursynth.sh)."""
 from __future__ import annotations
@@ -27,11 +28,12 @@ def _mask() -> np.ndarray:
 
 
 def mask_clip(mask: np.ndarray, length: int = 1, fmt: int = vs.GRAY8) -> vs.VideoNode:
-    blank = core.std.BlankClip(format=fmt, width=mask.shape[1], height=mask.shape[0], length=length)
+    """A GRAY clip showing mask [H,W] in every frame, or mask [N,H,W] (one per frame)."""
+    blank = core.std.BlankClip(format=fmt, width=mask.shape[-1], height=mask.shape[-2], length=length)
 
     def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         out = f.copy()
-        np.copyto(np.asarray(out[0]), mask)
+        np.copyto(np.asarray(out[0]), mask if mask.ndim == 2 else mask[n])
         return out
 
     return core.std.ModifyFrame(blank, blank, fill)
@@ -58,6 +60,28 @@ def test_protect_overlays_runs_and_one_mask_holds_for_all(frames, weights):
     assert out.num_frames == 2 * len(frames) - 1 and out.fps == Fraction(48)
     plain = interpolate(clip_of(frames), 2, weights=weights, device="cpu")
     assert np.array_equal(every(out).numpy(), every(plain).numpy())  # 9 frames: too short to call anything steady
+
+
+def test_overlays_found_and_masks_per_frame_give_the_clis_frames(tmp_path, weights):
+    """A burned-in timecode over a pan (30 frames) with a mask per frame: protect_overlays=True and protect= give
+    the frames of --protect-overlays --protect MASKS, and the timecode found changes them."""
+    pytest.importorskip("PIL", reason="the timecode is drawn with Pillow")
+    from benchmarks import overlay_dataset
+
+    frames, _ = overlay_dataset.timecode(overlay_dataset.pan("astronaut", 2.5, n=30))
+    frames = frames[..., :48, :112].contiguous()
+    masks = np.zeros((30, 48, 112), np.uint8)
+    for i in range(30):
+        masks[i, 26 + i // 4:34 + i // 4, 40:100] = 255  # a band below the timecode, lower every fourth frame
+    (tmp_path / "masks").mkdir()
+    for i, mask in enumerate(masks):
+        assert oiio.ImageBuf(np.ascontiguousarray(mask[:, :, None])).write(str(tmp_path / "masks" / f"m.{i:04d}.png"))
+    held = every(interpolate(clip_of(frames), 2, weights=weights, device="cpu", protect_overlays=True,
+                             protect=mask_clip(masks, 30)))
+    masks_only = every(interpolate(clip_of(frames), 2, weights=weights, device="cpu", protect=mask_clip(masks, 30)))
+    cli = run_cli(tmp_path, frames, weights, "-m", "2", "--protect-overlays", "--protect", str(tmp_path / "masks"))
+    assert held.shape == cli.shape == (59, 3, 48, 112) and (held - cli).abs().max() < 1e-6
+    assert not np.array_equal(held.numpy(), masks_only.numpy())  # the overlays found were held
 
 
 @pytest.mark.parametrize("mask, fragment", [

@@ -215,15 +215,16 @@ class Colour:
         # LOSSLESS: no fast pow/log approximations, so a round trip stays within float32 rounding.
         return processor.getOptimizedCPUProcessor(lib.BIT_DEPTH_F32, lib.BIT_DEPTH_F32, lib.OPTIMIZATION_LOSSLESS)
 
-    def to_working(self, rgb: np.ndarray) -> np.ndarray:
-        """[H,W,3] float32 in this space -> a new [H,W,3] float32 array in the working encoding."""
-        return self._convert(rgb, self.name, self.working)
+    def to_working(self, rgb: np.ndarray, *, owned: bool = False) -> np.ndarray:
+        """[H,W,3] float32 in this space -> [H,W,3] float32 in the working encoding: a new array, or rgb itself
+        converted in place when the caller owns it (owned) and it is C-contiguous float32."""
+        return self._convert(rgb, self.name, self.working, owned)
 
-    def from_working(self, rgb: np.ndarray) -> np.ndarray:
-        """[H,W,3] float32 in the working encoding -> a new [H,W,3] float32 array in this space."""
-        return self._convert(rgb, self.working, self.name)
+    def from_working(self, rgb: np.ndarray, *, owned: bool = False) -> np.ndarray:
+        """[H,W,3] float32 in the working encoding -> [H,W,3] float32 in this space (owned: as to_working)."""
+        return self._convert(rgb, self.working, self.name, owned)
 
-    def _convert(self, rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
+    def _convert(self, rgb: np.ndarray, src: str, dst: str, owned: bool = False) -> np.ndarray:
         if self.identity:
             return rgb
         if (src, dst) not in self._processors:
@@ -231,6 +232,7 @@ class Colour:
         processor = self._processors[(src, dst)]
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"colour conversion takes [H,W,3] arrays; got {list(rgb.shape)}")
-        out = np.array(rgb, dtype=np.float32, order="C", copy=True)
+        reuse = owned and rgb.dtype == np.float32 and rgb.flags.c_contiguous and rgb.flags.writeable
+        out = rgb if reuse else np.array(rgb, dtype=np.float32, order="C", copy=True)
         processor.applyRGB(out)  # in place
         return out

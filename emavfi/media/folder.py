@@ -128,8 +128,8 @@ class FolderSource:
             pixels = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
         if self.colour.identity:
             return to_tensor(pixels, raw.format.bit_depth)  # straight to [C,H,W]: one frame-sized buffer
-        values = to_values(pixels, raw.format.bit_depth)
-        rgb = self.colour.to_working(np.ascontiguousarray(values[:, :, :3]))
+        values = to_values(pixels, raw.format.bit_depth)  # a new array, converted in place
+        rgb = self.colour.to_working(np.ascontiguousarray(values[:, :, :3]), owned=True)
         out = np.concatenate([rgb, values[:, :, 3:]], axis=2) if values.shape[2] > 3 else rgb
         import torch
 
@@ -314,7 +314,8 @@ class FolderSink:
             raise ValueError(f"frames to write must be [{self.source.channels},{self.source.size[0]},"
                              f"{self.source.size[1]}] like the source; got {list(image.shape)}")
         values = image.detach().cpu().float().numpy().transpose(1, 2, 0)
-        rgb = self.colour.from_working(np.ascontiguousarray(values[:, :, :3]))
+        rgb = np.ascontiguousarray(values[:, :, :3])
+        rgb = self.colour.from_working(rgb, owned=not np.may_share_memory(rgb, values))  # the image is the caller's
         rest = values[:, :, 3:]
         if self.source.format.is_gray:
             equal = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
@@ -329,7 +330,7 @@ class FolderSink:
             file_order[:, :, self.source.order] = delivered
         else:
             file_order = delivered[:, :, :self.channels]
-        return from_values(file_order, self.bit_depth)
+        return from_values(file_order, self.bit_depth, owned=not np.may_share_memory(file_order, values))
 
     def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None,
               raw: RawImage | None = None) -> None:

@@ -153,15 +153,16 @@ def to_tensor(raw: np.ndarray, bit_depth: str) -> torch.Tensor:
     return values if bit_depth in ("half", "float") else values.div_((1 << int(bit_depth)) - 1)
 
 
-def from_values(values: np.ndarray, bit_depth: str) -> np.ndarray:
-    """float32 values -> raw samples for bit_depth (integers rounded and clipped to 0..1; NaN -> 0)."""
+def from_values(values: np.ndarray, bit_depth: str, *, owned: bool = False) -> np.ndarray:
+    """float32 values -> raw samples for bit_depth (integers rounded and clipped to 0..1; NaN -> 0); owned: values
+    is the caller's scratch array, which integer encodings then work in instead of a copy."""
     if bit_depth == "half":
         return np.ascontiguousarray(values, dtype=np.float16)
     if bit_depth == "float":
         return np.ascontiguousarray(values, dtype=np.float32)
     bits = int(bit_depth)
     top = (1 << bits) - 1
-    codes = np.nan_to_num(values, nan=0.0)  # a copy, worked on in place: clip, scale, round
+    codes = np.nan_to_num(values, nan=0.0, copy=not owned)  # worked on in place: clip, scale, round
     np.clip(codes, 0.0, 1.0, out=codes)
     codes *= top
     np.rint(codes, out=codes)

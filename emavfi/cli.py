@@ -264,6 +264,8 @@ def _run_ray(job: Any, args: argparse.Namespace, status: _Status) -> int:
         media.open_source(job.input, apply_rotation=job.settings.output.apply_rotation), job.settings, job.video_out)
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(report.seconds)} on {report.workers} "
                      f"Ray worker(s) ({report.tasks} tasks){_cuts_suffix(report.cuts)}{rotation}\n")
+    if report.protected:
+        sys.stderr.write(f"{report.protected}\n")
     return 0
 
 

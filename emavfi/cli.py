@@ -137,7 +137,8 @@ def _protect_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--protect-overlays", action="store_true", help="find burned-in overlays (timecode, "
                      "subtitles, logos, HUDs: pixels that stay put while the picture moves) and hold them")
     run.add_argument("--protect-overlays-out", type=Path, metavar="DIR", help="write the detected overlay masks "
-                     "there (overlays.<frame>.png) to check them")
+                     "there to check them: overlays.<frame>.png, one per input frame of the outputs rendered (an "
+                     "input frame goes with the first output at or after it; a --dedupe held frame: its drawing's)")
 
 
 def build_parser() -> argparse.ArgumentParser:

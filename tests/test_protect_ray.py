@@ -152,3 +152,30 @@ def test_two_ray_workers_from_the_command_line_make_the_one_process_files(cluste
     assert f"wrote {OUTPUTS} frames to " in err and "on 2 Ray worker(s) (7 tasks)" in err, err
     _assert_as_one_process(tmp_path / "out", tmp_path / "overlays", reference)
     assert err.splitlines()[-1] == reference[2].protected, err  # the line one process prints
+
+
+def test_a_retime_to_fewer_frames_on_ray_writes_and_counts_every_source_frame_once(cluster, shot, tmp_path):
+    """24 -> 5 fps (11 outputs, most pairs never read) in tasks of 3 outputs on 2 workers: each input frame's
+    overlay mask and the summary equal one process's, which covers all 52 frames."""
+    from emavfi import distributed
+
+    def job(name: str) -> render.Job:
+        settings = Settings(request=Request(source_fps=24, target_fps=5), weights=shot[2], device="cpu",
+                            output=OutputOptions(start_number=START),
+                            protect=ProtectOptions(overlays=True, overlays_out=tmp_path / f"{name}_overlays"))
+        return render.Job(shot[0], tmp_path / name, settings)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = job("one")
+        alone = render.render(render.prepare(one), loading.load_model_for(one.settings))
+    finally:
+        torch.set_num_threads(before)
+    spread = distributed.render(job("ray"), workers=2, task_frames=3)
+    assert alone.written == spread.written == 11 and spread.tasks >= 3
+    assert len(alone.overlays) == FRAMES and spread.overlays == alone.overlays
+    assert spread.protected == alone.protected and alone.protected.startswith(f"overlays held in {FRAMES} of ")
+    assert _files(tmp_path / "ray") == _files(tmp_path / "one")
+    assert _files(tmp_path / "ray_overlays") == _files(tmp_path / "one_overlays")
+    assert len(_files(tmp_path / "one_overlays")) == FRAMES

@@ -137,7 +137,8 @@ def _protect_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--protect-overlays", action="store_true", help="find burned-in overlays (timecode, "
                      "subtitles, logos, HUDs: pixels that stay put while the picture moves) and hold them")
     run.add_argument("--protect-overlays-out", type=Path, metavar="DIR", help="write the detected overlay masks "
-                     "there (overlays.<frame>.png) to check them")
+                     "there to check them: overlays.<frame>.png, one per input frame of the outputs rendered (an "
+                     "input frame goes with the first output at or after it; a --dedupe held frame: its drawing's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +265,8 @@ def _run_ray(job: Any, args: argparse.Namespace, status: _Status) -> int:
         media.open_source(job.input, apply_rotation=job.settings.output.apply_rotation), job.settings, job.video_out)
     sys.stderr.write(f"wrote {report.written} frames to {job.output} in {clock(report.seconds)} on {report.workers} "
                      f"Ray worker(s) ({report.tasks} tasks){_cuts_suffix(report.cuts)}{rotation}\n")
+    if report.protected:
+        sys.stderr.write(f"{report.protected}\n")
     return 0
 
 

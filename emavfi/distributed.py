@@ -31,6 +31,7 @@ from .ray_cluster import (DistributedError, compute_with, connection, explain, i
 if TYPE_CHECKING:
     import torch
 
+    from .protect import Box
     from .render import Job, Prepared
     from .runner import Model
 
@@ -59,6 +60,14 @@ class DistributedReport:
     seconds: float
     cuts: tuple[int, ...] = ()  # pair indices i with a scene cut between source frames i and i+1
     frames_by_worker: Mapping[str, int] = field(default_factory=dict)  # "host:pid" -> frames written
+    overlays: Mapping[int, Box | None] | None = None  # as engine.Report.overlays, joined over the tasks
+
+    @property
+    def protected(self) -> str:
+        """What detected overlays did, for a run summary: the line one process prints for the same job."""
+        from .protect import describe_overlays
+
+        return "" if self.overlays is None else describe_overlays(self.overlays)
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -99,8 +108,9 @@ class ShotWorker:
         with render.open_output(self._shot(), shared=False, resume=resume, overwrite=overwrite):
             pass
 
-    def render(self, indices: Sequence[int], weights: Sequence[Any]) -> tuple[str, int, int, list[int]]:
-        """Render these global output indices (skipping complete ones): (worker, written, skipped, cuts).
+    def render(self, indices: Sequence[int], weights: Sequence[Any]) -> tuple[str, int, int, list[int], Any]:
+        """Render these global output indices (skipping complete ones): (worker, written, skipped, cuts, the
+        overlays decided in the source frames the task owns: engine.Report.overlays).
 
         weights: a 1-item list holding the ObjectRef of the state dict; fetched on this worker's first call only.
         """
@@ -120,7 +130,7 @@ class ShotWorker:
                 raise WorkCancelled("cancelled by the Ray driver")
 
         report = render.render(replace(self._shot(), requested=list(indices)), self._model, cancel=check_cancelled)
-        return self.describe(), report.written, report.skipped, list(report.cuts)
+        return self.describe(), report.written, report.skipped, list(report.cuts), report.overlays
 
 
 def _worker_job(job: Job) -> Job:
@@ -167,16 +177,16 @@ def render(job: Job, *, address: str | None = None, workers: int | None = None, 
             _call(ray, pool[0].actor.adopt_output.remote(out.resume, out.overwrite), pool[0].name)
             state_ref = ray.put(_state_for(job))
             tasks = _tasks(requested, pairs, task_frames)
-            written, skipped, cuts, by_worker = _hand_out(ray, pool, tasks, [state_ref], len(requested), progress,
-                                                          cancel)
+            done = _hand_out(ray, pool, tasks, [state_ref], len(requested), progress, cancel)
             # Leave the folder as a one-process run would: partial files of killed workers removed.
             _call(ray, pool[0].actor.adopt_output.remote(True, False), pool[0].name)
         finally:
             for member in pool:
                 ray.kill(member.actor, no_restart=True)
-    return DistributedReport(output_frames=total, requested=len(requested), written=written, skipped=skipped,
-                             tasks=len(tasks), workers=len(pool), seconds=time.monotonic() - started,
-                             cuts=tuple(sorted(set(cuts))), frames_by_worker=by_worker)
+    return DistributedReport(output_frames=total, requested=len(requested), written=done.written,
+                             skipped=done.skipped, tasks=len(tasks), workers=len(pool),
+                             seconds=time.monotonic() - started, cuts=tuple(sorted(set(done.cuts))),
+                             frames_by_worker=done.by_worker, overlays=done.overlays)
 
 
 def _check_arguments(job: Job, workers: int | None, cpus_per_worker: int | None, threads: int | None,
@@ -249,15 +259,33 @@ def _tasks(requested: Sequence[int], pairs: Sequence[int], task_frames: int) -> 
     return tasks + [current] if current else tasks
 
 
+@dataclass
+class _Done:
+    """What the finished tasks did, joined."""
+
+    written: int = 0
+    skipped: int = 0
+    cuts: list[int] = field(default_factory=list)
+    by_worker: dict[str, int] = field(default_factory=dict)
+    overlays: dict[int, Box | None] | None = None  # each task reports the source frames it owns: no overlaps
+
+    def add(self, where: str, written: int, skipped: int, cuts: Sequence[int],
+            overlays: Mapping[int, Box | None] | None) -> None:
+        """Count one finished task (ShotWorker.render's answer)."""
+        self.written, self.skipped = self.written + written, self.skipped + skipped
+        self.cuts.extend(cuts)
+        self.by_worker[where] = self.by_worker.get(where, 0) + written
+        if overlays is not None:
+            self.overlays = {} if self.overlays is None else self.overlays
+            self.overlays.update(overlays)
+
+
 def _hand_out(ray: Any, pool: list[_Member], tasks: list[list[int]], weights: list[Any], requested: int,
-              progress: Callable[[int, int], None] | None, cancel: Callable[[], None] | None
-              ) -> tuple[int, int, list[int], dict[str, int]]:
+              progress: Callable[[int, int], None] | None, cancel: Callable[[], None] | None) -> _Done:
     """Keep every worker busy until all tasks are done; whoever finishes first gets the next task."""
     waiting = deque(tasks)
     running: dict[Any, tuple[_Member, list[int]]] = {}
-    written = skipped = 0
-    cuts: list[int] = []
-    by_worker: dict[str, int] = {}
+    done = _Done()
     if progress is not None:
         progress(0, requested)
     try:
@@ -274,16 +302,13 @@ def _hand_out(ray: Any, pool: list[_Member], tasks: list[list[int]], weights: li
             for ref in ready:
                 member, task = running.pop(ref)
                 member.queued -= 1
-                where, wrote, kept, found = _call(ray, ref, member.name)
-                written, skipped = written + wrote, skipped + kept
-                cuts.extend(found)
-                by_worker[where] = by_worker.get(where, 0) + wrote
+                done.add(*_call(ray, ref, member.name))
                 if progress is not None:
-                    progress(written + skipped, requested)
+                    progress(done.written + done.skipped, requested)
     except BaseException:
         _stop(ray, list(running))
         raise
-    return written, skipped, cuts, by_worker
+    return done
 
 
 def _stop(ray: Any, refs: list[Any]) -> None:

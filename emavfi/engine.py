@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from . import cuts as cut_rules
-from .protect import RegionPolicy, hold
+from .protect import Box, RegionPolicy, describe_overlays, hold
 from .runner import Emit
 from .schedule import OutputFrame, Schedule, apply_cuts
 
@@ -77,14 +77,21 @@ class BatchRunner(Protocol):
 
 @dataclass
 class Report:
-    """What a run did: frames written and skipped (already complete), and the scene cuts it found."""
+    """What a run did: frames written and skipped (already complete), the scene cuts and overlays it found."""
 
     written: int = 0
     skipped: int = 0
     cuts: list[int] = field(default_factory=list)  # pair indices i: a cut between source frames i and i+1
     damaged: dict[int, str] = field(default_factory=dict)  # unreadable source frames (--on-error skip)
     missing: int = 0  # requested outputs not written because they need a damaged source frame
-    protected: str = ""  # what held regions did (emavfi.protect), for a run summary
+    # detected overlays (emavfi.protect.OverlayShare): each source frame decided, by its number (emavfi.render:
+    # as files name it) -> the bounding box of its overlays or None; None when overlays are not detected
+    overlays: dict[int, Box | None] | None = None
+
+    @property
+    def protected(self) -> str:
+        """What detected overlays did, for a run summary ("" when they were not detected)."""
+        return "" if self.overlays is None else describe_overlays(self.overlays)
 
 
 # ----------------------------------------------------------------------------------------------- the loop

@@ -9,6 +9,7 @@ reading every mask is checked before the model loads (`open_masks`): size, missi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,10 @@ class FileMasks:
 
 
 class OverlayMasksOut:
-    """Writes each detected overlay mask as an 8-bit greyscale PNG, `overlays.<input frame number>.png`."""
+    """Writes each detected overlay mask as an 8-bit greyscale PNG, `overlays.<input frame number>.png`, once for
+    every input frame the timeline frame stands for (numbers(j): with --dedupe, the held frames after it too)."""
 
-    def __init__(self, folder: Path, numbers: Any):
+    def __init__(self, folder: Path, numbers: Callable[[int], list[int]]):
         self.folder, self.numbers = Path(folder), numbers
         if self.folder.exists() and not self.folder.is_dir():
             raise SettingsError(f"--protect-overlays-out {self.folder} is a file: give a folder")
@@ -140,39 +142,47 @@ class OverlayMasksOut:
         self.folder.mkdir(parents=True, exist_ok=True)
         pixels = (mask.numpy().astype(np.uint8) * 255)[:, :, None]
         spec = import_oiio().ImageSpec(pixels.shape[1], pixels.shape[0], 1, "uint8")
-        write_raw(self.folder / f"overlays.{self.numbers(j):06d}.png", pixels, spec)
+        for number in self.numbers(j):
+            write_raw(self.folder / f"overlays.{number:06d}.png", pixels, spec)
 
 
-def describe_overlays(found: dict[int, tuple[int, int, int, int]], decided: int) -> str:
-    """The run summary of --protect-overlays: how many frames held an overlay, and where."""
-    if not found:
-        return f"no burned-in overlays found in {decided} source frames"
-    x0, y0 = min(box[0] for box in found.values()), min(box[1] for box in found.values())
-    x1, y1 = max(box[2] for box in found.values()), max(box[3] for box in found.values())
-    return (f"overlays held in {len(found)} of {decided} source frames, within x {x0}-{x1 - 1}, y {y0}-{y1 - 1} "
-            f"(frames {min(found)}-{max(found)})")
+def input_numbers(source: Any) -> Callable[[int], list[int]]:
+    """The input frames that timeline frame j of a render source stands for, by the number files name them with
+    (by position for an unnumbered input): j itself, and with --dedupe (a dedupe.KeptFrames view) the held frames
+    after it, which repeat it."""
+    sequence = getattr(source, "sequence", None)
+    numbers = list(sequence.numbers) if sequence is not None and sequence.numbers else None
+    kept = getattr(source, "kept", None)
+    n_input = source.count() if kept is None else source.source.count()
+
+    def inputs(j: int) -> list[int]:
+        first, stop = (j, j + 1) if kept is None else (kept[j], kept[j + 1] if j + 1 < len(kept) else n_input)
+        return [numbers[i] if numbers else i for i in range(first, stop)]
+
+    return inputs
 
 
 def protection_for(prepared: Any) -> tuple[Any, Any]:
-    """(the engine's protect policy or None, the OverlayFinder or None) of a prepared job (emavfi.render)."""
+    """(the engine's protect policy or None, the protect.OverlayShare or None) of a prepared job (emavfi.render):
+    the overlays of the source frames its requested outputs own (protect.share_of) are decided and written."""
     options = prepared.job.settings.protect
     if not options.active:
         return None, None
-    from .overlays import OverlayFinder
-    from .protect import HeldRegions
+    from .protect import HeldRegions, OverlayShare, share_of
 
     index = getattr(prepared.source, "index", None)  # with --dedupe: the input frame of each timeline frame
     policies: list[Any] = [] if prepared.masks is None else [FileMasks(prepared.masks, index)]
-    finder = None
+    share = None
     if options.overlays:
-        sequence = getattr(prepared.source, "sequence", None)
-        numbers = list(sequence.numbers) if sequence is not None and sequence.numbers else None
+        out = None if options.overlays_out is None else OverlayMasksOut(options.overlays_out,
+                                                                        input_numbers(prepared.source))
+        share = OverlayShare(prepared.n_source, share_of(prepared.schedule.plan, prepared.requested,
+                                                         prepared.n_source), seen=out)
+        policies.append(share)
+    return HeldRegions(policies, options.feather), share
 
-        def number(j: int) -> int:
-            i = index(j) if index is not None else j
-            return numbers[i] if numbers else i
 
-        out = None if options.overlays_out is None else OverlayMasksOut(options.overlays_out, number)
-        finder = OverlayFinder(prepared.n_source, seen=out)
-        policies.append(finder)
-    return HeldRegions(policies, options.feather), finder
+def overlay_report(source: Any, decisions: dict[int, Any]) -> dict[int, Any]:
+    """Decided timeline frames (-> bounding box or None) as the input frames they stand for, by number."""
+    inputs = input_numbers(source)
+    return {number: box for j, box in decisions.items() for number in inputs(j)}

@@ -286,7 +286,7 @@ class OverlayFinder:
         if not missing:
             return
         start, stop = max(missing[0] - 1, 0), missing[-1]  # a pair's evidence needs the frame before too
-        chunk = frames.get(start, stop)
+        chunk = getattr(frames, "peek", frames.get)(start, stop)  # ahead of the engine's windows: not one
         y = lumas(chunk)
         noise, g = noise_levels(y), gradients(y)
         scores = cuts.cut_scores(chunk) if chunk.shape[0] > 1 else torch.zeros(0)

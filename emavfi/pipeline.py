@@ -128,7 +128,16 @@ class SharedFrames:
         """Frames lo..hi: [hi - lo + 1, C, H, W] float32 in the working encoding."""
         import torch
 
-        return torch.stack(self._wait(lo, hi, self._frames))
+        return torch.stack(self._wait(lo, hi, self._frames, window=True))
+
+    def peek(self, lo: int, hi: int) -> torch.Tensor:
+        """Frames lo..hi like `get`, for a reader ahead of the windows (the overlay finder reads CONTEXT frames
+        past them): the windows' frames are kept, and frames held as stored are made float for this call only."""
+        import torch
+
+        entries = self._wait(lo, hi, self._frames, window=False, peek=True)
+        return torch.stack([entry.frame if entry.frame is not None else self.source.decode(entry.raw)  # type: ignore
+                            for entry in entries])
 
     def thumbnails(self, lo: int, hi: int) -> torch.Tensor:
         """Scene-cut thumbnails of frames lo..hi [hi - lo + 1, 3, h, w] (emavfi.cuts.thumbnails), each made once."""
@@ -138,7 +147,7 @@ class SharedFrames:
 
         if not self._make_thumbs:
             return thumbnails(self.get(lo, hi))
-        return torch.stack(self._wait(lo, hi, self._thumbs))
+        return torch.stack(self._wait(lo, hi, self._thumbs, window=False))
 
     def raw(self, index: int) -> Any:
         """Frame index as its source stores it (for a folder: media.images.RawImage) while it is held, else None."""
@@ -155,9 +164,11 @@ class SharedFrames:
             self._thread.join()
             self._thread = None
 
-    def _wait(self, lo: int, hi: int, table: dict[int, Any]) -> list[Any]:
-        """table[lo..hi] once the decode thread has made them (frames: float); its error for a frame that failed."""
-        window = table is self._frames
+    def _wait(self, lo: int, hi: int, table: dict[int, Any], *, window: bool, peek: bool = False) -> list[Any]:
+        """table[lo..hi] once the decode thread has made them; its error for a frame that failed. A window (the
+        engine's frames) lets go of the frames before it and gets them float; otherwise (thumbnails, a peek at
+        frames) the entries are returned as they are. A peek leaves frames ahead to the thread reading on (a
+        folder is not re-opened there: the frames before them are still to come)."""
         with self._lock:
             if window:
                 self._window_high = max(self._window_high, hi)
@@ -169,7 +180,7 @@ class SharedFrames:
                         del self._thumbs[index]
             self._high = max(self._high, hi)
             missing = [i for i in range(lo, hi + 1) if i not in table and i not in self._errors]
-            if missing:
+            if missing and (not peek or self._thread is None or missing[0] < self._next):
                 self._reposition(missing[0])
             self._lock.notify_all()
             found = []

@@ -11,17 +11,23 @@ channel is held alike (alpha, mattes, HDR values). Copies of source frames (t = 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from .settings import DEFAULT_PROTECT_FEATHER, check_feather
 
+if TYPE_CHECKING:
+    from .overlays import OverlayFinder
+    from .schedule import OutputFrame
+
 
 HALF = Fraction(1, 2)
+Box = tuple[int, int, int, int]  # a bounding box in px: x0, y0, x1, y1 (x1, y1 exclusive)
 
 
 class RegionPolicy(Protocol):
@@ -140,3 +146,85 @@ def held_regions(n: int, mask: torch.Tensor | None = None, *, overlays: bool = F
 
         policies.append(OverlayFinder(n, seen=overlays_seen))
     return HeldRegions(policies, feather_px) if policies else None
+
+
+# ----------------------------------------------------------------------------------------------- detected overlays
+
+def share_of(plan: Sequence[OutputFrame], outputs: Iterable[int], n: int) -> list[int]:
+    """The source frames (ascending) whose overlays a run of these outputs reports: each source frame belongs to
+    the first output at or after it in time (those after the last output: the last output), so the tasks of a
+    shot share out its frames, each to one task, and a whole run has them all. plan: in time order."""
+    times = [frame.source + frame.t for frame in plan]
+    share: list[int] = []
+    for k in sorted(set(outputs)):
+        first = 0 if k == 0 else math.floor(times[k - 1]) + 1
+        last = n - 1 if k == len(plan) - 1 else math.floor(times[k])
+        share.extend(range(first, min(last, n - 1) + 1))
+    return share
+
+
+def decide_spans(finder: OverlayFinder, frames: Any, missing: Sequence[int]) -> None:
+    """Have `finder` decide the frames `missing` (ascending), each span of consecutive frames at once."""
+    start = 0
+    for k in range(1, len(missing) + 1):
+        if k == len(missing) or missing[k] != missing[k - 1] + 1:
+            finder.masks(frames, missing[start], missing[k - 1])
+            start = k
+
+
+def decide_overlays(frames: Any, missing: Sequence[int], seen: Callable[[int, torch.Tensor], None]) -> None:
+    """seen(j, mask [H,W] bool) for each frame j of `missing` (ascending) that a run left undecided (a retime that
+    skips frames reads no window there), by a finder of its own going forward: the run's has let go of the
+    evidence behind its last window. frames: an engine.Frames over the clip (or the frames carried so far)."""
+    from .overlays import OverlayFinder
+
+    decide_spans(OverlayFinder(frames.count, seen=seen), frames, missing)
+
+
+class OverlayShare:
+    """The detected overlays (emavfi.overlays.OverlayFinder) as the engine's protect policy of a run that reports
+    the source frames `share` (share_of): frames of the share no device batch reads (a retime to fewer frames
+    skips pairs) are decided too, before the next batch and by `finish`, so the finder only ever reads forward.
+    seen(j, mask [H,W] bool) is called once for each frame of the share; `decisions` are the share's boxes."""
+
+    def __init__(self, n: int, share: Iterable[int], seen: Callable[[int, torch.Tensor], None] | None = None):
+        from .overlays import OverlayFinder
+
+        self.share = sorted(set(share))
+        self._owned, self._seen, self._next = set(self.share), seen, 0
+        self.finder = OverlayFinder(n, seen=self._note)
+
+    def _note(self, j: int, mask: torch.Tensor) -> None:
+        if self._seen is not None and j in self._owned:
+            self._seen(j, mask)
+
+    def masks(self, frames: Any, lo: int, hi: int) -> torch.Tensor:
+        """[hi - lo + 1, H, W] float32: the overlays of frames lo..hi, once the share's frames before lo are decided."""
+        self._catch_up(frames, lo)
+        return self.finder.masks(frames, lo, hi)
+
+    def finish(self, frames: Any) -> None:
+        """Decide the share's frames that no batch read (call once the run is done, with its frames)."""
+        self._catch_up(frames, self.finder.n)
+
+    def _catch_up(self, frames: Any, before: int) -> None:
+        start = self._next
+        while self._next < len(self.share) and self.share[self._next] < before:
+            self._next += 1
+        decide_spans(self.finder, frames, [j for j in self.share[start:self._next] if j not in self.finder.decided])
+
+    @property
+    def decisions(self) -> dict[int, Box | None]:
+        """Each decided frame of the share -> the bounding box of its overlays, or None when it has none."""
+        return {j: self.finder.found.get(j) for j in self.share if j in self.finder.decided}
+
+
+def describe_overlays(decided: Mapping[int, Box | None]) -> str:
+    """The run summary of detected overlays: decided frames (frame number -> bounding box or None) -> one line."""
+    found = {number: box for number, box in decided.items() if box is not None}
+    if not found:
+        return f"no burned-in overlays found in {len(decided)} source frames"
+    x0, y0 = min(box[0] for box in found.values()), min(box[1] for box in found.values())
+    x1, y1 = max(box[2] for box in found.values()), max(box[3] for box in found.values())
+    return (f"overlays held in {len(found)} of {len(decided)} source frames, within x {x0}-{x1 - 1}, y {y0}-{y1 - 1} "
+            f"(frames {min(found)}-{max(found)})")

@@ -188,7 +188,7 @@ def _run(prepared: Prepared, model: Model, frames: SharedFrames, sink: Any, todo
     """emavfi.engine.run over the job's shared frames, runner and cut policy (progress counts commits: the sink's)."""
     from . import dedupe
     from .engine import CutFinder, run
-    from .mask_files import describe_overlays, protection_for
+    from .mask_files import overlay_report, protection_for
     from .runner import Runner
 
     s = prepared.job.settings
@@ -197,7 +197,8 @@ def _run(prepared: Prepared, model: Model, frames: SharedFrames, sink: Any, todo
     report = run(prepared.schedule, frames, runner, dedupe.source_copies(sink, prepared.source),
                  CutFinder(prepared.n_source, s.run.cut_threshold), todo=todo, cancel=cancel, protect=protect)
     if overlays is not None:
-        report.protected = describe_overlays(overlays.found, len(overlays.decided))
+        overlays.finish(frames)  # the frames of its share that no batch read
+        report.overlays = overlay_report(prepared.source, overlays.decisions)
     return report
 
 

@@ -26,7 +26,7 @@ from ..emavfi import cuts, engine, overlays, protect, runner, schedule
 from ..emavfi.settings import RunOptions
 from . import host
 from .model import EmaVfiModel
-from .run import ClipResult, Protect, cut_text, decide_overlays, pair_bytes, split_result, with_mask
+from .run import ClipResult, Protect, cut_text, pair_bytes, split_result, with_mask
 
 MAX_OPEN = 8  # meta batches carried at once (managers x nodes); the oldest is dropped beyond that
 
@@ -158,7 +158,7 @@ class _Overlays:
     def masks(self, frames: _Window, wanted: range) -> torch.Tensor:
         """[len(wanted),H,W] float32: the overlays of input frames `wanted` (those the run left undecided are
         decided here, from the carried frames: each reads overlays.CONTEXT frames either side)."""
-        decide_overlays(frames, [j for j in wanted if j not in self.seen], self.seen.__setitem__)
+        protect.decide_overlays(frames, [j for j in wanted if j not in self.seen], self.seen.__setitem__)
         out = torch.zeros((len(wanted), *frames.size), dtype=torch.float32)
         for k, j in enumerate(wanted):
             out[k] = self.seen[j]

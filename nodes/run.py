@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..emavfi import clips, cuts, dedupe, memory, overlays, protect, schedule
+from ..emavfi import clips, cuts, dedupe, memory, protect, schedule
 from ..emavfi.settings import RunOptions, check_feather
 from . import host
 from .model import EmaVfiModel
@@ -113,22 +113,11 @@ class Held:
         out = torch.zeros((n_input, height, width), dtype=torch.float32)
         if self.overlays:
             missing = [j for j in range(len(self.line.kept)) if j not in self.seen]
-            decide_overlays(clips.TensorFrames(self.line.images.movedim(-1, 1)), missing, self.seen.__setitem__)
+            protect.decide_overlays(clips.TensorFrames(self.line.images.movedim(-1, 1)), missing,
+                                    self.seen.__setitem__)
             for i in range(n_input):
                 out[i] = self.seen[bisect_right(self.line.kept, i) - 1]
         return out.to(host.model_management().intermediate_device())
-
-
-def decide_overlays(frames: Any, missing: Sequence[int], seen: Callable[[int, torch.Tensor], None]) -> None:
-    """seen(j, mask [H,W] bool) for each frame j of `missing` (ascending) that a run left undecided (a retime that
-    skips frames reads no window there), by a finder of its own going forward: the run's has let go of the
-    evidence behind its last window. frames: an engine.Frames over the clip (or the frames carried so far)."""
-    finder = overlays.OverlayFinder(frames.count, seen=seen)
-    start = 0
-    for k in range(1, len(missing) + 1):  # each span of consecutive frames at once
-        if k == len(missing) or missing[k] != missing[k - 1] + 1:
-            finder.masks(frames, missing[start], missing[k - 1])
-            start = k
 
 
 def cut_text(found: Sequence[int]) -> str:

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
+from ..emavfi.overlays import CONTEXT
 from ..emavfi.settings import DEFAULT_PROTECT_FEATHER, MAX_CHUNK, MAX_PROTECT_FEATHER, SCALES
 
 API_VERSION = "0.0.2"
@@ -103,7 +104,10 @@ def protect_inputs() -> list[io.Input]:
 def _overlay_mask_output() -> io.Output:
     """The detected overlays, after a node's other outputs (saved links go by output index)."""
     return io.Mask.Output(display_name="overlay_mask", tooltip="The burned-in overlays found, one mask per input "
-                          "frame (all zeros when protect_overlays is off).")
+                          "frame (all zeros when protect_overlays is off). With a Meta Batch Manager a batch returns "
+                          f"the masks of the input frames whose next {CONTEXT} frames have come (the previous "
+                          f"batch's last {CONTEXT} and its own first ones; the last batch: its own last ones too), so "
+                          "joined they are one per input frame; off: zeros, one per frame of the batch.")
 
 
 def _meta_batch_input() -> io.Input:

@@ -280,7 +280,7 @@ def _slow_process(tmp_path: Path, *argv: object) -> subprocess.Popen:
                             env=env)
 
 
-def _wait_for(folder: Path, count: int, timeout: float = 60) -> None:
+def _wait_for(folder: Path, count: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (not folder.is_dir() or len(_outputs(folder)) < count):
         time.sleep(0.05)

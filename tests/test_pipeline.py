@@ -396,3 +396,45 @@ print(sorted(counts)[10])  # the median operation's faults
         faults[policy] = float(done.stdout.split()[-1])
     # the median: a kernel reclaiming idle pages under memory pressure faulted some reused ones in again (full suite)
     assert faults["reuse"] < 100 < 3000 < faults["default"], faults
+
+
+def test_overlay_protection_reads_ahead_without_decoding_a_frame_twice(tmp_path, monkeypatch):
+    """The overlay finder reads 30 frames past the engine's windows; those reads must not make the shared frames
+    let go of the windows' frames (each was decoded again, about 13 times a frame, before)."""
+    from skimage import data
+
+    from helpers import tiny_model
+
+    import emavfi.media.folder as folder_module
+    from emavfi.engine import CutFinder, run
+    from emavfi.mask_files import protection_for
+    from emavfi.runner import Runner
+    from emavfi.settings import ProtectOptions
+    from emavfi.source_window import FrameBuffer
+
+    n = 40
+    photo = torch.from_numpy(data.astronaut().astype(np.float32) / 255).permute(2, 0, 1)[None]
+    wide = F.interpolate(photo, size=(H + 8, W + n + 8), mode="area")[0].permute(1, 2, 0).numpy()
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(n):  # a pan of 1 px a frame under a burned-in white box
+        frame = np.ascontiguousarray(wide[4:4 + H, i:i + W])
+        frame[48:58, 8:44] = 1.0
+        out = OpenImageIO.ImageOutput.create(str(source / f"f.{i + 1:04d}.png"))
+        assert out.open(str(source / f"f.{i + 1:04d}.png"), OpenImageIO.ImageSpec(W, H, 3, "uint8"))
+        assert out.write_image((frame * 255).round().astype(np.uint8)) and out.close()
+    settings = Settings(request=Request(multiplier=2, source_fps=24), protect=ProtectOptions(overlays=True))
+    model = tiny_model()
+    reference = render.prepare(render.Job(source, tmp_path / "one", settings))
+    protect, _ = protection_for(reference)
+    run(reference.schedule, FrameBuffer(reference.source, n), Runner(model), reference.sink,
+        CutFinder(n, settings.run.cut_threshold), protect=protect)
+    reads = count_calls(monkeypatch, folder_module, "read_raw", inside=source)
+    prepared = render.prepare(render.Job(source, tmp_path / "pool", settings))
+    report = render.render(prepared, model)
+    assert len(reads) == n  # every frame decoded once, the finder's reads ahead included
+    assert report.overlays and any(box is not None for box in report.overlays.values())  # the box was found
+    names = sorted(p.name for p in (tmp_path / "one").iterdir() if not p.name.startswith("."))
+    assert len(names) == 2 * n - 1
+    for name in names:
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name

@@ -100,3 +100,24 @@ def test_bad_masks_and_settings_are_one_line_errors(tmp_path):
         ProtectOptions(feather=MAX_PROTECT_FEATHER + 1)
     with pytest.raises(SettingsError, match="add --protect-overlays"):
         ProtectOptions(overlays_out=tmp_path)
+
+
+@pytest.mark.parametrize("request_, n", [(Request(multiplier=2), 10), (Request(source_fps=24, target_fps=5), 50),
+                                         (Request(source_fps=24, target_fps=60), 7),
+                                         (Request(source_fps=24, target_fps=24, speed=0.5), 9)])
+def test_tasks_share_out_the_source_frames_each_to_the_first_output_at_or_after_it(request_, n):
+    """A whole run owns every source frame; any split into tasks owns each exactly once, frame j with the first
+    output at or after it in time (frames after the last output: the last output's task)."""
+    from emavfi import ranges
+
+    plan = make_schedule(request_, n, True).plan
+    assert protect.share_of(plan, range(len(plan)), n) == list(range(n))
+    times = [frame.source + frame.t for frame in plan]
+    for tasks in (2, 3, 5):
+        split = ranges.split_tasks(len(plan), tasks=tasks)
+        shares = [protect.share_of(plan, task, n) for task in reversed(split)]
+        assert sorted(j for share in shares for j in share) == list(range(n))
+        for task, share in zip(reversed(split), shares):
+            for j in share:
+                owner = next((k for k, time in enumerate(times) if time >= j), len(plan) - 1)
+                assert owner in task, (j, owner, list(task))

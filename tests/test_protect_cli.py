@@ -195,3 +195,80 @@ def test_dedupe_and_a_retime_keep_their_frame_count_with_masks(tmp_path, tiny, c
         plain, held = _outputs(tmp_path / f"plain{len(extra)}"), _outputs(tmp_path / f"held{len(extra)}")
         assert len(plain) == len(held) > 6
         assert any(not np.array_equal(a, b) for a, b in zip(plain, held))
+
+
+def _timecode_shot(folder: Path, held: tuple[int, ...] = ()) -> torch.Tensor:
+    """A burned-in timecode over two 30-frame pans (astronaut, then coffee the other way: a cut after frame 29),
+    saved as plate.1001.png ...; each frame of `held` repeated once right after it (a held frame, timecode and
+    all). Returns the frames [N,3,144,256] as the CLI decodes them (8-bit codes / 255)."""
+    pytest.importorskip("PIL", reason="the timecode is drawn with Pillow")
+    from benchmarks import overlay_dataset
+
+    pictures = torch.cat([overlay_dataset.pan("astronaut", 2.5, n=30), overlay_dataset.pan("coffee", -3.0, n=30)])
+    frames, _ = overlay_dataset.timecode(pictures)
+    frames = torch.cat([frames[i:i + 1].expand(2 if i in held else 1, -1, -1, -1) for i in range(frames.shape[0])])
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        _save(folder / f"plate.{1001 + i}.png", frame.permute(1, 2, 0).numpy())
+    return torch.stack([torch.from_numpy(_read(p).astype(np.float32) / np.float32(255)).permute(2, 0, 1)
+                        for p in sorted(folder.glob("plate.*.png"))])
+
+
+def _summary(found: torch.Tensor, first: int = 1001) -> str:
+    """The run summary one expects of detected masks [N,H,W] bool of input frames numbered from `first`."""
+    frames = [i for i in range(found.shape[0]) if found[i].any()]
+    ys, xs = found.any(0).any(1).nonzero().flatten(), found.any(0).any(0).nonzero().flatten()
+    return (f"overlays held in {len(frames)} of {found.shape[0]} source frames, within x {int(xs[0])}-{int(xs[-1])}, "
+            f"y {int(ys[0])}-{int(ys[-1])} (frames {first + frames[0]}-{first + frames[-1]})")
+
+
+def _masks(folder: Path) -> tuple[list[str], torch.Tensor]:
+    written = sorted(folder.glob("overlays.*.png"))
+    return [p.name for p in written], torch.stack([torch.from_numpy(_read(p)[..., 0] > 0) for p in written])
+
+
+def test_a_retime_to_fewer_frames_writes_every_input_frames_overlays_once_across_tasks(tmp_path, tiny, capsys):
+    """24 -> 5 fps reads only a fifth of the pairs: the masks and the summary still cover every input frame,
+    equal to detect_overlays on the whole clip; --frames tasks share the input frames out, each to one task."""
+    from emavfi import ranges
+    from emavfi.overlays import detect_overlays
+
+    frames = _timecode_shot(tmp_path / "in")
+    expected = detect_overlays(frames)
+    assert expected.any(dim=(1, 2)).sum() >= 50 and not expected.all()  # found in most frames, not everywhere
+    base = ["interpolate", tmp_path / "in", "--device", "cpu", "--source-fps", "24", "--fps", "5",
+            "--protect-overlays"]
+    assert _run(*base, "-o", tmp_path / "out", "--protect-overlays-out", tmp_path / "found") == 0
+    err = capsys.readouterr().err
+    assert len(_outputs(tmp_path / "out")) == 13  # 60 frames at 24 fps -> 12.5 s at 5 fps
+    names, found = _masks(tmp_path / "found")
+    assert names == [f"overlays.{1001 + i:06d}.png" for i in range(60)]
+    assert torch.equal(found, expected)
+    assert _summary(expected) in err.splitlines(), err
+    lines = []
+    for task in ranges.split_tasks(13, tasks=3):  # tasks own the frames up to their last output (the last: all)
+        assert _run(*base, "-o", tmp_path / "tasks", "--protect-overlays-out", tmp_path / "shared", "--frames",
+                    ranges.format_range(task, 1001)) == 0
+        lines += [line for line in capsys.readouterr().err.splitlines() if line.startswith("overlays held in")]
+    counts = [[int(word) for word in line.split()[3:6:2]] for line in lines]
+    assert len(counts) == 3 and [sum(c) for c in zip(*counts)] == [int(expected.any(dim=(1, 2)).sum()), 60], lines
+    assert _masks(tmp_path / "shared")[0] == names and torch.equal(_masks(tmp_path / "shared")[1], expected)
+
+
+def test_dedupe_writes_a_held_frame_the_overlays_of_the_frame_it_repeats(tmp_path, tiny, capsys):
+    """Input frames 1011 and 1041 repeat the one before (timecode and all): dropped as held, yet each still gets
+    its mask (its drawing's), and the summary counts input frames."""
+    from emavfi.overlays import detect_overlays
+
+    frames = _timecode_shot(tmp_path / "in", held=(10, 39))
+    assert frames.shape[0] == 62
+    kept = [i for i in range(62) if i not in (11, 41)]
+    on_timeline = detect_overlays(frames[kept])
+    expected = on_timeline[[kept.index(i) if i in kept else kept.index(i - 1) for i in range(62)]]
+    assert _run("interpolate", tmp_path / "in", "-o", tmp_path / "out", "-m", "2", "--device", "cpu", "--dedupe",
+                "--protect-overlays", "--protect-overlays-out", tmp_path / "found") == 0
+    err = capsys.readouterr().err
+    assert "2 held frames dropped (dedupe)" in err and len(_outputs(tmp_path / "out")) == 2 * 62 - 1
+    names, found = _masks(tmp_path / "found")
+    assert names == [f"overlays.{1001 + i:06d}.png" for i in range(62)] and torch.equal(found, expected)
+    assert _summary(expected) in err.splitlines(), err

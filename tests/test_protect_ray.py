@@ -17,6 +17,7 @@ import torch
 
 import emavfi
 from emavfi import cli, loading, ranges, ray_cluster, render
+from emavfi.engine import Report
 from emavfi.files import is_partial
 from emavfi.outputs import RECORD_NAME
 from emavfi.schedule import Request
@@ -64,8 +65,8 @@ def _settings(shot: tuple[Path, Path, Path], overlays_out: Path | None = None, f
 
 
 @pytest.fixture(scope="module")
-def reference(shot, tmp_path_factory) -> tuple[Path, Path]:
-    """(output folder, overlay masks folder) of the shot rendered in this process in one go."""
+def reference(shot, tmp_path_factory) -> tuple[Path, Path, Report]:
+    """(output folder, overlay masks folder, report) of the shot rendered in this process in one go."""
     root = tmp_path_factory.mktemp("protect_reference")
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as the tests' driver: its workers compute with its thread count
@@ -76,7 +77,8 @@ def reference(shot, tmp_path_factory) -> tuple[Path, Path]:
         torch.set_num_threads(before)
     assert report.written == OUTPUTS and report.cuts == [CUT]
     assert report.protected.startswith(f"overlays held in {FRAMES} of {FRAMES} source frames, within x ")
-    return job.output, root / "overlays"
+    assert report.protected.endswith(f"(frames {START}-{START + FRAMES - 1})")
+    return job.output, root / "overlays", report
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def _record(folder: Path) -> dict:
     return json.loads((folder / RECORD_NAME).read_text())
 
 
-def _assert_as_one_process(out: Path, overlays: Path, reference: tuple[Path, Path]) -> None:
+def _assert_as_one_process(out: Path, overlays: Path, reference: tuple[Path, Path, Report]) -> None:
     """The same frame files and overlay masks, byte for byte, the same run record, no partial files."""
     expected, got = _files(reference[0]), _files(out)
     assert list(got) == list(expected) and len(got) == OUTPUTS
@@ -126,11 +128,17 @@ def test_the_reference_holds_both_the_masks_and_the_overlays(shot, reference, tm
 
 def test_frames_tasks_in_any_order_make_the_one_process_files(shot, reference, tmp_path):
     model = loading.load_model_for(_settings(shot))
+    shares = []
     for task in reversed(ranges.split_tasks(OUTPUTS, tasks=4)):  # as a farm might run them, each its own job
         job = render.Job(shot[0], tmp_path / "out", _settings(shot, tmp_path / "overlays",
                                                               ranges.format_range(task, START)))
-        assert render.render(render.prepare(job), model).written == len(task)
+        report = render.render(render.prepare(job), model)
+        assert report.written == len(task)
+        shares.append(report.overlays)
     _assert_as_one_process(tmp_path / "out", tmp_path / "overlays", reference)
+    # each task reports the source frames it owns (those up to its last output): together, one process's
+    assert sum(len(share) for share in shares) == FRAMES
+    assert {number: box for share in shares for number, box in share.items()} == reference[2].overlays
 
 
 def test_two_ray_workers_from_the_command_line_make_the_one_process_files(cluster, shot, reference, tmp_path,
@@ -143,3 +151,31 @@ def test_two_ray_workers_from_the_command_line_make_the_one_process_files(cluste
     err = capsys.readouterr().err
     assert f"wrote {OUTPUTS} frames to " in err and "on 2 Ray worker(s) (7 tasks)" in err, err
     _assert_as_one_process(tmp_path / "out", tmp_path / "overlays", reference)
+    assert err.splitlines()[-1] == reference[2].protected, err  # the line one process prints
+
+
+def test_a_retime_to_fewer_frames_on_ray_writes_and_counts_every_source_frame_once(cluster, shot, tmp_path):
+    """24 -> 5 fps (11 outputs, most pairs never read) in tasks of 3 outputs on 2 workers: each input frame's
+    overlay mask and the summary equal one process's, which covers all 52 frames."""
+    from emavfi import distributed
+
+    def job(name: str) -> render.Job:
+        settings = Settings(request=Request(source_fps=24, target_fps=5), weights=shot[2], device="cpu",
+                            output=OutputOptions(start_number=START),
+                            protect=ProtectOptions(overlays=True, overlays_out=tmp_path / f"{name}_overlays"))
+        return render.Job(shot[0], tmp_path / name, settings)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = job("one")
+        alone = render.render(render.prepare(one), loading.load_model_for(one.settings))
+    finally:
+        torch.set_num_threads(before)
+    spread = distributed.render(job("ray"), workers=2, task_frames=3)
+    assert alone.written == spread.written == 11 and spread.tasks >= 3
+    assert len(alone.overlays) == FRAMES and spread.overlays == alone.overlays
+    assert spread.protected == alone.protected and alone.protected.startswith(f"overlays held in {FRAMES} of ")
+    assert _files(tmp_path / "ray") == _files(tmp_path / "one")
+    assert _files(tmp_path / "ray_overlays") == _files(tmp_path / "one_overlays")
+    assert len(_files(tmp_path / "one_overlays")) == FRAMES

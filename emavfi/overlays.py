@@ -283,9 +283,12 @@ class OverlayFinder:
 
     def _analyse(self, frames: Any, lo: int, hi: int) -> None:
         missing = [j for j in range(lo, hi + 1) if j not in self._frame]
-        if not missing:
+        # Pairs let go of with an earlier frame (a read going back, as a VapourSynth seek does) are made again.
+        pairs = [p for p in range(lo, hi) if p not in self._scores or p not in self._motion]
+        if not missing and not pairs:
             return
-        start, stop = max(missing[0] - 1, 0), missing[-1]  # a pair's evidence needs the frame before too
+        ends = [end for j in missing for end in (j - 1, j)] + [end for p in pairs for end in (p, p + 1)]
+        start, stop = max(min(ends), 0), max(ends)  # a frame's pair with the one before needs that one too
         chunk = getattr(frames, "peek", frames.get)(start, stop)  # ahead of the engine's windows: not one
         y = lumas(chunk)
         noise, g = noise_levels(y), gradients(y)

@@ -122,6 +122,16 @@ def test_a_frame_is_decided_the_same_in_any_batch_or_task():
     assert sorted(finder.decided) == list(range(20, 50)) and set(finder.found) <= set(range(20, 50))
 
 
+def test_a_finder_asked_for_earlier_frames_after_later_ones_decides_them_as_the_whole_clip():
+    """A VapourSynth seek back: the frames and pairs let go of after later frames are made again."""
+    frames, _ = _clip("several over pan astronaut", slice(0, 72))
+    whole = overlays.detect_overlays(frames)
+    finder = overlays.OverlayFinder(frames.shape[0])
+    source = overlays._TensorFrames(frames)
+    for lo, hi in ((60, 62), (2, 4), (40, 41), (3, 3)):
+        assert torch.equal(finder.masks(source, lo, hi) > 0, whole[lo:hi + 1]), (lo, hi)
+
+
 def test_masks_come_back_at_full_size_from_the_reduced_analysis():
     assert overlays.analysis_factor(1080, 1920) == 5 and overlays.analysis_factor(144, 256) == 1
     frames = torch.zeros(1, 3, 1081, 1919)

@@ -54,3 +54,15 @@ def tiny_cli(monkeypatch):
         return model
     monkeypatch.setattr(loading, "load_model_for", load)
     return loads
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One embedded Ray (2 CPUs, on 127.0.0.1) for a test module: starting Ray costs seconds."""
+    ray = pytest.importorskip("ray")
+    from emavfi import ray_cluster
+
+    assert not ray.is_initialized()
+    ray_cluster.start_local(num_cpus=2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -77,15 +77,6 @@ def reference(shot, tmp_path_factory) -> Path:
     return job.output
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """One embedded Ray (2 CPUs) for the module: starting Ray costs seconds."""
-    assert not ray.is_initialized()
-    ray_cluster.start_local(num_cpus=2)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 def _frames(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".png"}
 

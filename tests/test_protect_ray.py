@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import emavfi
-from emavfi import cli, loading, ranges, ray_cluster, render
+from emavfi import cli, loading, ranges, render
 from emavfi.engine import Report
 from emavfi.files import is_partial
 from emavfi.outputs import RECORD_NAME
@@ -79,15 +79,6 @@ def reference(shot, tmp_path_factory) -> tuple[Path, Path, Report]:
     assert report.protected.startswith(f"overlays held in {FRAMES} of {FRAMES} source frames, within x ")
     assert report.protected.endswith(f"(frames {START}-{START + FRAMES - 1})")
     return job.output, root / "overlays", report
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """One embedded Ray (2 CPUs) for the module: starting Ray costs seconds."""
-    assert not ray.is_initialized()
-    ray_cluster.start_local(num_cpus=2)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 def _files(folder: Path) -> dict[str, bytes]:

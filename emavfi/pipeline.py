@@ -135,7 +135,7 @@ class SharedFrames:
         past them): the windows' frames are kept, and frames held as stored are made float for this call only."""
         import torch
 
-        entries = self._wait(lo, hi, self._frames, window=False, peek=True)
+        entries = self._wait(lo, hi, self._frames, window=False)
         return torch.stack([entry.frame if entry.frame is not None else self.source.decode(entry.raw)  # type: ignore
                             for entry in entries])
 
@@ -164,11 +164,12 @@ class SharedFrames:
             self._thread.join()
             self._thread = None
 
-    def _wait(self, lo: int, hi: int, table: dict[int, Any], *, window: bool, peek: bool = False) -> list[Any]:
+    def _wait(self, lo: int, hi: int, table: dict[int, Any], *, window: bool) -> list[Any]:
         """table[lo..hi] once the decode thread has made them; its error for a frame that failed. A window (the
         engine's frames) lets go of the frames before it and gets them float; otherwise (thumbnails, a peek at
         frames) the entries are returned as they are. A peek leaves frames ahead to the thread reading on (a
         folder is not re-opened there: the frames before them are still to come)."""
+        peek = not window and table is self._frames
         with self._lock:
             if window:
                 self._window_high = max(self._window_high, hi)

@@ -213,8 +213,7 @@ class VideoSink:
             values = torch.cat([values, torch.ones_like(values[:1])])
         deep = "10le" in self._pix_fmt
         scale, dtype = (65535.0, torch.uint16) if deep else (255.0, torch.uint8)
-        # clip into one working copy already in the packed order the format wants, scale, round half to even (as
-        # np.rint)
+        # clip into one working copy already in the packed order the format wants, scale, round half to even
         packed = torch.empty((*values.shape[1:], values.shape[0]), dtype=torch.float32)
         codes = torch.clamp(values.permute(1, 2, 0), 0, 1, out=packed).mul_(scale).round_().to(dtype).numpy()
         fmt = ("rgba64le" if alpha else "rgb48le") if deep else ("rgba" if alpha else "rgb24")

@@ -5,7 +5,7 @@ under three policies, each in a fresh process.
 
 glibc: its own default (the mapping threshold moves up to 32 MiB as buffers are freed); map 4 MiB: every buffer
 over 4 MiB mapped afresh and unmapped when freed (the file pipeline's former policy); reuse: the pipeline's
-policy (`emavfi.pipeline.reuse_frame_buffers`: one arena, buffers up to 32 MiB reused). A freshly mapped page
+policy (`emavfi.buffers.reuse_frame_buffers`: one arena, buffers up to 32 MiB reused). A freshly mapped page
 costs a fault on first touch: kernel time.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def worker(policy: str, size: str, repeats: int) -> dict:
     if policy == "map 4 MiB":
         ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
     elif policy == "reuse":
-        from emavfi.pipeline import reuse_frame_buffers
+        from emavfi.buffers import reuse_frame_buffers
 
         reuse_frame_buffers()
     import emavfi

@@ -311,6 +311,10 @@ def worker(spec: dict) -> dict:
             return lambda: None
 
         pipeline.reuse_frame_buffers = mapped
+    elif spec.get("buffers", "").startswith("kept:"):  # the code's policy with another KEPT_FREE, MiB
+        from emavfi import buffers
+
+        buffers.KEPT_FREE = int(spec["buffers"].split(":")[1]) << 20
     counts = _Counts()
     source = Path(spec["input"])
     output = Path(spec["output"])
@@ -426,13 +430,19 @@ def cpu_line() -> str:
     return f"{model}; {len(os.sched_getaffinity(0))} cores usable; flags {' '.join(flags) or 'unknown'}"
 
 
-def _row(case: str, delay: int, label: str, result: dict) -> str:
+def _row(case: str, delay: int, label: str, result: dict, peaks: list[float]) -> str:
     per = 1000 / result["outputs"]
     counts = result["counts"]
     around = (result["wall"] - result["network"]) * per
     return (f"| {case} | {delay} | {label} | {result['wall'] * per:.0f} | {around:.0f} | {result['cpu'] * per:.0f} | "
             f"{counts.get('decodes', 0) / result['inputs']:.2f} | {counts.get('encodes', 0) / result['outputs']:.2f} | "
-            f"{counts.get('block_copies', 0) + counts.get('byte_copies', 0)} | {result['peak_mb']:.0f} |")
+            f"{counts.get('block_copies', 0) + counts.get('byte_copies', 0)} | {_median(peaks):.0f} | "
+            f"{peaks[0]:.0f}-{peaks[-1]:.0f} |")
+
+
+def _median(values: list[float]) -> float:
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def main() -> int:
@@ -454,7 +464,8 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="time the job's first render in the process (imports "
                         "and the allocator's first growth included), not its second")
     parser.add_argument("--buffers", default="reuse", help="new code's memory policy: reuse (the code's), map "
-                        "(every buffer over 4 MiB mapped afresh, as before), or reuse,map for both")
+                        "(every buffer over 4 MiB mapped afresh, as before), kept:N (the code's, with N MiB of free "
+                        "buffers kept), or several, e.g. reuse,map")
     args = parser.parse_args()
     if args.compression_table:
         h, w = (int(v) for v in args.size.lower().split("x"))
@@ -471,9 +482,11 @@ def main() -> int:
     print(f"CPU: {cpu_line()}")
     print(f"{args.frames} input frames {w}x{h}, x2, cuts on; per output frame: wall ms, around the network ms, "
           "CPU ms (all threads, network included), decodes per input frame, encodes per output frame, copies "
-          "without decoding (EXR blocks, file bytes), peak RSS MB")
-    print("| case | D ms | code | wall ms | around ms | CPU ms | decodes/in | encodes/out | copies | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "without decoding (EXR blocks, file bytes), peak RSS MB: the median of the repeats, and their range "
+          "(times: the fastest repeat's)")
+    print("| case | D ms | code | wall ms | around ms | CPU ms | decodes/in | encodes/out | copies | peak MB | "
+          "peak range |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="emavfi-bench-") as tmp:
         root = Path(tmp)
         footage = make_footage(root / "in", args.frames, h, w)
@@ -482,6 +495,7 @@ def main() -> int:
             kind, out_name = CASES[case]
             for delay in (int(d) for d in args.delays.split(",")):
                 best: dict[str, dict] = {}
+                peaks: dict[str, list[float]] = {}
                 for repeat in range(args.repeats):
                     order = codes if turn % 2 == 0 else codes[::-1]  # alternate which code goes first
                     turn += 1
@@ -491,10 +505,11 @@ def main() -> int:
                                 "model": args.model, "weights": args.weights, "device": args.device,
                                 "precision": args.precision, "buffers": policy, "warm": not args.cold}
                         result = run_one(tree, spec, args.timeout)
+                        peaks.setdefault(label, []).append(result["peak_mb"])
                         if label not in best or result["wall"] < best[label]["wall"]:
                             best[label] = result
                 for label, *_ in codes:
-                    print(_row(case, delay, label, best[label]), flush=True)
+                    print(_row(case, delay, label, best[label], sorted(peaks[label])), flush=True)
     return 0
 
 

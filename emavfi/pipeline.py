@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from .buffers import reuse_frame_buffers
 from .media import FramesIOError
 
 if TYPE_CHECKING:
@@ -39,39 +40,6 @@ def default_io_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def reuse_frame_buffers() -> Callable[[], None]:
-    """Have glibc reuse freed buffers of up to REUSED bytes (a 1080p float frame is 25 MB) from one arena; returns
-    what gives the free ones back to the system (call it every RELEASE_EVERY frames: reuse alone let a render's
-    memory creep up, 900 MB after 9 frames and 1,170 MB after 40 at 1080p, as the heap fragmented).
-
-    A buffer glibc maps afresh costs a page fault per 4 KiB on first touch: measured here, an operation on a new
-    25 MB buffer took 13.4 ms against 2.2 ms on a reused one, and the network at 544x960 spent 2.9 s a pair in the
-    kernel (4.5 s computing) with a fixed 4 MiB mapping threshold, 1.2 s with this. One arena keeps frames freed
-    by other threads than made them from piling up in per-thread arenas. Elsewhere (no glibc) nothing changes.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        libc = None
-    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
-        return lambda: None
-    libc.mallopt(_M_ARENA_MAX, 1)
-    libc.mallopt(_M_MMAP_THRESHOLD, REUSED)  # fixed: glibc stops moving it
-    libc.mallopt(_M_TRIM_THRESHOLD, TRIMMED)
-    return lambda: libc.malloc_trim(0)  # free pages back, inside the heap too, not only at its top
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
-REUSED = 32 << 20  # glibc's largest mapping threshold
-TRIMMED = 128 << 20  # free space kept at the top of the heap (more than a 1080p float frame and its neighbours)
-RELEASE_EVERY = 8
-"""Decoded frames between two returns of free buffers to the system (each costs the next frames' faults)."""
-
-
 class _Entry:
     """One decoded frame: as the source stores it (a folder's RawImage, a video's PyAV frame; None for other
     sources) and, near the windows, in the working encoding."""
@@ -88,20 +56,23 @@ class SharedFrames:
     Each frame is decoded once; its scene-cut thumbnail (`thumbnails`) is made from it at once and kept from
     CUT_CONTEXT + 1 frames before the latest window on. Frames are kept from the latest window's first on, as
     stored (a quarter of the memory for 8-bit files) until they come within AHEAD frames of a window, when the
-    thread makes them float (frames whose colour is converted are kept as float). skip_damaged: a frame that
-    cannot be read is recorded in `damaged` and stands in as zeros. A jump back, or far ahead in a folder
-    (resume, --frames), re-opens the source; a video reads on (skipping frames means decoding them).
+    thread makes them float (frames whose colour is converted are kept as float); keep_raw: float frames keep
+    their stored samples too (`raw`: the sink writes copies from them), else these are let go as each frame is
+    made float. skip_damaged: a frame that cannot be read is recorded in `damaged` and stands in as zeros. A
+    jump back, or far ahead in a folder (resume, --frames), re-opens the source; a video reads on (skipping
+    frames means decoding them).
     """
 
     def __init__(self, source: Source, count: int, *, skip_damaged: bool = False, thumbnails: bool = True,
-                 ahead: int = AHEAD):
+                 keep_raw: bool = False, ahead: int = AHEAD):
         from .cuts import CUT_CONTEXT
 
-        self._release = reuse_frame_buffers()
+        self.release = reuse_frame_buffers()
+        """Gives free buffers back to the system (see reuse_frame_buffers)."""
         self.source, self.count, self.skip_damaged = source, count, skip_damaged
         self.size = source.size
         self.damaged: dict[int, str] = {}
-        self._make_thumbs, self._ahead = thumbnails, ahead
+        self._make_thumbs, self._ahead, self._keep_raw = thumbnails, ahead, keep_raw
         self._context = CUT_CONTEXT + 1 if thumbnails else 0  # thumbnails kept before the window
         kind = type(source)  # a view such as dedupe.KeptFrames numbers frames its own way: its iterator only
         self._stored = hasattr(kind, "raw_frames") and hasattr(kind, "decode")
@@ -240,6 +211,8 @@ class SharedFrames:
                     frame, self._errors[due] = None, exc  # type: ignore[index]
                 with self._lock:
                     entry.frame = frame
+                    if frame is not None and not self._keep_raw:
+                        entry.raw = None
                     self._lock.notify_all()
                 continue
             frames = frames or self._read(index)
@@ -251,13 +224,13 @@ class SharedFrames:
                     if entry is not None and index >= self._low:
                         if self._hold_stored and entry.raw is not None and index > self._window_high + self._ahead:
                             entry.frame = None  # kept as stored until a window comes near
+                        elif not self._keep_raw:
+                            entry.raw = None
                         self._frames[index] = entry
                     if thumb is not None and index >= self._low - self._context:
                         self._thumbs[index] = thumb
                     self._next = index + 1
                 self._lock.notify_all()
-            if index % RELEASE_EVERY == RELEASE_EVERY - 1:
-                self._release()
 
     def _read(self, start: int) -> Iterator[tuple[Any, torch.Tensor]]:
         """(as stored or None, frame) from start on."""
@@ -302,15 +275,17 @@ class WriterPool:
     native libraries' banners are held back (emavfi.media.quiet).
 
     raws: the decoded file samples of a source frame (SharedFrames.raw), looked up as a copy is given, so it is
-    written without reading the file again. At most `in_flight` frames are staged and not yet committed. The
+    written without reading the file again. release: called after each commit (SharedFrames.release: the
+    buffers freed since go back to the system). At most `in_flight` frames are staged and not yet committed. The
     first error, in the order given, is raised by a later `write` or by `close`; the frames being written then
     finish (complete files) and nothing given after the failed frame is committed.
     """
 
     def __init__(self, stage: Callable[[int, Any, int | None, Any], Any], commit: Callable[[int, Any], None], *,
                  threads: int, raws: Callable[[int], Any] | None = None, in_flight: int | None = None,
-                 commit_thread: bool = False):
-        self.stage, self.commit, self.raws = stage, commit, raws
+                 commit_thread: bool = False, release: Callable[[], None] | None = None):
+        self.stage, self.raws = stage, raws
+        self.commit = commit if release is None else _then(commit, release)
         self.threads = max(1, threads)
         self.in_flight = in_flight or IN_FLIGHT_PER_THREAD * self.threads
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="emavfi-write")
@@ -397,3 +372,10 @@ class WriterPool:
                 self._pending.clear()
                 self._stop()
                 raise
+
+
+def _then(commit: Callable[[int, Any], None], after: Callable[[], None]) -> Callable[[int, Any], None]:
+    def committed(index: int, staged: Any) -> None:
+        commit(index, staged)
+        after()
+    return committed

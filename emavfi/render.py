@@ -208,7 +208,16 @@ def _frames(prepared: Prepared) -> SharedFrames:
 
     s = prepared.job.settings
     return SharedFrames(prepared.source, prepared.n_source, skip_damaged=s.output.on_error == "skip",
-                        thumbnails=bool(s.run.cut_threshold) and prepared.n_source > 1)
+                        thumbnails=bool(s.run.cut_threshold) and prepared.n_source > 1,
+                        keep_raw=_copies_from_samples(prepared))
+
+
+def _copies_from_samples(prepared: Prepared) -> bool:
+    """The folder sink writes copies of source frames from their decoded samples (SharedFrames.raw), which
+    number frames as the source does (not a dedupe view)."""
+    from .media.folder import FolderSource
+
+    return prepared.sink is not None and prepared.sink.copies_samples and isinstance(prepared.source, FolderSource)
 
 
 def _pipelined(prepared: Prepared, model: Model, frames: SharedFrames, pool: WriterPool, todo: Sequence[int],
@@ -257,7 +266,6 @@ class _Logged:
 
 def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progress: ProgressFn | None,
                    cancel: CancelFn | None) -> Report:
-    from .media.folder import FolderSource
     from .pipeline import WriterPool
 
     assert prepared.sink is not None
@@ -272,8 +280,8 @@ def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progr
 
     frames = _frames(prepared)
     logged = _Logged(prepared.sink, folder, progress and count)
-    files = isinstance(prepared.source, FolderSource)  # not a dedupe view: copies name frames as `frames` does
-    pool = WriterPool(logged.stage, logged.commit, threads=_io_threads(prepared), raws=frames.raw if files else None)
+    raws = frames.raw if _copies_from_samples(prepared) else None
+    pool = WriterPool(logged.stage, logged.commit, threads=_io_threads(prepared), raws=raws, release=frames.release)
     report = _pipelined(prepared, model, frames, pool, todo, cancel)
     report.skipped = len(done)
     return report
@@ -286,6 +294,7 @@ def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None,
 
     s = prepared.job.settings
     depth = s.output.bit_depth
+    frames = _frames(prepared)  # its decode thread starts with the first frame asked for
     sink = media.open_sink(prepared.job.output, dedupe.unwrap(prepared.source), fps=prepared.schedule.out_fps,
                            codec=s.output.codec, bit_depth=int(depth) if depth and depth.isdigit() else depth,
                            audio=_audio_choice(prepared, note))
@@ -298,9 +307,9 @@ def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None,
             progress(len(committed), len(prepared.requested))
 
     pool = WriterPool(lambda index, image, *_: sink.convert(index, image), append, threads=_io_threads(prepared),
-                      commit_thread=True)
+                      commit_thread=True, release=frames.release)
     try:
-        report = _pipelined(prepared, model, _frames(prepared), pool, prepared.requested, cancel, in_order=True)
+        report = _pipelined(prepared, model, frames, pool, prepared.requested, cancel, in_order=True)
         sink.close()
     except BaseException:
         sink.abort()

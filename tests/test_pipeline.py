@@ -375,7 +375,7 @@ def test_frame_sized_buffers_are_reused_not_mapped_afresh():
     # each fresh mapping of a 1080p float frame faults in ~6,000 pages; a reused buffer faults in none, here
     probe = """
 import resource, sys, torch
-from emavfi.pipeline import reuse_frame_buffers
+from emavfi.buffers import reuse_frame_buffers
 if sys.argv[1] == "reuse":
     reuse_frame_buffers()
 frame = torch.rand(3, 1080, 1920)
@@ -438,3 +438,54 @@ def test_overlay_protection_reads_ahead_without_decoding_a_frame_twice(tmp_path,
     assert len(names) == 2 * n - 1
     for name in names:
         assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("kind, output, kept", [("exr", "exr", False), ("dpx", "dpx", True), ("dpx", "png", False),
+                                                ("png", "png", True), ("png", "exr", False)])
+def test_float_frames_keep_their_file_samples_only_where_copies_are_written_from_them(tmp_path, kind, output, kept):
+    """A frame made float lets go of its decoded file samples (half the memory of a 1080p EXR or DPX frame again)
+    unless the sink writes the copies of source frames from them (a DPX or PNG output of the same format)."""
+    source = write_folder(tmp_path / "in", kind)
+    prepared = render.prepare(job(source, tmp_path / "out", format=output))
+    assert prepared.sink is not None and prepared.sink.extension == f".{output}"
+    frames = render._frames(prepared)
+    try:
+        frames.get(0, 2)
+        held = [frames.raw(i) for i in range(3)]
+    finally:
+        frames.close()
+    assert all((raw is not None) == kept for raw in held), held
+    if kept:
+        assert all(raw.pixels.shape == (H, W, 3) for raw in held)
+
+
+def test_free_frame_buffers_go_back_to_the_system_only_past_what_is_kept_for_reuse():
+    """The writer pool's release after each commit: free heap buffers (frame-sized, reused rather than mapped
+    afresh) stay resident up to KEPT_FREE and are given back past it."""
+    script = """
+import numpy as np
+from emavfi.buffers import KEPT_FREE, reuse_frame_buffers
+
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+
+release = reuse_frame_buffers()
+release()  # the first call measures what lies outside the heap's buffers
+frame = 25 << 20  # a 1080p float frame
+held = [np.ones(frame // 8) for _ in range(2 * (KEPT_FREE // frame) + 4)]
+few = KEPT_FREE // frame // 2  # free buffers under KEPT_FREE: kept for the next frames
+for k in range(1, 2 * few, 2):
+    held[k] = None
+before = resident()
+release()
+kept = before - resident()
+for k in range(1, len(held), 2):  # now more than KEPT_FREE of them
+    held[k] = None
+before = resident()
+release()
+print(kept >> 20, (before - resident()) >> 20, (len(held) // 2 * frame) >> 20)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    given_back_under, given_back_over, free = (int(v) for v in done.stdout.split())
+    assert given_back_under < 10, done.stdout  # kept resident: the next frames reuse them without faults
+    assert given_back_over > 0.8 * free, done.stdout

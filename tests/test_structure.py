@@ -16,7 +16,7 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 # import it until it is given its floor.
 FLOORS = {
     0: "emavfi emavfi.errors emavfi.config emavfi.files emavfi.plans emavfi.schedule emavfi.ranges emavfi.hdr "
-       "emavfi.memory emavfi.sequences",
+       "emavfi.memory emavfi.sequences emavfi.buffers",
     1: "emavfi.model emavfi.model.* emavfi.optimize emavfi.loss emavfi.devices emavfi.weights emavfi.hub_errors "
        "emavfi.hub emavfi.local_weights emavfi.inference emavfi.inference_checks emavfi.backends emavfi.backends.* "
        "emavfi.host_copies",

@@ -332,19 +332,30 @@ class FolderSink:
             file_order = delivered[:, :, :self.channels]
         return from_values(file_order, self.bit_depth, owned=not np.may_share_memory(file_order, values))
 
+    @property
+    def _copies_files(self) -> bool:
+        """Copies of source frames keep the source file's own samples (same format, depth, colour, channels)."""
+        return self.same_format and self.colour is self.source.colour \
+            and self.channels == self.source.format.channels and isinstance(self.source, FolderSource)
+
+    @property
+    def copies_samples(self) -> bool:
+        """Copies are written from the samples already decoded (`write`'s raw); EXR copies its compressed blocks
+        and JPEG its file instead, and other copies are encoded from the working frame."""
+        return self._copies_files and self.extension not in (".exr", ".jpg")
+
     def write(self, index: int, image: torch.Tensor | None, *, copy_of: int | None = None,
               raw: RawImage | None = None) -> None:
         """Write output frame index: image in the working encoding, or, for copy_of, source frame copy_of's own
         samples (bit-exact) when the output has the source's format and depth; raw: those samples already read
         (SharedFrames.raw), so the file is not decoded again. Safe to call from several threads at once."""
         self.folder.mkdir(parents=True, exist_ok=True)  # here, not on construction: checks come first
-        if copy_of is not None and self.same_format and self.colour is self.source.colour \
-                and self.channels == self.source.format.channels and isinstance(self.source, FolderSource):
+        if copy_of is not None and self._copies_files:
             if self.extension == ".jpg":  # decoding and re-encoding a JPEG is lossy: copy the file itself
                 files.atomic_write(self.path(index), self.source.paths[copy_of].read_bytes())
                 return
             source_path = self.source.paths[copy_of]
-            if raw is not None and self.extension != ".exr":  # EXR copies its compressed blocks: no decode either
+            if raw is not None and self.copies_samples:
                 write_raw(self.path(index), raw.pixels, self._spec(raw.spec, index, same_format=True))
                 return
 

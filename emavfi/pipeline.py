@@ -67,8 +67,6 @@ class SharedFrames:
                  keep_raw: bool = False, ahead: int = AHEAD):
         from .cuts import CUT_CONTEXT
 
-        self.release = reuse_frame_buffers()
-        """Gives free buffers back to the system (see reuse_frame_buffers)."""
         self.source, self.count, self.skip_damaged = source, count, skip_damaged
         self.size = source.size
         self.damaged: dict[int, str] = {}
@@ -275,17 +273,18 @@ class WriterPool:
     native libraries' banners are held back (emavfi.media.quiet).
 
     raws: the decoded file samples of a source frame (SharedFrames.raw), looked up as a copy is given, so it is
-    written without reading the file again. release: called after each commit (SharedFrames.release: the
-    buffers freed since go back to the system). At most `in_flight` frames are staged and not yet committed. The
+    written without reading the file again. After each commit the buffers freed since may go back to the system
+    (reuse_frame_buffers, set up here, before any frame is decoded). At most `in_flight` frames are staged and not
+    yet committed. The
     first error, in the order given, is raised by a later `write` or by `close`; the frames being written then
     finish (complete files) and nothing given after the failed frame is committed.
     """
 
     def __init__(self, stage: Callable[[int, Any, int | None, Any], Any], commit: Callable[[int, Any], None], *,
                  threads: int, raws: Callable[[int], Any] | None = None, in_flight: int | None = None,
-                 commit_thread: bool = False, release: Callable[[], None] | None = None):
+                 commit_thread: bool = False):
         self.stage, self.raws = stage, raws
-        self.commit = commit if release is None else _then(commit, release)
+        self.commit = _then(commit, reuse_frame_buffers())
         self.threads = max(1, threads)
         self.in_flight = in_flight or IN_FLIGHT_PER_THREAD * self.threads
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="emavfi-write")

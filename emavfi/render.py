@@ -281,7 +281,7 @@ def _render_folder(prepared: Prepared, model: Model, folder: OutputFolder, progr
     frames = _frames(prepared)
     logged = _Logged(prepared.sink, folder, progress and count)
     raws = frames.raw if _copies_from_samples(prepared) else None
-    pool = WriterPool(logged.stage, logged.commit, threads=_io_threads(prepared), raws=raws, release=frames.release)
+    pool = WriterPool(logged.stage, logged.commit, threads=_io_threads(prepared), raws=raws)
     report = _pipelined(prepared, model, frames, pool, todo, cancel)
     report.skipped = len(done)
     return report
@@ -294,7 +294,6 @@ def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None,
 
     s = prepared.job.settings
     depth = s.output.bit_depth
-    frames = _frames(prepared)  # its decode thread starts with the first frame asked for
     sink = media.open_sink(prepared.job.output, dedupe.unwrap(prepared.source), fps=prepared.schedule.out_fps,
                            codec=s.output.codec, bit_depth=int(depth) if depth and depth.isdigit() else depth,
                            audio=_audio_choice(prepared, note))
@@ -307,9 +306,9 @@ def _render_video(prepared: Prepared, model: Model, progress: ProgressFn | None,
             progress(len(committed), len(prepared.requested))
 
     pool = WriterPool(lambda index, image, *_: sink.convert(index, image), append, threads=_io_threads(prepared),
-                      commit_thread=True, release=frames.release)
+                      commit_thread=True)
     try:
-        report = _pipelined(prepared, model, frames, pool, prepared.requested, cancel, in_order=True)
+        report = _pipelined(prepared, model, _frames(prepared), pool, prepared.requested, cancel, in_order=True)
         sink.close()
     except BaseException:
         sink.abort()

@@ -408,7 +408,12 @@ def base_tree(revision: str) -> Path:
 
 def run_one(tree: Path, spec: dict, timeout: float) -> dict:
     """worker(spec) in a fresh process whose emavfi is tree's."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(spec.get("threads", 2))}
+    env = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+    if spec.get("buffers") == "cli":  # as `python -m emavfi` starts: glibc's huge pages where the machine has them
+        from emavfi.buffers import huge_pages_environment
+
+        env = huge_pages_environment(env) or env
+    env.update(PYTHONPATH=str(tree), OMP_NUM_THREADS=str(spec.get("threads", 2)))
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)], cwd=tree,
                           env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
@@ -463,9 +468,11 @@ def main() -> int:
     parser.add_argument("--compression-table", action="store_true", help="only the size/time of each --compression")
     parser.add_argument("--cold", action="store_true", help="time the job's first render in the process (imports "
                         "and the allocator's first growth included), not its second")
-    parser.add_argument("--buffers", default="reuse", help="new code's memory policy: reuse (the code's), map "
-                        "(every buffer over 4 MiB mapped afresh, as before), kept:N (the code's, with N MiB of free "
-                        "buffers kept), or several, e.g. reuse,map")
+    parser.add_argument("--buffers", default="cli", help="new code's memory policy: cli (as `python -m emavfi` "
+                        "runs it: buffers mapped in huge pages where glibc and the kernel can), reuse (as a process "
+                        "without glibc's huge pages: buffers reused, free ones given back past KEPT_FREE), map (every "
+                        "buffer over 4 MiB mapped afresh in 4 KiB pages, as before), kept:N (reuse, with N MiB of "
+                        "free buffers kept), or several, e.g. cli,reuse")
     args = parser.parse_args()
     if args.compression_table:
         h, w = (int(v) for v in args.size.lower().split("x"))
@@ -477,7 +484,7 @@ def main() -> int:
         return 0
     h, w = (int(v) for v in args.size.lower().split("x"))
     policies = args.buffers.split(",")
-    codes = [("new" if policy == "reuse" else f"new, {policy}", ROOT, policy) for policy in policies]
+    codes = [("new" if policy == "cli" else f"new, {policy}", ROOT, policy) for policy in policies]
     codes += [(args.base, base_tree(args.base), "")] if args.base else []
     print(f"CPU: {cpu_line()}")
     print(f"{args.frames} input frames {w}x{h}, x2, cuts on; per output frame: wall ms, around the network ms, "

@@ -3,6 +3,10 @@ import os
 import signal
 import sys
 
+from emavfi.buffers import start_with_huge_pages
+
+start_with_huge_pages()  # before anything is imported or started: it may start this command again in place
+
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
     # Ctrl-C while torch & co. are importing: nothing has been written yet, and a KeyboardInterrupt raised

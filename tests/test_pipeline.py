@@ -370,6 +370,17 @@ def test_a_commit_thread_commits_in_order_and_nothing_after_a_failure(fails):
     assert {name for _, name in committed[1:]} == {"emavfi-commit_0"}
 
 
+def _reusing() -> dict[str, str]:
+    """This environment without glibc's tunables: a process where frame buffers are reused (no huge pages)."""
+    return {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+
+
+def _huge_pages_usable() -> bool:
+    from emavfi.buffers import huge_pages_environment
+
+    return huge_pages_environment(_reusing()) is not None
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_frame_sized_buffers_are_reused_not_mapped_afresh():
     # each fresh mapping of a 1080p float frame faults in ~6,000 pages; a reused buffer faults in none, here
@@ -391,7 +402,7 @@ print(sorted(counts)[10])  # the median operation's faults
     faults = {}
     for policy in ("reuse", "default"):
         done = subprocess.run([sys.executable, "-c", probe, policy], capture_output=True, text=True, cwd=root,
-                              env={**os.environ, "PYTHONPATH": str(root), "MALLOC_MMAP_THRESHOLD_": str(4 << 20)},
+                              env={**_reusing(), "PYTHONPATH": str(root), "MALLOC_MMAP_THRESHOLD_": str(4 << 20)},
                               timeout=300, check=True)
         faults[policy] = float(done.stdout.split()[-1])
     # the median: a kernel reclaiming idle pages under memory pressure faulted some reused ones in again (full suite)
@@ -485,7 +496,71 @@ before = resident()
 release()
 print(kept >> 20, (before - resident()) >> 20, (len(held) // 2 * frame) >> 20)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True,
+                          env=_reusing())
     given_back_under, given_back_over, free = (int(v) for v in done.stdout.split())
     assert given_back_under < 10, done.stdout  # kept resident: the next frames reuse them without faults
     assert given_back_over > 0.8 * free, done.stdout
+
+
+@pytest.mark.skipif(not _huge_pages_usable(), reason="needs Linux, glibc 2.35+ and transparent huge pages not 'never'")
+def test_python_m_emavfi_starts_again_in_place_with_glibc_huge_pages(tmp_path):
+    """`python -m emavfi` starts itself again, same process and arguments, with glibc's huge pages tunable added to
+    the user's tunables; a user's own hugetlb setting is kept as it is."""
+    (tmp_path / "sitecustomize.py").write_text(  # runs as each interpreter starts: notes pid, tunables, arguments
+        "import os, sys\n"
+        f"with open({str(tmp_path / 'starts.txt')!r}, 'a') as log:\n"
+        "    log.write(f\"{os.getpid()} {os.environ.get('GLIBC_TUNABLES', '-')} {sys.argv[1:]}\\n\")\n")
+    root = Path(__file__).resolve().parents[1]
+    starts = {}
+    for tunables in ("", "glibc.malloc.arena_max=4", "glibc.malloc.hugetlb=0"):
+        (tmp_path / "starts.txt").unlink(missing_ok=True)
+        env = {**_reusing(), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+        if tunables:
+            env["GLIBC_TUNABLES"] = tunables
+        done = subprocess.run([sys.executable, "-m", "emavfi", "--help"], capture_output=True, text=True, env=env,
+                              cwd=root, timeout=120)
+        assert done.returncode == 0 and "usage" in done.stdout, done.stderr
+        starts[tunables] = (tmp_path / "starts.txt").read_text().splitlines()
+    first, again = starts[""]
+    assert first.split()[1] == "-" and again.split()[1] == "glibc.malloc.hugetlb=1", starts
+    assert first.split()[0] == again.split()[0] and again.endswith("['--help']"), starts  # the same process
+    assert [line.split()[1] for line in starts["glibc.malloc.arena_max=4"]] == \
+        ["glibc.malloc.arena_max=4", "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"], starts
+    assert [line.split()[1] for line in starts["glibc.malloc.hugetlb=0"]] == ["glibc.malloc.hugetlb=0"], starts
+
+
+@pytest.mark.skipif(not _huge_pages_usable(), reason="needs Linux, glibc 2.35+ and transparent huge pages not 'never'")
+def test_with_huge_pages_frame_buffers_are_mapped_and_given_back_when_freed():
+    """Under glibc's huge pages the writer pool's policy maps each frame-sized buffer afresh: it is outside the
+    heap while alive, and resident memory falls back as soon as it is freed, with no trim to call."""
+    script = """
+import ctypes, torch
+from emavfi.buffers import huge_pages_advised, reuse_frame_buffers
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+release = reuse_frame_buffers()
+mapped = libc.mallinfo2().hblkhd
+before = resident()
+frames = [torch.rand(3, 1080, 1920) for _ in range(8)]
+mapped = libc.mallinfo2().hblkhd - mapped
+grown = resident() - before
+del frames
+print(int(huge_pages_advised()), mapped >> 20, grown >> 20, (resident() - before) >> 20)
+"""
+    root = Path(__file__).resolve().parents[1]
+    results = {}
+    for name, env in (("huge", {**_reusing(), "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}), ("reuse", _reusing())):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              check=True, env={**env, "PYTHONPATH": str(root)})
+        results[name] = [int(v) for v in done.stdout.split()]
+    advised, mapped, grown, left = results["huge"]
+    assert advised == 1 and mapped >= 8 * 23 and grown >= 8 * 23, results  # 8 frames of 23.7 MiB, each mapped
+    assert left < 8, results  # all given back when freed
+    advised, mapped, grown, left = results["reuse"]
+    assert advised == 0 and mapped == 0 and left >= 8 * 23, results  # reused from the heap: kept for the next

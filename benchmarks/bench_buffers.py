@@ -1,23 +1,26 @@
 """What glibc's handling of big buffers costs: the network on one frame pair, and one operation on a frame,
-under three policies, each in a fresh process.
+under four policies, each in a fresh process.
 
     PYTHONPATH=. python benchmarks/bench_buffers.py [--size 544x960] [--repeats 3]
 
 glibc: its own default (the mapping threshold moves up to 32 MiB as buffers are freed); map 4 MiB: every buffer
 over 4 MiB mapped afresh and unmapped when freed (the file pipeline's former policy); reuse: the pipeline's
-policy (`emavfi.buffers.reuse_frame_buffers`: one arena, buffers up to 32 MiB reused). A freshly mapped page
-costs a fault on first touch: kernel time.
+policy without glibc's huge pages (`emavfi.buffers.reuse_frame_buffers`: one arena, buffers up to 32 MiB
+reused); huge pages: `python -m emavfi`'s (glibc.malloc.hugetlb=1, every buffer over 4 MiB mapped afresh in
+transparent huge pages; where glibc or the kernel cannot, the row says so). A freshly mapped page costs a fault
+on first touch: kernel time.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ("glibc", "map 4 MiB", "reuse")
+POLICIES = ("glibc", "map 4 MiB", "reuse", "huge pages")
 
 
 def worker(policy: str, size: str, repeats: int) -> dict:
@@ -30,10 +33,12 @@ def worker(policy: str, size: str, repeats: int) -> dict:
     torch.set_num_threads(2)
     if policy == "map 4 MiB":
         ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
-    elif policy == "reuse":
-        from emavfi.buffers import reuse_frame_buffers
+    elif policy in ("reuse", "huge pages"):  # the same call: under the tunable it maps in huge pages
+        from emavfi.buffers import huge_pages_advised, reuse_frame_buffers
 
         reuse_frame_buffers()
+        if policy == "huge pages" and not huge_pages_advised():
+            raise SystemExit("glibc or the kernel here cannot map in huge pages")
     import emavfi
 
     def usage() -> tuple[float, float, float, int]:
@@ -71,7 +76,7 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.size, args.repeats)))
         return 0
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
     from bench_pipeline import cpu_line
 
     print(f"CPU: {cpu_line()}; ours_small_t (random weights) x2 at {args.size}, 2 threads; a 1080p float frame "
@@ -79,9 +84,16 @@ def main() -> int:
     print("| policy | s per pair | user s | kernel s | page faults per pair | x*2 on a 1080p frame ms | faults "
           "| peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
+    from emavfi.buffers import huge_pages_environment
+
+    plain = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
     for policy in POLICIES:
+        env = (huge_pages_environment(plain) or plain) if policy == "huge pages" else plain
         done = subprocess.run([sys.executable, __file__, "--worker", policy, "--size", args.size, "--repeats",
-                               str(args.repeats)], capture_output=True, text=True, cwd=ROOT, check=True)
+                               str(args.repeats)], capture_output=True, text=True, cwd=ROOT, env=env)
+        if done.returncode != 0:
+            print(f"| {policy} | {(done.stderr.strip().splitlines() or ['failed'])[-1]} |||||||", flush=True)
+            continue
         r = json.loads(done.stdout.splitlines()[-1])
         print(f"| {policy} | {r['pair_s']:.2f} | {r['user_s']:.2f} | {r['sys_s']:.2f} | {r['faults']:.0f} | "
               f"{r['op_ms']:.1f} | {r['op_faults']:.0f} | {r['rss_mb']:.0f} |", flush=True)

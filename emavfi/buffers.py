@@ -67,9 +67,9 @@ def reuse_frame_buffers() -> Callable[[], None]:
 
     With huge pages advised (`huge_pages_advised`), every buffer over MAPPED is mapped afresh and unmapped when
     freed: resident memory follows the live buffers, and a fresh 1080p float frame costs 13 faults. Measured at
-    1080p x2 (25 frames, stand-in network): peak memory 12-19 % lower than the reuse below (PNG 876 -> 773 MB,
-    EXR 1265 -> 1027) with the same CPU time (within 5 %), and the network on the CPU as fast (693 ms an output
-    frame at 544x960, against 690); mapped afresh in 4 KiB pages it took 815.
+    1080p x2 (25 frames, stand-in network): peak memory 8-14 % lower than the reuse below (PNG 877 -> 756 MB, EXR
+    1,239 -> 1,088) for 0-11 % more CPU; the network alone on the CPU 6-15 % slower (the kernel zeroes each fresh
+    page), a whole job at 544x960 as fast (693 ms an output frame, against 690; mapped in 4 KiB pages, 815).
 
     Otherwise glibc reuses freed buffers of up to REUSED bytes (a 1080p float frame is 25 MB) from one arena, and
     `_Release` gives free pages back past KEPT_FREE: a buffer mapped in 4 KiB pages costs a fault per page on first

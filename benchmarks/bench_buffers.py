@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,19 +75,16 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.size, args.repeats)))
         return 0
-    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
-    from bench_pipeline import cpu_line
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_pipeline import cpu_line, tunables_environment
 
     print(f"CPU: {cpu_line()}; ours_small_t (random weights) x2 at {args.size}, 2 threads; a 1080p float frame "
           "times 2 (a new 25 MB buffer each time)")
     print("| policy | s per pair | user s | kernel s | page faults per pair | x*2 on a 1080p frame ms | faults "
           "| peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
-    from emavfi.buffers import huge_pages_environment
-
-    plain = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
     for policy in POLICIES:
-        env = (huge_pages_environment(plain) or plain) if policy == "huge pages" else plain
+        env = tunables_environment(huge_pages=policy == "huge pages")
         done = subprocess.run([sys.executable, __file__, "--worker", policy, "--size", args.size, "--repeats",
                                str(args.repeats)], capture_output=True, text=True, cwd=ROOT, env=env)
         if done.returncode != 0:

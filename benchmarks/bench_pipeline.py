@@ -406,13 +406,20 @@ def base_tree(revision: str) -> Path:
     return tree
 
 
+def tunables_environment(huge_pages: bool) -> dict[str, str]:
+    """This environment without GLIBC_TUNABLES, with glibc's huge pages added as `python -m emavfi` adds them where
+    huge_pages (and glibc and the kernel can)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from emavfi.buffers import huge_pages_environment
+
+    env = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+    return (huge_pages_environment(env) or env) if huge_pages else env
+
+
 def run_one(tree: Path, spec: dict, timeout: float) -> dict:
     """worker(spec) in a fresh process whose emavfi is tree's."""
-    env = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
-    if spec.get("buffers") == "cli":  # as `python -m emavfi` starts: glibc's huge pages where the machine has them
-        from emavfi.buffers import huge_pages_environment
-
-        env = huge_pages_environment(env) or env
+    env = tunables_environment(huge_pages=spec.get("buffers") == "cli")
     env.update(PYTHONPATH=str(tree), OMP_NUM_THREADS=str(spec.get("threads", 2)))
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)], cwd=tree,
                           env=env, capture_output=True, text=True, timeout=timeout)

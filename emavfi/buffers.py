@@ -17,8 +17,7 @@ for the buffers it maps: a fresh 25 MB buffer then faults in 13 pages, not 6,100
 
 def huge_pages_advised() -> bool:
     """True where this process's glibc maps big buffers in transparent huge pages (HUGE_PAGES in effect)."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    return HUGE_PAGES in tunables.split(":") and _glibc_at_least(2, 35) and _huge_pages_available()
+    return HUGE_PAGES in os.environ.get("GLIBC_TUNABLES", "").split(":") and _huge_pages_possible()
 
 
 def start_with_huge_pages() -> None:
@@ -37,10 +36,14 @@ def huge_pages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     """environ with HUGE_PAGES added to GLIBC_TUNABLES, where glibc and the kernel can use it and the tunable is
     not set already (a user's own hugetlb setting is kept); None where nothing is to change."""
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if ("glibc.malloc.hugetlb=" in tunables or not sys.platform.startswith("linux") or not _glibc_at_least(2, 35)
-            or not _huge_pages_available()):
+    if "glibc.malloc.hugetlb=" in tunables or not _huge_pages_possible():
         return None
     return {**environ, "GLIBC_TUNABLES": f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES}
+
+
+def _huge_pages_possible() -> bool:
+    """Linux, glibc 2.35 or later (which knows HUGE_PAGES) and a kernel that gives transparent huge pages."""
+    return sys.platform.startswith("linux") and _glibc_at_least(2, 35) and _huge_pages_available()
 
 
 def _glibc_at_least(major: int, minor: int) -> bool:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+_RESTARTED = "EMAVFI_STARTED_WITH_HUGE_PAGES"  # set for the new start only; it removes it at once
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 """The glibc tunable (2.35 and later, read once as a process starts) that has malloc advise transparent huge pages
 for the buffers it maps: a fresh 25 MB buffer then faults in 13 pages, not 6,100."""
@@ -22,12 +23,15 @@ def huge_pages_advised() -> bool:
 
 def start_with_huge_pages() -> None:
     """Start this command again in place (the same process, arguments and streams) with HUGE_PAGES in glibc's
-    tunables, where `huge_pages_environment` gives them; otherwise return."""
+    tunables, where `huge_pages_environment` gives them; otherwise return. It starts again once at most: where
+    the tunable does not reach the new start (glibc drops it in set-user-ID processes), that one goes on without."""
+    if os.environ.pop(_RESTARTED, None) is not None:
+        return
     env = huge_pages_environment(os.environ)
     if env is None or not getattr(sys, "orig_argv", None):
         return
     try:
-        os.execve(sys.executable, sys.orig_argv, env)
+        os.execve(sys.executable, sys.orig_argv, {**env, _RESTARTED: "1"})
     except OSError:  # cannot start the interpreter again: go on with the reused buffers
         return
 

@@ -5,7 +5,7 @@ under four policies, each in a fresh process.
 
 glibc: its own default (the mapping threshold moves up to 32 MiB as buffers are freed); map 4 MiB: every buffer
 over 4 MiB mapped afresh and unmapped when freed (the file pipeline's former policy); reuse: the pipeline's
-policy without glibc's huge pages (`emavfi.buffers.reuse_frame_buffers`: one arena, buffers up to 32 MiB
+policy without glibc's huge pages (`emavfi.buffers.keep_frame_buffers`: one arena, buffers up to 32 MiB
 reused); huge pages: `python -m emavfi`'s (glibc.malloc.hugetlb=1, every buffer over 4 MiB mapped afresh in
 transparent huge pages; where glibc or the kernel cannot, the row says so). A freshly mapped page costs a fault
 on first touch: kernel time.
@@ -33,9 +33,9 @@ def worker(policy: str, size: str, repeats: int) -> dict:
     if policy == "map 4 MiB":
         ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
     elif policy in ("reuse", "huge pages"):  # the same call: under the tunable it maps in huge pages
-        from emavfi.buffers import huge_pages_advised, reuse_frame_buffers
+        from emavfi.buffers import huge_pages_advised, keep_frame_buffers
 
-        reuse_frame_buffers()
+        keep_frame_buffers()
         if policy == "huge pages" and not huge_pages_advised():
             raise SystemExit("glibc or the kernel here cannot map in huge pages")
     import emavfi

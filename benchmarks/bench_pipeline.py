@@ -310,7 +310,7 @@ def worker(spec: dict) -> dict:
             ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)
             return lambda: None
 
-        pipeline.reuse_frame_buffers = mapped
+        pipeline.keep_frame_buffers = mapped
     elif spec.get("buffers", "").startswith("kept:"):  # the code's policy with another KEPT_FREE, MiB
         from emavfi import buffers
 

@@ -68,7 +68,7 @@ def _huge_pages_available() -> bool:
         return False
 
 
-def reuse_frame_buffers() -> Callable[[], None]:
+def keep_frame_buffers() -> Callable[[], None]:
     """Set how glibc keeps frame-sized buffers for this file job; returns what keeps free ones from piling up (the
     writer pool calls it as each output frame is committed).
 

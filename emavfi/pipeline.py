@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .buffers import reuse_frame_buffers
+from .buffers import keep_frame_buffers
 from .media import FramesIOError
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ class WriterPool:
 
     raws: the decoded file samples of a source frame (SharedFrames.raw), looked up as a copy is given, so it is
     written without reading the file again. After each commit the buffers freed since may go back to the system
-    (reuse_frame_buffers, set up here, before any frame is decoded). At most `in_flight` frames are staged and not
+    (keep_frame_buffers, set up here, before any frame is decoded). At most `in_flight` frames are staged and not
     yet committed. The
     first error, in the order given, is raised by a later `write` or by `close`; the frames being written then
     finish (complete files) and nothing given after the failed frame is committed.
@@ -284,7 +284,7 @@ class WriterPool:
                  threads: int, raws: Callable[[int], Any] | None = None, in_flight: int | None = None,
                  commit_thread: bool = False):
         self.stage, self.raws = stage, raws
-        self.commit = _then(commit, reuse_frame_buffers())
+        self.commit = _then(commit, keep_frame_buffers())
         self.threads = max(1, threads)
         self.in_flight = in_flight or IN_FLIGHT_PER_THREAD * self.threads
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="emavfi-write")

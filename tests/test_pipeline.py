@@ -386,9 +386,9 @@ def test_frame_sized_buffers_are_reused_not_mapped_afresh():
     # each fresh mapping of a 1080p float frame faults in ~6,000 pages; a reused buffer faults in none, here
     probe = """
 import resource, sys, torch
-from emavfi.buffers import reuse_frame_buffers
+from emavfi.buffers import keep_frame_buffers
 if sys.argv[1] == "reuse":
-    reuse_frame_buffers()
+    keep_frame_buffers()
 frame = torch.rand(3, 1080, 1920)
 frame.mul(2.0)
 counts = []
@@ -475,12 +475,12 @@ def test_free_frame_buffers_go_back_to_the_system_only_past_what_is_kept_for_reu
     afresh) stay resident up to KEPT_FREE and are given back past it."""
     script = """
 import numpy as np
-from emavfi.buffers import KEPT_FREE, reuse_frame_buffers
+from emavfi.buffers import KEPT_FREE, keep_frame_buffers
 
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 
-release = reuse_frame_buffers()
+release = keep_frame_buffers()
 release()  # the first call measures what lies outside the heap's buffers
 frame = 25 << 20  # a 1080p float frame
 held = [np.ones(frame // 8) for _ in range(2 * (KEPT_FREE // frame) + 4)]
@@ -550,7 +550,7 @@ def test_with_huge_pages_frame_buffers_are_mapped_and_given_back_when_freed():
     heap while alive, and resident memory falls back as soon as it is freed, with no trim to call."""
     script = """
 import ctypes, torch
-from emavfi.buffers import huge_pages_advised, reuse_frame_buffers
+from emavfi.buffers import huge_pages_advised, keep_frame_buffers
 
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
@@ -558,7 +558,7 @@ libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
-release = reuse_frame_buffers()
+release = keep_frame_buffers()
 mapped = libc.mallinfo2().hblkhd
 before = resident()
 frames = [torch.rand(3, 1080, 1920) for _ in range(8)]
